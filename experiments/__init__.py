@@ -1,0 +1,1 @@
+"""One module per figure / claim of the paper: ``python -m experiments.<name> --workdir=DIR``."""

@@ -1,0 +1,104 @@
+"""Dataset registry: ``get_dataset(config) -> Dataset`` (numpy arrays, host memory).
+
+Synopsis::
+
+    from sgd_phases import datasets
+    config = datasets.default_config("mnist")        # ConfigDict, every field commented
+    config.data_dir = str(datasets.shared_data_dir() / "mnist")  # offline IDX files
+    config.label_noise = 0.1
+    ds = datasets.get_dataset(config)                 # Dataset(x_train, y_train, ...)
+    ds = datasets.get_dataset({"name": "ball2d_sinusoid", "seed": 1})  # missing -> defaults
+
+Registry (``DATASETS``): ``mnist``, ``fashion_mnist``, ``cifar10`` (TFDS, see
+:mod:`.tfds_images`), ``ball2d_sinusoid``, ``sinusoid_hd``, ``theorem1`` (numpy, see
+:mod:`.synthetic`). Common fields: ``name``, ``seed`` (data seed), ``label_noise``,
+``noisy_test``, ``train_size``, ``test_size`` (see :func:`.base.common_config`). Any bad field
+raises one ``ValueError`` that names it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from sgd_phases.datasets import synthetic, tfds_images
+from sgd_phases.datasets.base import Dataset
+
+__all__ = ["DATASETS", "Dataset", "default_config", "get_dataset", "resolve_config",
+           "shared_data_dir"]
+
+Builder = Callable[[Mapping[str, Any]], Dataset]
+
+DATASETS: dict[str, Builder] = {
+    "mnist": tfds_images.build_image_dataset,
+    "fashion_mnist": tfds_images.build_image_dataset,
+    "cifar10": tfds_images.build_image_dataset,
+    "ball2d_sinusoid": synthetic.ball2d_sinusoid,
+    "sinusoid_hd": synthetic.sinusoid_hd,
+    "theorem1": synthetic.theorem1,
+}
+
+_DEFAULT_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
+    **{n: functools.partial(tfds_images.default_config, n) for n in tfds_images.IMAGE_DATASETS},
+    "ball2d_sinusoid": synthetic.default_config_ball2d_sinusoid,
+    "sinusoid_hd": synthetic.default_config_sinusoid_hd,
+    "theorem1": synthetic.default_config_theorem1,
+}
+
+
+def _check_name(name: Any) -> str:
+  if not isinstance(name, str) or name not in DATASETS:
+    raise ValueError(f"name={name!r} is not a registered dataset; choose from {sorted(DATASETS)}")
+  return name
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  """Every field dataset ``name`` accepts, with its default (one comment per field)."""
+  return _DEFAULT_CONFIGS[_check_name(name)]()
+
+
+def resolve_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> dict[str, Any]:
+  """Fills missing fields from ``default_config(config['name'])``; rejects unknown fields."""
+  if isinstance(config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+    given = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  elif isinstance(config, Mapping):
+    given = dict(config)
+  else:
+    raise ValueError(f"config must be a ConfigDict or mapping, got {type(config).__name__}")
+  if "name" not in given:
+    raise ValueError(f"name is missing from the dataset config; choose from {sorted(DATASETS)}")
+  defaults = default_config(given["name"]).to_dict()
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ValueError(f"unknown dataset config field(s) {unknown} for name={given['name']!r}; "
+                     f"accepted: {sorted(defaults)}")
+  resolved = {**defaults, **given}
+  seed = resolved["seed"]
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"seed={seed!r} must be a non-negative integer")
+  if not isinstance(resolved["noisy_test"], bool):
+    raise ValueError(f"noisy_test={resolved['noisy_test']!r} must be a bool")
+  return resolved
+
+
+def get_dataset(config: Mapping[str, Any] | ml_collections.ConfigDict) -> Dataset:
+  """Builds the dataset described by ``config`` (a ConfigDict or plain mapping)."""
+  resolved = resolve_config(config)
+  return DATASETS[resolved["name"]](resolved)
+
+
+def shared_data_dir() -> Path | None:
+  """The shared real-data folder (``$SGD_PHASES_SHARED_DATA``, else ``<repo>/../shared/data``).
+
+  Returns None when neither exists (e.g. in a fresh clone); it holds ``mnist/`` and
+  ``fashion_mnist/`` IDX folders usable as ``data_dir``.
+  """
+  env = os.environ.get("SGD_PHASES_SHARED_DATA")
+  candidates = [Path(env).expanduser()] if env else []
+  candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
+  return next((c for c in candidates if c.is_dir()), None)
