@@ -1,0 +1,354 @@
+"""Statistics over seeds and evaluation points for the ``results.npz`` of a run.
+
+Pure numpy (no scipy): confidence intervals, the end of the linear phase T_0, plateau and
+departure indices of information curves, and loading of the engine's ``results.npz``.
+
+Usage::
+
+    from sgd_phases import stats
+
+    res = stats.load_results(workdir)                  # dict[str, np.ndarray]
+    m = stats.measures_for(res, "linear")              # {"i_fy": [S,E], "mu": [S,E], ...}
+    t0 = stats.t0_index(m["acc_f"], res["ref/linear/test_acc"])
+    ratio = stats.ratio_at(m["mu"], m["i_fy"], t0)     # [S] μ/I at T_0
+    stats.summarize(ratio)                             # {"mean", "lo", "hi", "std", "n"}
+    mean, lo, hi = stats.mean_ci(m["i_fy"], axis=0)    # [E] each, 95% Student-t band
+
+NaN convention (all functions): NaN entries are dropped, i.e. statistics are computed over the
+finite values only, per output element. Where fewer than two finite values remain the interval
+is NaN (the mean is the single value, or NaN when none remain).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import warnings
+import zipfile
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+T0_RULES = ("acc_reaches_reference", "mu_ratio")
+CI_METHODS = ("t", "bootstrap")
+
+
+# ----------------------------------------------------------------------------- t quantile
+def _betacf(a: float, b: float, x: float) -> float:
+  """Continued fraction of the incomplete beta function (modified Lentz)."""
+  tiny, eps = 1e-300, 1e-16
+  qab, qap, qam = a + b, a + 1.0, a - 1.0
+  c, d = 1.0, 1.0 - qab * x / qap
+  d = 1.0 / (d if abs(d) > tiny else tiny)
+  h = d
+  for m in range(1, 1000):
+    m2 = 2 * m
+    for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+               -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+      d = 1.0 + aa * d
+      d = 1.0 / (d if abs(d) > tiny else tiny)
+      c = 1.0 + aa / c
+      c = c if abs(c) > tiny else tiny
+      h *= d * c
+    if abs(d * c - 1.0) < eps:
+      break
+  return h
+
+
+def _t_two_tail(t: float, df: float) -> float:
+  """P[|T| > t] = I_x(df/2, 1/2) with x = df/(df+t²), using 1−x = t²/(df+t²) exactly."""
+  a, b = 0.5 * df, 0.5
+  x, y = df / (df + t * t), t * t / (df + t * t)
+  if y <= 0.0:
+    return 1.0
+  if x <= 0.0:
+    return 0.0
+  lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
+  if x < (a + 1.0) / (a + b + 2.0):
+    return math.exp(lbt) * _betacf(a, b, x) / a
+  return 1.0 - math.exp(lbt) * _betacf(b, a, y) / b
+
+
+@functools.lru_cache(maxsize=1024)
+def t_quantile(q: float, df: float) -> float:
+  """Quantile of Student's t with ``df`` degrees of freedom (no scipy needed).
+
+  Solves P[|T| > t] = 2(1 − q) by bisection on log t, with the two-sided tail from the
+  regularized incomplete beta function (continued fraction); agrees with
+  ``scipy.stats.t.ppf`` to ~1e-10 relative.
+  """
+  q, df = float(q), float(df)
+  if not 0.0 < q < 1.0:
+    raise ValueError(f"q must be in (0, 1), got {q}")
+  if not df > 0.0:
+    raise ValueError(f"df must be > 0, got {df}")
+  if q == 0.5:
+    return 0.0
+  if q < 0.5:
+    return -t_quantile(1.0 - q, df)
+  target = 2.0 * (1.0 - q)  # decreasing in t
+  lo, hi = -60.0, 60.0  # log t
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    if _t_two_tail(math.exp(mid), df) > target:
+      lo = mid
+    else:
+      hi = mid
+    if hi - lo < 1e-14:
+      break
+  return math.exp(0.5 * (lo + hi))
+
+
+# ----------------------------------------------------------------------------- intervals
+def _as_columns(x: ArrayLike, axis: int) -> tuple[NDArray[np.float64], tuple[int, ...]]:
+  arr = np.moveaxis(np.asarray(x, dtype=np.float64), axis, 0)
+  return arr.reshape(arr.shape[0], -1), arr.shape[1:]
+
+
+def mean_ci(
+    x: ArrayLike,
+    axis: int = 0,
+    level: float = 0.95,
+    method: str = "t",
+    *,
+    rng: np.random.Generator | None = None,
+    num_resamples: int = 2000,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+  """Mean over ``axis`` (the seeds) with a ``level`` confidence interval.
+
+  ``method="t"``: mean ± t_{(1+level)/2, n-1}·s/√n (s with ddof=1), identical to
+  ``scipy.stats.t.interval``. ``method="bootstrap"``: percentile bootstrap of the mean with
+  ``num_resamples`` resamples drawn from ``rng`` (required). NaNs are ignored per output
+  element; with fewer than two finite values, ``lo`` and ``hi`` are NaN (not a zero width).
+  Returns float64 arrays shaped like ``x`` without ``axis``.
+  """
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"level must be in (0, 1), got {level}")
+  if method not in CI_METHODS:
+    raise ValueError(f"method must be one of {CI_METHODS}, got {method!r}")
+  cols, out_shape = _as_columns(x, axis)
+  finite = np.isfinite(cols)
+  n = finite.sum(axis=0)
+  filled = np.where(finite, cols, 0.0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean = filled.sum(axis=0) / n
+    if method == "t":
+      dev = np.where(finite, cols - mean, 0.0)
+      sem = np.sqrt((dev**2).sum(axis=0) / (n - 1) / n)
+      tq = np.full(n.shape, np.nan)
+      for k in np.unique(n[n >= 2]):
+        tq[n == k] = t_quantile(0.5 * (1.0 + level), float(k - 1))
+      lo, hi = mean - tq * sem, mean + tq * sem
+    else:
+      if rng is None:
+        raise ValueError("rng (np.random.Generator) is required for method='bootstrap'")
+      if num_resamples < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples}")
+      lo, hi = _bootstrap(cols, n, level, rng, int(num_resamples))
+  bad = n < 2
+  lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+  return mean.reshape(out_shape), lo.reshape(out_shape), hi.reshape(out_shape)
+
+
+def _bootstrap(cols: NDArray[np.float64], n: NDArray[np.int64], level: float,
+               rng: np.random.Generator, num_resamples: int):
+  """Percentile bootstrap per column, resampling that column's finite values."""
+  s, m = cols.shape
+  srt = np.sort(cols, axis=0)  # NaNs last: the first n[j] rows of column j are finite
+  u = rng.random((num_resamples, s))  # shared uniforms, reproducible for a given rng
+  pos = np.arange(s)[None, :, None]
+  chunk = max(1, (1 << 22) // max(1, num_resamples * s))
+  lo, hi = np.empty(m), np.empty(m)
+  for start in range(0, m, chunk):
+    sl = slice(start, min(m, start + chunk))
+    nj = n[sl]
+    idx = np.minimum((u[:, :, None] * nj[None, None, :]).astype(np.int64),
+                     np.maximum(nj - 1, 0)[None, None, :])
+    vals = srt[:, sl][idx, np.arange(nj.size)[None, None, :]]
+    means = np.where(pos < nj[None, None, :], vals, 0.0).sum(axis=1) / nj
+    q = np.percentile(means, [50.0 * (1.0 - level), 50.0 * (1.0 + level)], axis=0)
+    lo[sl], hi[sl] = q[0], q[1]
+  return lo, hi
+
+
+def summarize(values: ArrayLike, level: float = 0.95) -> dict[str, Any]:
+  """{mean, lo, hi, std, n} of per-seed values as Python floats/int (NaNs dropped).
+
+  ``lo``/``hi`` is the Student-t interval; ``std`` uses ddof=1. Undefined entries are
+  ``float("nan")`` (``json.dumps`` writes them as ``NaN``).
+  """
+  v = np.asarray(values, dtype=np.float64).ravel()
+  v = v[np.isfinite(v)]
+  mean, lo, hi = mean_ci(v, axis=0, level=level)
+  std = float(np.std(v, ddof=1)) if v.size >= 2 else float("nan")
+  return {"mean": float(mean), "lo": float(lo), "hi": float(hi), "std": std, "n": int(v.size)}
+
+
+# ----------------------------------------------------------------------------- indices
+def _rows(a: ArrayLike, name: str) -> NDArray[np.float64]:
+  arr = np.asarray(a, dtype=np.float64)
+  if arr.ndim not in (1, 2):
+    raise ValueError(f"{name} must be [E] or [S, E], got shape {arr.shape}")
+  return np.atleast_2d(arr)
+
+
+def _first_true(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
+  """Index of the first True per row, −1 where none."""
+  return np.where(mask.any(axis=1), mask.argmax(axis=1), -1).astype(np.int64)
+
+
+def departure_index(mu: ArrayLike, i_fy: ArrayLike, *, delta: float = 0.1,
+                    floor: float = 1e-3) -> NDArray[np.int64] | int:
+  """First evaluation where μ < (1−δ)·I(F;Y), among points with finite values and I > floor.
+
+  ``mu``/``i_fy``: [S, E] (returns [S]) or [E] (returns an int). −1 if μ never departs.
+  """
+  mu_r, i_r = _rows(mu, "mu"), _rows(i_fy, "i_fy")
+  if mu_r.shape != i_r.shape:
+    raise ValueError(f"mu shape {np.shape(mu)} != i_fy shape {np.shape(i_fy)}")
+  valid = np.isfinite(mu_r) & np.isfinite(i_r) & (i_r > floor)
+  out = _first_true(valid & (mu_r < (1.0 - delta) * i_r))
+  return int(out[0]) if np.ndim(mu) == 1 else out
+
+
+def t0_index(
+    acc_f: ArrayLike,
+    acc_l: ArrayLike,
+    *,
+    rule: str = "acc_reaches_reference",
+    mu: ArrayLike | None = None,
+    i_fy: ArrayLike | None = None,
+    delta: float = 0.1,
+    floor: float = 1e-3,
+) -> NDArray[np.int64]:
+  """T_0 (end of the linear phase) per seed, as an index into the eval steps; −1 if never.
+
+  Rules:
+    * ``"acc_reaches_reference"``: first evaluation e with acc_f[s, e] ≥ acc_l[s]
+      (NaN never reaches).
+    * ``"mu_ratio"``: restrict to *valid* evaluations (finite μ, I and I(F_s;Y) > ``floor``
+      bits). T_0 is the last valid evaluation before the first valid one with
+      μ_Y(F_s;L) < (1−δ)·I(F_s;Y), i.e. the last t with μ ≥ (1−δ)·I at every valid s ≤ t;
+      the last valid evaluation if μ never departs; −1 if the first valid evaluation
+      already departs or no evaluation is valid. Needs ``mu`` and ``i_fy`` ([S, E]).
+  ``acc_f``: [S, E]; ``acc_l``: [S] or scalar.
+  """
+  acc = np.asarray(acc_f, dtype=np.float64)
+  if acc.ndim != 2:
+    raise ValueError(f"acc_f must be [S, E], got shape {acc.shape}")
+  if rule == "acc_reaches_reference":
+    ref = np.asarray(acc_l, dtype=np.float64)
+    if ref.ndim > 1 or (ref.ndim == 1 and ref.shape[0] != acc.shape[0]):
+      raise ValueError(f"acc_l must be [S={acc.shape[0]}] or scalar, got shape {ref.shape}")
+    ref = np.broadcast_to(ref, acc.shape[:1])
+    return _first_true(acc >= ref[:, None])
+  if rule == "mu_ratio":
+    for name, arr in (("mu", mu), ("i_fy", i_fy)):
+      if arr is None:
+        raise ValueError(f"{name} is required for rule='mu_ratio'")
+      if np.shape(arr) != acc.shape:
+        raise ValueError(f"{name} must have shape {acc.shape}, got {np.shape(arr)}")
+    mu_r, i_r = np.asarray(mu, np.float64), np.asarray(i_fy, np.float64)
+    valid = np.isfinite(mu_r) & np.isfinite(i_r) & (i_r > floor)
+    dep = np.asarray(departure_index(mu_r, i_r, delta=delta, floor=floor))
+    e = np.arange(acc.shape[1])[None, :]
+    limit = np.where(dep < 0, acc.shape[1], dep)[:, None]
+    before = valid & (e < limit)
+    return np.where(before.any(axis=1), acc.shape[1] - 1 - before[:, ::-1].argmax(axis=1),
+                    -1).astype(np.int64)
+  raise ValueError(f"unknown rule {rule!r}; expected one of {T0_RULES}")
+
+
+def ratio_at(mu: ArrayLike, i_fy: ArrayLike, index: ArrayLike) -> NDArray[np.float64]:
+  """μ/I(F;Y) at each seed's evaluation ``index`` ([S]); NaN where index = −1 or I ≤ 0."""
+  mu_r, i_r = np.asarray(mu, np.float64), np.asarray(i_fy, np.float64)
+  idx = np.asarray(index, dtype=np.int64)
+  if mu_r.ndim != 2 or mu_r.shape != i_r.shape:
+    raise ValueError(f"mu and i_fy must be equal [S, E], got {mu_r.shape} and {i_r.shape}")
+  if idx.shape != mu_r.shape[:1]:
+    raise ValueError(f"index must have shape [S={mu_r.shape[0]}], got {idx.shape}")
+  if np.any(idx >= mu_r.shape[1]) or np.any(idx < -1):
+    raise ValueError(f"index entries must be in [-1, {mu_r.shape[1] - 1}], got {idx}")
+  safe = np.clip(idx, 0, None)[:, None]
+  m = np.take_along_axis(mu_r, safe, axis=1)[:, 0]
+  i = np.take_along_axis(i_r, safe, axis=1)[:, 0]
+  ok = (idx >= 0) & (i > 0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(ok, m / np.where(ok, i, 1.0), np.nan)
+
+
+def _smooth(rows: NDArray[np.float64], window: int) -> NDArray[np.float64]:
+  if window <= 1:
+    return rows
+  half = window // 2
+  padded = np.pad(rows, ((0, 0), (half, window - 1 - half)), mode="edge")
+  win = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows -> NaN
+    return np.nanmedian(win, axis=-1)
+
+
+def plateau_index(curve: ArrayLike, *, tol: float = 0.05,
+                  smooth: int = 1) -> NDArray[np.int64] | int:
+  """Evaluation index where a rising curve reaches its plateau.
+
+  Rule (per row, NaNs ignored): optionally smooth with a centred running median of
+  ``smooth`` points (use 3–5 for noisy curves), let ``top`` = max and ``bottom`` = min before
+  the argmax; the plateau is the first index with curve ≥ top − tol·(top − bottom). Using the
+  rise (not |max|) makes it offset-invariant; taking the *first* approach to the max makes it
+  robust to a later decline. For A·(1 − e^{−t/τ}) this is t ≈ τ·ln(1/tol). A flat curve has
+  its plateau at 0; an all-NaN row gives −1. ``curve``: [S, E] (returns [S]) or [E] (int).
+  """
+  if not 0.0 <= tol < 1.0:
+    raise ValueError(f"tol must be in [0, 1), got {tol}")
+  if smooth < 1:
+    raise ValueError(f"smooth must be >= 1, got {smooth}")
+  rows = _smooth(_rows(curve, "curve"), int(smooth))
+  out = np.full(rows.shape[0], -1, dtype=np.int64)
+  for s, row in enumerate(rows):
+    finite = np.isfinite(row)
+    if not finite.any():
+      continue
+    r = np.where(finite, row, -np.inf)
+    top_at = int(np.argmax(r))
+    bottom = float(np.min(np.where(finite, row, np.inf)[: top_at + 1]))
+    thresh = r[top_at] - tol * (r[top_at] - bottom)
+    out[s] = int(np.argmax(r >= thresh))
+  return int(out[0]) if np.ndim(curve) == 1 else out
+
+
+# ----------------------------------------------------------------------------- results.npz
+def load_results(path_or_workdir: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Load a ``results.npz`` (or ``<workdir>/results.npz``) into a plain dict of arrays."""
+  path = os.fspath(path_or_workdir)
+  if os.path.isdir(path):
+    path = os.path.join(path, "results.npz")
+  try:
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+      raise ValueError("not an .npz archive")
+    with data:
+      return {k: np.array(data[k]) for k in data.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    raise ValueError(f"cannot read results file {path!r}: {e}") from e
+
+
+def available_references(results: dict[str, np.ndarray]) -> list[str]:
+  """Reference names with ``mi/<r>/...`` entries in ``results``."""
+  names = {k.split("/")[1] for k in results if k.startswith("mi/") and k.count("/") >= 2}
+  if "reference_names" in results:
+    order = [str(r) for r in np.atleast_1d(results["reference_names"])]
+    return [r for r in order if r in names] + sorted(names - set(order))
+  return sorted(names)
+
+
+def measures_for(results: dict[str, np.ndarray], reference: str) -> dict[str, np.ndarray]:
+  """All ``mi/<reference>/<field>`` arrays ([S, E]) as {field: array}."""
+  prefix = f"mi/{reference}/"
+  out = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+  if not out:
+    raise ValueError(f"unknown reference {reference!r}; available: "
+                     f"{available_references(results)}")
+  return out

@@ -1,0 +1,241 @@
+"""Tests for sgd_phases.stats (scipy only as a test-time oracle)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sgd_phases import stats
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+# ----------------------------------------------------------------------------- t quantile / CI
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 7, 10, 19, 29, 30, 31, 50, 120, 1000, 2.5])
+@pytest.mark.parametrize("q", [0.6, 0.9, 0.95, 0.975, 0.995, 0.9995, 0.025])
+def test_t_quantile_matches_scipy(df, q):
+  np.testing.assert_allclose(stats.t_quantile(q, df), scipy_stats.t.ppf(q, df), rtol=1e-8)
+
+
+def test_t_quantile_bad_input():
+  with pytest.raises(ValueError, match="q"):
+    stats.t_quantile(1.0, 3)
+  with pytest.raises(ValueError, match="df"):
+    stats.t_quantile(0.9, 0)
+
+
+@pytest.mark.parametrize("n_seeds", [2, 3, 5, 12])
+@pytest.mark.parametrize("level", [0.9, 0.95, 0.99])
+def test_mean_ci_matches_scipy_interval(n_seeds, level):
+  rng = np.random.default_rng(n_seeds)
+  x = rng.normal(1.0, 2.0, size=(n_seeds, 4, 3))
+  mean, lo, hi = stats.mean_ci(x, axis=0, level=level)
+  assert mean.shape == lo.shape == hi.shape == (4, 3)
+  exp_lo, exp_hi = scipy_stats.t.interval(level, n_seeds - 1, loc=x.mean(0),
+                                          scale=scipy_stats.sem(x, axis=0))
+  np.testing.assert_allclose(mean, x.mean(0), atol=1e-12)
+  np.testing.assert_allclose(lo, exp_lo, atol=1e-6)
+  np.testing.assert_allclose(hi, exp_hi, atol=1e-6)
+
+
+def test_mean_ci_other_axis_and_nans():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 6))
+  x[1, 2] = np.nan
+  mean, lo, hi = stats.mean_ci(x, axis=1)
+  assert mean.shape == (3,)
+  col = x[1][np.isfinite(x[1])]
+  exp = scipy_stats.t.interval(0.95, col.size - 1, loc=col.mean(), scale=scipy_stats.sem(col))
+  np.testing.assert_allclose([lo[1], hi[1]], exp, atol=1e-6)
+  np.testing.assert_allclose(mean[1], col.mean())
+
+
+def test_mean_ci_single_seed_and_empty_give_nan_width():
+  x = np.array([[1.0, 2.0, np.nan], [np.nan, 3.0, np.nan]])
+  mean, lo, hi = stats.mean_ci(x)
+  np.testing.assert_allclose(mean[:2], [1.0, 2.5])
+  assert np.isnan(mean[2])
+  assert np.isnan(lo[0]) and np.isnan(hi[0]) and np.isnan(lo[2])
+  assert np.isfinite(lo[1]) and lo[1] < 2.5 < hi[1]
+
+
+def test_mean_ci_bad_arguments():
+  x = np.zeros((3, 2))
+  with pytest.raises(ValueError, match="level"):
+    stats.mean_ci(x, level=1.5)
+  with pytest.raises(ValueError, match="method"):
+    stats.mean_ci(x, method="jackknife")
+  with pytest.raises(ValueError, match="rng"):
+    stats.mean_ci(x, method="bootstrap")
+
+
+def test_bootstrap_reproducible_and_covers():
+  data_rng = np.random.default_rng(123)
+  trials = data_rng.normal(0.0, 1.0, size=(20, 300))  # 300 independent experiments
+  a = stats.mean_ci(trials, method="bootstrap", rng=np.random.default_rng(7), num_resamples=500)
+  b = stats.mean_ci(trials, method="bootstrap", rng=np.random.default_rng(7), num_resamples=500)
+  for u, v in zip(a, b):
+    np.testing.assert_array_equal(u, v)
+  _, lo, hi = a
+  coverage = np.mean((lo <= 0.0) & (hi >= 0.0))
+  assert 0.85 <= coverage <= 0.99, coverage
+  # Close to the t interval for n = 20.
+  _, tlo, thi = stats.mean_ci(trials)
+  assert np.median(np.abs((hi - lo) / (thi - tlo) - 1.0)) < 0.15
+
+
+def test_bootstrap_ignores_nans():
+  x = np.array([[1.0, np.nan], [2.0, 5.0], [3.0, np.nan], [4.0, np.nan]])
+  mean, lo, hi = stats.mean_ci(x, method="bootstrap", rng=np.random.default_rng(0),
+                               num_resamples=200)
+  np.testing.assert_allclose(mean, [2.5, 5.0])
+  assert 1.0 <= lo[0] < 2.5 < hi[0] <= 4.0
+  assert np.isnan(lo[1]) and np.isnan(hi[1])
+
+
+def test_summarize_json_friendly():
+  out = stats.summarize([1.0, 2.0, 3.0, np.nan])
+  assert set(out) == {"mean", "lo", "hi", "std", "n"}
+  assert out["n"] == 3 and isinstance(out["n"], int)
+  assert all(isinstance(out[k], float) for k in ("mean", "lo", "hi", "std"))
+  np.testing.assert_allclose([out["mean"], out["std"]], [2.0, 1.0])
+  json.dumps(out)
+  assert np.isnan(stats.summarize([4.0])["lo"])
+
+
+# ----------------------------------------------------------------------------- T_0 and indices
+def test_t0_acc_reaches_reference():
+  acc_f = np.array([[0.5, 0.6, 0.7, 0.8],
+                    [0.5, 0.6, 0.7, 0.8],
+                    [0.5, np.nan, 0.9, 0.9]])
+  acc_l = np.array([0.7, 0.85, 0.8])
+  np.testing.assert_array_equal(stats.t0_index(acc_f, acc_l), [2, -1, 2])
+  np.testing.assert_array_equal(stats.t0_index(acc_f, 0.55), [1, 1, 2])
+  assert stats.t0_index(acc_f, acc_l).dtype == np.int64
+
+
+def test_t0_mu_ratio():
+  i_fy = np.array([[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+                   [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],   # never above the floor
+                   [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],   # departs at the first valid point
+                   [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]])  # never departs
+  mu = np.array([[0.0, 0.1, 0.19, 0.2, 0.2, 0.2],
+                 [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                 [0.0, 0.05, 0.2, 0.3, 0.4, 0.5],
+                 [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]])
+  acc = np.zeros_like(mu)
+  t0 = stats.t0_index(acc, 0.0, rule="mu_ratio", mu=mu, i_fy=i_fy, delta=0.1)
+  np.testing.assert_array_equal(t0, [2, -1, -1, 5])
+  # A looser δ lets seed 0 stay linear until index 3 (0.2 ≥ 0.6·0.3 but 0.2 < 0.6·0.4).
+  t0 = stats.t0_index(acc, 0.0, rule="mu_ratio", mu=mu, i_fy=i_fy, delta=0.4)
+  assert t0[0] == 3
+  np.testing.assert_array_equal(stats.departure_index(mu, i_fy, delta=0.1), [3, -1, 1, -1])
+  assert stats.departure_index(mu[0], i_fy[0], delta=0.1) == 3
+
+
+def test_t0_errors():
+  acc = np.zeros((2, 3))
+  with pytest.raises(ValueError, match="bogus"):
+    stats.t0_index(acc, 0.5, rule="bogus")
+  with pytest.raises(ValueError, match="mu"):
+    stats.t0_index(acc, 0.5, rule="mu_ratio", i_fy=acc)
+  with pytest.raises(ValueError, match="acc_l"):
+    stats.t0_index(acc, np.zeros(3))
+
+
+def test_ratio_at():
+  mu = np.array([[0.0, 0.2, 0.3], [0.1, 0.2, 0.3], [0.0, 0.0, 0.1]])
+  i_fy = np.array([[0.0, 0.4, 0.5], [0.2, 0.2, 0.6], [0.0, 0.0, 0.2]])
+  out = stats.ratio_at(mu, i_fy, np.array([1, -1, 0]))
+  np.testing.assert_allclose(out[0], 0.5)
+  assert np.isnan(out[1]) and np.isnan(out[2])
+  with pytest.raises(ValueError, match="index"):
+    stats.ratio_at(mu, i_fy, np.array([3, 0, 0]))
+
+
+def test_plateau_of_saturating_exponential():
+  t = np.linspace(0.0, 10.0, 201)
+  taus = np.array([0.5, 1.0, 2.0])
+  curves = 0.7 * (1.0 - np.exp(-t[None, :] / taus[:, None])) + 0.1
+  for tol in (0.05, 0.1):
+    idx = stats.plateau_index(curves, tol=tol)
+    assert idx.shape == (3,)
+    # Rise measured to the finite-horizon max: e^{-t/τ} − e^{-T/τ} = tol·(1 − e^{-T/τ}).
+    tail = np.exp(-t[-1] / taus)
+    expected = -taus * np.log(tol * (1.0 - tail) + tail)  # ≈ τ·ln(1/tol)
+    np.testing.assert_allclose(t[idx], expected, atol=0.06)
+  # Simpler curves plateau first; a later decline does not move the plateau.
+  declining = np.concatenate([curves[0, :100], curves[0, 99] - 0.01 * np.arange(101)])
+  assert stats.plateau_index(declining, tol=0.05) == stats.plateau_index(curves[0], tol=0.05)
+
+
+def test_plateau_smoothing_resists_spike_and_edge_cases():
+  t = np.linspace(0.0, 10.0, 201)
+  rng = np.random.default_rng(0)
+  curve = 1.0 - np.exp(-t) + 0.002 * rng.normal(size=t.size)
+  curve[20] += 2.0  # a single-point spike
+  assert stats.plateau_index(curve, tol=0.05) == 20  # raw: fooled by the spike
+  smoothed = stats.plateau_index(curve, tol=0.05, smooth=5)
+  assert abs(t[smoothed] - np.log(20.0)) < 0.3
+  assert stats.plateau_index(np.full(5, 0.3)) == 0
+  np.testing.assert_array_equal(stats.plateau_index(np.full((2, 4), np.nan)), [-1, -1])
+  with pytest.raises(ValueError, match="tol"):
+    stats.plateau_index(curve, tol=1.5)
+
+
+def test_departure_of_synthetic_ladder():
+  t = np.linspace(0.0, 10.0, 101)
+  i_fy = 1.0 - np.exp(-t / 2.0)
+  mu = np.minimum(i_fy, 0.4)  # follows I, then saturates at 0.4
+  dep = stats.departure_index(mu, i_fy, delta=0.1)
+  assert i_fy[dep] > 0.4 / 0.9 and i_fy[dep - 1] <= 0.4 / 0.9
+
+
+# ----------------------------------------------------------------------------- results.npz
+def _fake_results(s=2, e=4, n=10):
+  rng = np.random.default_rng(0)
+  out = {
+      "steps": np.array([0, 10, 100, 1000], dtype=np.int64)[:e],
+      "seed_ids": np.arange(s),
+      "y_test": rng.integers(0, 2, n).astype(np.int32),
+      "num_classes": np.array(2),
+      "predictions": rng.integers(0, 2, (s, e, n)).astype(np.int8),
+      "test_acc": rng.random((s, e)).astype(np.float32),
+      "reference_names": np.array(["linear", "cnn2"]),
+      "t0_reference": np.array("linear"),
+  }
+  for r in ("linear", "cnn2"):
+    out[f"ref/{r}/test_acc"] = rng.random(s).astype(np.float32)
+    for f in ("i_fy", "mu", "acc_f"):
+      out[f"mi/{r}/{f}"] = rng.random((s, e)).astype(np.float32)
+  return out
+
+
+def test_load_results_round_trip(tmp_path):
+  res = _fake_results()
+  np.savez(tmp_path / "results.npz", **res)
+  for source in (tmp_path, tmp_path / "results.npz", str(tmp_path)):
+    loaded = stats.load_results(source)
+    assert set(loaded) == set(res)
+    for k, v in res.items():
+      np.testing.assert_array_equal(loaded[k], v)
+      assert loaded[k].dtype == v.dtype
+  assert str(loaded["t0_reference"]) == "linear"
+  assert stats.available_references(loaded) == ["linear", "cnn2"]
+  m = stats.measures_for(loaded, "cnn2")
+  assert set(m) == {"i_fy", "mu", "acc_f"}
+  np.testing.assert_array_equal(m["mu"], res["mi/cnn2/mu"])
+
+
+def test_load_results_errors(tmp_path):
+  bad = tmp_path / "results.npz"
+  bad.write_bytes(b"this is not a zip archive")
+  with pytest.raises(ValueError, match="results.npz"):
+    stats.load_results(bad)
+  with pytest.raises(ValueError, match="missing"):
+    stats.load_results(tmp_path / "missing")
+  np.save(tmp_path / "plain.npy", np.zeros(3))
+  with pytest.raises(ValueError, match="plain.npy"):
+    stats.load_results(tmp_path / "plain.npy")
+  with pytest.raises(ValueError, match="cnn2"):  # lists the available references
+    stats.measures_for(_fake_results(), "resnet")
