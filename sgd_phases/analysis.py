@@ -1,0 +1,83 @@
+"""Re-scoring finished runs without retraining F.
+
+    res = analysis.load("/tmp/run")                        # train_lib.Results
+    m = analysis.measures_against(res, my_predictions)     # μ of every F_t against a new L
+    res2 = analysis.add_reference(res, config, "cnn2",     # train a new reference, per seed,
+                                  config_lib.reference_config("cnn2"))  # and score it
+
+``my_predictions`` is [N] (one classifier for every seed) or [S, N] (one per seed) hard test
+predictions, e.g. from another run's ``ref/<name>/predictions`` or a scikit-learn model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from sgd_phases import config_lib, io_lib, stats, train_lib
+from sgd_phases import datasets as datasets_lib
+
+
+def load(workdir: str | Path) -> train_lib.Results:
+  """The Results of a finished run (``results.npz`` in ``workdir``, or the file itself)."""
+  path = Path(workdir)
+  path = path / io_lib.RESULTS_FILE if path.is_dir() else path
+  if not path.exists():
+    raise ValueError(f"workdir: no results file at {path}")
+  return train_lib.Results(io_lib.read_npz(path), path.parent)
+
+
+def measures_against(results: train_lib.Results, ref_predictions: np.ndarray,
+                     bias_correction: str | None = None) -> dict[str, np.ndarray]:
+  """Every information measure [S, E] of the stored F_t predictions against new ones."""
+  a = results.arrays
+  ref = np.asarray(ref_predictions)
+  s, _, n = a["predictions"].shape
+  if ref.shape not in ((n,), (s, n)):
+    raise ValueError(f"ref_predictions: shape {ref.shape} must be [N]={n,} or [S, N]={(s, n)}")
+  return train_lib.compute_measures(a["predictions"], ref, a["y_test"], int(a["num_classes"]),
+                                    bias_correction)
+
+
+def add_reference(results: train_lib.Results, config: ml_collections.ConfigDict, name: str,
+                  reference: ml_collections.ConfigDict) -> train_lib.Results:
+  """Trains a new reference (on the training labels) per seed and adds its measures.
+
+  ``config`` is the run's config (``config.json`` as a ConfigDict). F is not retrained.
+  """
+  if reference.trained_on != "labels":
+    raise ValueError("reference.trained_on: only 'labels' can be added after the fact (F's "
+                     "train-set predictions are not stored)")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.references[name] = reference
+  config_lib.validate(config)
+  ds = datasets_lib.get_dataset(config.dataset)
+  data = train_lib._Data.create(ds, config.eval.train_eval_size)
+  out = train_lib.train_reference(config, name, data, ds, results.arrays["seed_ids"])
+  arrays = dict(results.arrays)
+  arrays["reference_names"] = np.array(list(results.reference_names) + [name], dtype=str)
+  arrays[f"ref/{name}/predictions"] = out["predictions"]
+  arrays[f"ref/{name}/test_acc"] = out["test_acc"]
+  for f, v in measures_against(results, out["predictions"], config.bias_correction).items():
+    arrays[f"mi/{name}/{f}"] = v
+  return train_lib.Results(arrays, results.workdir)
+
+
+def headline(results: train_lib.Results, reference: str) -> dict[str, dict[str, float]]:
+  """The numbers of the README table (means with 95% CIs over seeds)."""
+  a = results.arrays
+  m = results.measures(reference)
+  t0 = a["t0_index"]
+  last = len(a["steps"]) - 1
+  return {
+      "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan)),
+      "mu_over_i_at_t0": stats.summarize(stats.ratio_at(m["mu"], m["i_fy"], t0)),
+      "i_ly": stats.summarize(m["i_ly"][:, last]),
+      "i_fy_end": stats.summarize(m["i_fy"][:, last]),
+      "mu_end": stats.summarize(m["mu"][:, last]),
+      "acc_l": stats.summarize(a[f"ref/{reference}/test_acc"]),
+      "train_acc_end": stats.summarize(a["train_acc"][:, last]),
+      "test_acc_end": stats.summarize(a["test_acc"][:, last]),
+  }

@@ -1,0 +1,70 @@
+"""Orbax checkpoints of a chunk of seeds: train states + everything recorded so far.
+
+A checkpoint is saved after evaluation ``k`` and holds the flattened leaves of the seed-stacked
+TrainState (params, optimizer state, batch_stats, step) and the recording buffers (predictions
+and metrics of evaluations 0..k). The data cursor and RNG need no saving: both are pure
+functions of (seed, seed index, step). Orbax writes into a temporary folder and renames it when
+complete, so a run killed mid-write leaves an uncommitted folder that is ignored (with a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+_TMP_MARKERS = (".orbax-checkpoint-tmp",)
+
+
+class ChunkCheckpointer:
+  """Save/restore (states, buffers, eval index) for one chunk of seeds."""
+
+  def __init__(self, directory: str | Path, max_to_keep: int = 2):
+    self.directory = Path(directory)
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self._warn_partial()
+    self._mngr = ocp.CheckpointManager(
+        self.directory.resolve(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def _warn_partial(self) -> None:
+    for p in sorted(self.directory.iterdir()):
+      if p.is_dir() and any(m in p.name for m in _TMP_MARKERS):
+        logging.warning("ignoring partial checkpoint %s (interrupted write); resuming from the "
+                        "last complete one", p)
+
+  def latest(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def save(self, k: int, states: PyTree, buffers: dict[str, jax.Array],
+           meta: dict[str, Any]) -> None:
+    tree = {"states": jax.tree_util.tree_leaves(states), "buffers": buffers}
+    self._mngr.save(k, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                               meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, k: int, states: PyTree, buffers: dict[str, jax.Array]
+              ) -> tuple[PyTree, dict[str, jax.Array], dict[str, Any]]:
+    """Restores into the structure (and shardings) of ``states`` / ``buffers``."""
+    leaves, treedef = jax.tree_util.tree_flatten(states)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
+                                      {"states": leaves, "buffers": buffers})
+    out = self._mngr.restore(k, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    states = jax.tree_util.tree_unflatten(treedef, out["state"]["states"])
+    return states, out["state"]["buffers"], dict(out["meta"])
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mngr.wait_until_finished()
+    self._mngr.close()
+
+
+def to_host(tree: PyTree) -> PyTree:
+  return jax.tree_util.tree_map(np.asarray, tree)

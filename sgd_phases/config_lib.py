@@ -1,0 +1,190 @@
+"""Configs shared by every experiment: defaults, reference classifiers, validation.
+
+    config = config_lib.base_config(dataset="ball2d_sinusoid", model="mlp")
+    config.references.linear = config_lib.reference_config(model="linear")
+    config_lib.validate(config)   # one ValueError naming the bad field, before any compute
+
+A training config has these fields (all commented below); experiments start from
+``base_config`` and override what they need.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import ml_collections
+from ml_collections import config_dict
+
+SEED_STRATEGIES = ("auto", "vmap", "map")
+LOSSES = ("cross_entropy", "squared")
+TRAINED_ON = ("labels", "final_predictions", "predictions_at_T0", "snapshot_at_T0")
+T0_RULES = ("acc_reaches_reference", "mu_ratio")
+EVAL_SCHEDULES = ("log", "every")
+# Fields that do not change what is computed: a resumed run may differ in them.
+NON_SEMANTIC_FIELDS = ("overwrite", "progress", "seeds_per_chunk", "checkpoint_every",
+                       "distributed", "quick")
+
+
+def optimizer_config(name: str = "sgd", learning_rate: float = 0.1, momentum: float = 0.0,
+                     weight_decay: float = 0.0, schedule: str = "constant",
+                     nesterov: bool = False, warmup_steps: int = 0) -> ml_collections.ConfigDict:
+  """Optimizer fields (see ``sgd_phases.optim``)."""
+  return ml_collections.ConfigDict(dict(
+      name=name,                    # sgd | adam | adamw
+      learning_rate=learning_rate,  # peak learning rate
+      momentum=momentum,            # SGD momentum (0 = plain SGD, the paper's setting)
+      nesterov=nesterov,            # Nesterov momentum (SGD only)
+      weight_decay=weight_decay,    # decoupled L2 added to the gradient (adamw: its own)
+      schedule=schedule,            # constant | cosine | warmup_cosine | step
+      warmup_steps=warmup_steps,    # warmup_cosine only
+  ))
+
+
+def reference_config(model: str = "linear", trained_on: str = "labels", num_steps: int = 1000,
+                     batch_size: int = 64, learning_rate: float = 0.1,
+                     **model_kwargs: Any) -> ml_collections.ConfigDict:
+  """A reference classifier L: trained by the same engine, per seed."""
+  return ml_collections.ConfigDict(dict(
+      model=model,                  # registry name (sgd_phases.models); ignored for snapshot_at_T0
+      model_kwargs=dict(model_kwargs),
+      # labels: the (noisy) training labels; final_predictions: F_T's predictions on the train
+      # set; predictions_at_T0: F_T0's; snapshot_at_T0: no training, L := F at step T_0.
+      trained_on=trained_on,
+      num_steps=num_steps,          # SGD steps for L
+      batch_size=batch_size,
+      loss="cross_entropy",
+      optimizer=optimizer_config(learning_rate=learning_rate),
+  ))
+
+
+def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
+                **model_kwargs: Any) -> ml_collections.ConfigDict:
+  """The default training config (small, CPU-friendly)."""
+  from sgd_phases import datasets  # local import: datasets pulls in tfds
+
+  c = ml_collections.ConfigDict()
+  c.dataset = datasets.default_config(dataset)  # see sgd_phases.datasets.default_config
+  c.model = model                   # F's architecture (sgd_phases.models registry name)
+  c.model_kwargs = ml_collections.ConfigDict(dict(model_kwargs), type_safe=False)
+  c.loss = "cross_entropy"          # cross_entropy | squared (0.5·||logits − onehot||²)
+  c.optimizer = optimizer_config()
+  c.batch_size = 64
+  c.num_steps = 2000                # SGD steps of F (num_epochs overrides it when set)
+  c.num_epochs = config_dict.placeholder(float)
+  c.seed = 0                        # seed i uses fold_in(key(seed), i): init and data order
+  c.num_seeds = 4
+  c.seeds_per_chunk = 0             # seeds per compiled program (0 = all at once)
+  c.seed_strategy = "auto"          # vmap | map (sequential inside jit) | auto (per backend)
+  c.eval = ml_collections.ConfigDict(dict(
+      schedule="log",               # log: ~num_points log-spaced steps + 0 + last; every: every n
+      num_points=100,
+      every=0,                      # used when schedule == "every"
+      batch_size=2000,              # test examples per forward pass
+      train_eval_size=10000,        # train examples (fixed subset) for train accuracy/loss
+      probe_grid=0,                 # >0: also record predictions on a G×G grid (2-D inputs)
+  ))
+  c.references = ml_collections.ConfigDict()   # name -> reference_config(...)
+  c.t0 = ml_collections.ConfigDict(dict(
+      rule="acc_reaches_reference",  # or mu_ratio (last step with μ ≥ (1−δ)·I(F;Y))
+      reference="linear",           # which reference defines T_0 ("" = none)
+      delta=0.1,                    # for mu_ratio
+  ))
+  c.bias_correction = config_dict.placeholder(str)  # None | miller_madow
+  c.checkpoint_every = 10           # save a checkpoint every n evaluations (0 = never)
+  c.overwrite = False               # replace a workdir that holds a different config
+  c.progress = True                 # tqdm progress bar
+  c.distributed = False             # call jax.distributed.initialize() (multi-host)
+  return c
+
+
+def _require(cond: bool, field: str, msg: str) -> None:
+  if not cond:
+    raise ValueError(f"config.{field}: {msg}")
+
+
+def _is_int(x: Any) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks types and ranges; raises one ValueError naming the field. No compute."""
+  from sgd_phases import models
+
+  for f in ("batch_size", "num_steps", "num_seeds"):
+    _require(_is_int(config[f]) and config[f] >= 1, f, f"must be a positive int, got {config[f]!r}")
+  _require(_is_int(config.seed) and config.seed >= 0, "seed", "must be a non-negative int")
+  _require(_is_int(config.seeds_per_chunk) and config.seeds_per_chunk >= 0, "seeds_per_chunk",
+           "must be an int >= 0")
+  _require(config.seed_strategy in SEED_STRATEGIES, "seed_strategy", f"not in {SEED_STRATEGIES}")
+  _require(config.loss in LOSSES, "loss", f"{config.loss!r} not in {LOSSES}")
+  _require(config.model in models.MODELS, "model", f"{config.model!r} not in {sorted(models.MODELS)}")
+  if config.get("num_epochs") is not None:
+    _require(config.num_epochs > 0, "num_epochs", "must be > 0")
+  _validate_optimizer(config.optimizer, "optimizer")
+  ev = config.eval
+  _require(ev.schedule in EVAL_SCHEDULES, "eval.schedule", f"not in {EVAL_SCHEDULES}")
+  _require(_is_int(ev.num_points) and ev.num_points >= 2, "eval.num_points", "must be an int >= 2")
+  _require(_is_int(ev.every) and ev.every >= 0, "eval.every", "must be an int >= 0")
+  _require(ev.schedule != "every" or ev.every >= 1, "eval.every", "must be >= 1 for 'every'")
+  _require(_is_int(ev.batch_size) and ev.batch_size >= 1, "eval.batch_size", "must be >= 1")
+  _require(_is_int(ev.train_eval_size) and ev.train_eval_size >= 1, "eval.train_eval_size",
+           "must be >= 1")
+  _require(_is_int(ev.probe_grid) and 0 <= ev.probe_grid <= 1024, "eval.probe_grid",
+           "must be an int in [0, 1024]")
+  for name, ref in config.references.items():
+    field = f"references.{name}"
+    _require(ref.trained_on in TRAINED_ON, f"{field}.trained_on", f"not in {TRAINED_ON}")
+    if ref.trained_on != "snapshot_at_T0":
+      _require(ref.model in models.MODELS, f"{field}.model", f"{ref.model!r} unknown")
+      _require(_is_int(ref.num_steps) and ref.num_steps >= 1, f"{field}.num_steps", "must be >= 1")
+      _require(_is_int(ref.batch_size) and ref.batch_size >= 1, f"{field}.batch_size", "must be >= 1")
+      _require(ref.loss in LOSSES, f"{field}.loss", f"not in {LOSSES}")
+      _validate_optimizer(ref.optimizer, f"{field}.optimizer")
+    if ref.trained_on in ("predictions_at_T0", "snapshot_at_T0"):
+      _require(bool(config.t0.reference) and config.t0.reference in config.references
+               and config.references[config.t0.reference].trained_on in ("labels",
+                                                                        "final_predictions"),
+               f"{field}.trained_on", "needs config.t0.reference naming a reference trained on "
+               "labels or final_predictions")
+  _require(config.t0.rule in T0_RULES, "t0.rule", f"{config.t0.rule!r} not in {T0_RULES}")
+  _require(not config.t0.reference or config.t0.reference in config.references, "t0.reference",
+           f"{config.t0.reference!r} is not a configured reference {list(config.references)}")
+  _require(0.0 <= config.t0.delta < 1.0, "t0.delta", "must be in [0, 1)")
+  _require(config.get("bias_correction") in (None, "miller_madow"), "bias_correction",
+           "must be None or 'miller_madow'")
+  _require(_is_int(config.checkpoint_every) and config.checkpoint_every >= 0, "checkpoint_every",
+           "must be an int >= 0")
+
+
+def _validate_optimizer(opt: ml_collections.ConfigDict, field: str) -> None:
+  from sgd_phases import optim
+
+  _require(opt.name in optim.OPTIMIZERS, f"{field}.name", f"{opt.name!r} not in {optim.OPTIMIZERS}")
+  _require(opt.schedule in optim.SCHEDULES, f"{field}.schedule",
+           f"{opt.schedule!r} not in {optim.SCHEDULES}")
+  _require(isinstance(opt.learning_rate, (int, float)) and opt.learning_rate > 0,
+           f"{field}.learning_rate", f"must be > 0, got {opt.learning_rate!r}")
+  _require(0.0 <= opt.momentum < 1.0, f"{field}.momentum", "must be in [0, 1)")
+  _require(opt.weight_decay >= 0.0, f"{field}.weight_decay", "must be >= 0")
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """JSON-friendly nested dict (tuples become lists)."""
+  return json.loads(config.to_json())
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "",
+         ignore: Iterable[str] = NON_SEMANTIC_FIELDS) -> list[str]:
+  """Dotted paths whose values differ between two nested dicts, as 'path: a -> b'."""
+  out = []
+  for k in sorted(set(a) | set(b)):
+    path = f"{prefix}{k}"
+    if not prefix and k in ignore:
+      continue
+    va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
+    if isinstance(va, dict) and isinstance(vb, dict):
+      out += diff(va, vb, prefix=path + ".", ignore=())
+    elif va != vb:
+      out.append(f"{path}: {va!r} -> {vb!r}")
+  return out

@@ -1,0 +1,62 @@
+"""Seeds sharded over every device (and host): a 1-D mesh with axis ``"seed"``.
+
+With one device everything here is the identity. With several (a multi-GPU node, a TPU VM
+slice, or ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` on CPU), the seed-stacked train
+states, PRNG keys, labels and recording buffers are split over the mesh, the data and test set
+are replicated, and each device runs the per-seed program (vmap or map) on its own seeds through
+``jax.shard_map``: no communication during training, and the information measures are computed
+where the predictions live.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+SEED_AXIS = "seed"
+
+
+def seed_mesh() -> Mesh | None:
+  """A mesh over all devices of all processes, or None with a single device."""
+  if jax.device_count() == 1:
+    return None
+  # Auto axes: XLA propagates shardings outside shard_map (slicing off padding, measures).
+  return jax.make_mesh((jax.device_count(),), (SEED_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def pad_seed_ids(ids: np.ndarray, mesh: Mesh | None) -> np.ndarray:
+  """Pads ``ids`` with the next seed indices up to a multiple of the device count.
+
+  The padding seeds are trained and then dropped: an uneven ``num_seeds`` costs a little
+  compute instead of an error.
+  """
+  if mesh is None:
+    return ids
+  extra = (-len(ids)) % mesh.size
+  return np.concatenate([ids, ids.max() + 1 + np.arange(extra)]).astype(ids.dtype)
+
+
+def put_seeded(tree: Any, mesh: Mesh | None) -> Any:
+  """Leading axis split over the mesh."""
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, P(SEED_AXIS)))
+
+
+def put_replicated(tree: Any, mesh: Mesh | None) -> Any:
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_seeds(fn: Callable[..., Any], mesh: Mesh | None, num_seeded: int,
+                num_shared: int) -> Callable[..., Any]:
+  """``fn(*seeded, *shared)`` run per device on its block of seeds (identity without mesh)."""
+  if mesh is None:
+    return fn
+  specs = (P(SEED_AXIS),) * num_seeded + (P(),) * num_shared
+  return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(SEED_AXIS), check_vma=False)

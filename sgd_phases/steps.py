@@ -1,0 +1,173 @@
+"""Pure per-seed functions of the engine: state creation, SGD step, training segment, evaluation.
+
+Everything here works on ONE seed; ``over_seeds`` lifts a function to a leading seed axis with
+either ``jax.vmap`` (one batched program) or ``jax.lax.map`` (a sequential loop inside the same
+compiled program). The driver (``sgd_phases.train_lib``) jits the lifted functions once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from sgd_phases import eval_lib
+
+PyTree = Any
+
+
+class TrainState(train_state.TrainState):
+  """flax TrainState plus BatchNorm statistics (None for models without BatchNorm)."""
+  batch_stats: PyTree = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """Static description of what is trained and how (hashable: closed over by jit)."""
+  model: nn.Module
+  tx: optax.GradientTransformation
+  loss: str
+  batch_size: int
+  num_classes: int
+  has_batch_stats: bool
+  eval_batch_size: int = 2000
+
+
+def create_state(tr: Trainer, key: jax.Array, x_example: jax.Array) -> TrainState:
+  """Initial state of one seed (``x_example``: one example, no batch axis)."""
+  variables = tr.model.init(key, x_example[None], train=False)
+  return TrainState.create(apply_fn=tr.model.apply, params=variables["params"], tx=tr.tx,
+                           batch_stats=variables.get("batch_stats"))
+
+
+def _variables(state: TrainState, params: PyTree) -> dict[str, PyTree]:
+  v = {"params": params}
+  if state.batch_stats is not None:
+    v["batch_stats"] = state.batch_stats
+  return v
+
+
+def loss_from_logits(loss: str, logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Per-example loss: cross-entropy, or 0.5·||logits − onehot(y)||² ("squared")."""
+  if loss == "cross_entropy":
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
+  return 0.5 * jnp.sum((logits - onehot) ** 2, axis=-1)
+
+
+def train_step(tr: Trainer, state: TrainState, x: jax.Array,
+               y: jax.Array) -> tuple[TrainState, jax.Array]:
+  """One SGD step on a batch; returns the new state and the batch loss."""
+
+  def loss_fn(params):
+    if tr.has_batch_stats:
+      logits, upd = state.apply_fn(_variables(state, params), x, train=True,
+                                   mutable=["batch_stats"])
+      new_stats = upd["batch_stats"]
+    else:
+      logits, new_stats = state.apply_fn({"params": params}, x, train=True), None
+    return loss_from_logits(tr.loss, logits, y).mean(), new_stats
+
+  (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads)
+  if tr.has_batch_stats:
+    state = state.replace(batch_stats=new_stats)
+  return state, loss
+
+
+def epoch_permutation(data_key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
+  """This seed's example order in ``epoch`` (depends only on the seed's key and the epoch)."""
+  return jax.random.permutation(jax.random.fold_in(data_key, epoch), n).astype(jnp.int32)
+
+
+def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax.Array,
+                x_train: jax.Array, start: jax.Array, stop: jax.Array
+                ) -> tuple[TrainState, jax.Array]:
+  """SGD steps ``start..stop-1`` of one seed; returns (state, first non-finite step or -1).
+
+  ``start``/``stop`` are traced scalars, so one compiled program serves every segment. Each
+  epoch visits a fresh permutation (the incomplete last batch is dropped).
+  """
+  n = x_train.shape[0]
+  bs = tr.batch_size
+  per_epoch = n // bs
+
+  def body(t, carry):
+    state, perm, bad = carry
+    # ``t`` is not batched over seeds, so this stays a real conditional under vmap.
+    perm = jax.lax.cond(t % per_epoch == 0,
+                        lambda: epoch_permutation(data_key, t // per_epoch, n), lambda: perm)
+    idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * bs,), (bs,))
+    state, loss = train_step(tr, state, x_train[idx], labels[idx])
+    bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), t, bad)
+    return state, perm, bad
+
+  perm0 = epoch_permutation(data_key, start // per_epoch, n)
+  state, _, bad = jax.lax.fori_loop(start, stop, body, (state, perm0, jnp.int32(-1)))
+  return state, bad
+
+
+def predict_logits(tr: Trainer, state: TrainState, x: jax.Array) -> jax.Array:
+  """Eval-mode logits on ``x`` in batches of ``tr.eval_batch_size``."""
+  apply = lambda xb: state.apply_fn(_variables(state, state.params), xb, train=False)
+  return eval_lib.batched_apply(apply, x, tr.eval_batch_size)
+
+
+def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
+             y_test: jax.Array, x_tr: jax.Array, y_tr_clean: jax.Array,
+             x_train_full: jax.Array | None = None,
+             x_probe: jax.Array | None = None) -> dict[str, jax.Array]:
+  """Hard test predictions and test/train accuracy and loss of one seed.
+
+  ``y_tr`` are this seed's training labels on the train-evaluation subset ``x_tr``; with
+  ``x_train_full`` the hard predictions on the whole train set are returned too, with
+  ``x_probe`` those on extra probe inputs (e.g. a grid, for decision-boundary pictures).
+  """
+  dtype = eval_lib.prediction_dtype(tr.num_classes)
+  logits = predict_logits(tr, state, x_test)
+  pred = jnp.argmax(logits, -1)
+  tr_logits = predict_logits(tr, state, x_tr)
+  tr_pred = jnp.argmax(tr_logits, -1)
+  out = {} if x_train_full is None else {"train_predictions": predict(tr, state, x_train_full)}
+  if x_probe is not None:
+    out["probe_predictions"] = predict(tr, state, x_probe)
+  return dict(
+      out,
+      predictions=pred.astype(dtype),
+      test_acc=jnp.mean(pred == y_test),
+      test_loss=loss_from_logits(tr.loss, logits, y_test).mean(),
+      train_acc=jnp.mean(tr_pred == y_tr),
+      train_loss=loss_from_logits(tr.loss, tr_logits, y_tr).mean(),
+      train_acc_clean=jnp.mean(tr_pred == y_tr_clean),
+  )
+
+
+def predict(tr: Trainer, state: TrainState, x: jax.Array) -> jax.Array:
+  """Hard predictions of one seed on ``x``."""
+  pred = jnp.argmax(predict_logits(tr, state, x), -1)
+  return pred.astype(eval_lib.prediction_dtype(tr.num_classes))
+
+
+def over_seeds(fn: Callable[..., Any], strategy: str,
+               num_seeded: int) -> Callable[..., Any]:
+  """Lifts ``fn(*seeded, *shared)`` to seeded args with a leading seed axis.
+
+  ``vmap``: one batched program; ``map``: ``lax.map``, seeds one after another inside the same
+  compiled program (faster for convolutions on CPU, where vmap turns them into grouped convs).
+  """
+  if strategy not in ("vmap", "map"):
+    raise ValueError(f"seed_strategy must be 'vmap' or 'map', got {strategy!r}")
+
+  def lifted(*args):
+    seeded, shared = args[:num_seeded], args[num_seeded:]
+    one = lambda s: fn(*s, *shared)
+    if strategy == "vmap":
+      return jax.vmap(one)(seeded)
+    return jax.lax.map(one, seeded)
+
+  return lifted

@@ -1,0 +1,210 @@
+"""End-to-end tests of the training engine on tiny synthetic runs (CPU, seconds)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from sgd_phases import checkpointing, config_lib, datasets, io_lib, steps, train_lib
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+  c = config_lib.base_config("ball2d_sinusoid", "mlp", width=32, depth=2)
+  c.dataset.n_train = 256
+  c.dataset.n_test = 512
+  c.num_seeds = 3
+  c.num_steps = 200
+  c.batch_size = 32
+  c.optimizer.learning_rate = 0.1
+  c.eval.num_points = 12
+  c.eval.train_eval_size = 256
+  c.references.linear = config_lib.reference_config("linear", num_steps=100)
+  c.progress = False
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("tiny")
+  return train_lib.train(tiny_config(), workdir), workdir
+
+
+def test_end_to_end_outputs(tiny_run):
+  res, workdir = tiny_run
+  a = io_lib.read_npz(workdir / "results.npz")  # allow_pickle=False
+  s, e, n = 3, len(a["steps"]), 512
+  assert a["steps"][0] == 0 and a["steps"][-1] == 200
+  assert a["predictions"].shape == (s, e, n) and a["predictions"].dtype == np.int8
+  assert a["ref/linear/predictions"].shape == (s, n)
+  for f in ("i_fy", "mu", "i_fy_given_l", "acc_f"):
+    assert a[f"mi/linear/{f}"].shape == (s, e)
+    assert np.isfinite(a[f"mi/linear/{f}"]).all()
+  np.testing.assert_allclose(a["mi/linear/acc_f"], a["test_acc"], atol=1e-6)
+  assert (a["mi/linear/mu"] <= a["mi/linear/i_fy"] + 1e-5).all()
+  assert a["test_acc"][:, -1].mean() > 0.75  # it learned something
+  assert a["t0_index"].shape == (s,)
+  for name in ("config.json", "metrics.jsonl"):
+    assert (workdir / name).exists()
+  rows = (workdir / "metrics.jsonl").read_text().splitlines()
+  assert len(rows) == e
+  np.testing.assert_array_equal(res.measures("linear")["mu"], a["mi/linear/mu"])
+
+
+def test_finished_run_is_not_retrained(tiny_run, monkeypatch):
+  _, workdir = tiny_run
+  monkeypatch.setattr(train_lib, "run_seeds", lambda *a, **k: pytest.fail("retrained"))
+  res = train_lib.train(tiny_config(), workdir)
+  assert res.arrays["predictions"].shape[0] == 3
+
+
+def test_different_config_refused_then_overwritten(tiny_run, tmp_path):
+  _, workdir = tiny_run
+  with pytest.raises(ValueError, match=r"optimizer.learning_rate: 0.1 -> 0.05"):
+    train_lib.train(tiny_config(optimizer=config_lib.optimizer_config(learning_rate=0.05)),
+                    workdir)
+
+
+def test_seed_alone_equals_seed_in_batch():
+  c = tiny_config()
+  ds = datasets.get_dataset(c.dataset)
+  data = train_lib._Data.create(ds, 256)
+  tr = train_lib.make_trainer("mlp", dict(width=32, depth=2), c.optimizer, "cross_entropy", 32,
+                              200, 2)
+  at = np.array([0, 50, 200])
+  run = functools.partial(train_lib.run_seeds, tr, data, ds.y_train, 0, eval_at=at,
+                          strategy="vmap")
+  batch = run(np.arange(3))
+  alone = run(np.array([2]))
+  np.testing.assert_array_equal(alone["predictions"][0], batch["predictions"][2])
+  np.testing.assert_allclose(alone["train_loss"][0], batch["train_loss"][2], atol=1e-5)
+  mapped = train_lib.run_seeds(tr, data, ds.y_train, 0, np.arange(3), at, strategy="map")
+  np.testing.assert_array_equal(mapped["predictions"], batch["predictions"])
+
+
+def test_segment_compiled_once(monkeypatch):
+  traces = []
+  orig = steps.run_segment
+
+  def counting(*args, **kwargs):
+    traces.append(1)
+    return orig(*args, **kwargs)
+
+  monkeypatch.setattr(steps, "run_segment", counting)
+  c = tiny_config(num_seeds=2)
+  c.references = ml_collections.ConfigDict()
+  c.t0.reference = ""
+  res = train_lib.train(c, None)
+  assert len(res.steps) >= 10
+  assert len(traces) == 1  # one trace for F, reused by every evaluation interval
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+  c = tiny_config(checkpoint_every=2, num_seeds=2, seeds_per_chunk=1)
+  full = train_lib.train(c, tmp_path / "full")
+  saves = []
+  orig_save = checkpointing.ChunkCheckpointer.save
+
+  def crashing_save(self, k, *args, **kwargs):
+    orig_save(self, k, *args, **kwargs)
+    saves.append(k)
+    if len(saves) == 5:  # inside the second chunk
+      self.wait()
+      raise KeyboardInterrupt("simulated preemption")
+
+  monkeypatch.setattr(checkpointing.ChunkCheckpointer, "save", crashing_save)
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train(c, tmp_path / "resumed")
+  monkeypatch.setattr(checkpointing.ChunkCheckpointer, "save", orig_save)
+  assert not (tmp_path / "resumed" / "results.npz").exists()
+  resumed = train_lib.train(c, tmp_path / "resumed")
+  assert set(full.arrays) == set(resumed.arrays)
+  for k, v in full.arrays.items():
+    np.testing.assert_array_equal(v, resumed.arrays[k], err_msg=k)
+
+
+def test_references_on_predictions_and_snapshot():
+  c = tiny_config(num_seeds=2)
+  c.references.on_final = config_lib.reference_config("linear", "final_predictions",
+                                                      num_steps=100)
+  c.references.on_t0 = config_lib.reference_config("linear", "predictions_at_T0", num_steps=100)
+  c.references.f_t0 = config_lib.reference_config("linear", "snapshot_at_T0")
+  res = train_lib.train(c, None)
+  a = res.arrays
+  assert set(res.reference_names) == {"linear", "on_final", "on_t0", "f_t0"}
+  idx = np.where(a["t0_index"] >= 0, a["t0_index"], len(a["steps"]) - 1)
+  np.testing.assert_array_equal(a["ref/f_t0/predictions"], a["predictions"][np.arange(2), idx])
+  # L := F_T0 makes μ_Y(F_T0; L) = I(F_T0; Y).
+  mu, ify = a["mi/f_t0/mu"], a["mi/f_t0/i_fy"]
+  np.testing.assert_allclose(mu[np.arange(2), idx], ify[np.arange(2), idx], atol=1e-5)
+  # A linear model fit to F_T's own predictions agrees with F_T more than chance.
+  agree = (a["ref/on_final/predictions"] == a["predictions"][:, -1]).mean()
+  assert agree > 0.7
+
+
+def test_batchnorm_model_under_vmapped_seeds():
+  rng = np.random.default_rng(0)
+  x = rng.random((64, 8, 8, 3), dtype=np.float32)
+  y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
+  ds = datasets.Dataset(x_train=x, y_train=y, x_test=x[:32], y_test=y[:32], y_train_clean=y,
+                        y_test_clean=y[:32], num_classes=2, name="random_images")
+  data = train_lib._Data.create(ds, 64)
+  tr = train_lib.make_trainer("resnet20", {}, config_lib.optimizer_config(), "cross_entropy", 16,
+                              3, 2, eval_batch_size=32)
+  assert tr.has_batch_stats
+  out = train_lib.run_seeds(tr, data, y, 0, np.arange(2), np.array([0, 3]), strategy="vmap")
+  assert out["predictions"].shape == (2, 2, 32)
+  assert np.isfinite(out["test_loss"]).all()
+
+
+def test_nan_loss_names_seed_and_step():
+  c = tiny_config(num_seeds=2, loss="squared")
+  c.optimizer.learning_rate = 1e4
+  with pytest.raises(FloatingPointError, match=r"non-finite loss in seed \d+ at step \d+"):
+    train_lib.train(c, None)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("num_seeds", 0), ("batch_size", -1), ("seed_strategy", "pmap"), ("loss", "hinge"),
+    ("model", "transformer")])
+def test_bad_config_names_field(field, value):
+  c = tiny_config()
+  c[field] = value
+  with pytest.raises(ValueError, match=f"config.{field}"):
+    train_lib.train(c, None)
+
+
+def test_bad_nested_config_names_field():
+  c = tiny_config()
+  c.optimizer.learning_rate = -1.0
+  with pytest.raises(ValueError, match="config.optimizer.learning_rate"):
+    config_lib.validate(c)
+  c = tiny_config()
+  c.references.linear.trained_on = "vibes"
+  with pytest.raises(ValueError, match="config.references.linear.trained_on"):
+    config_lib.validate(c)
+  c = tiny_config()
+  c.t0.reference = "nope"
+  with pytest.raises(ValueError, match="config.t0.reference"):
+    config_lib.validate(c)
+
+
+def test_strategy_auto_per_backend():
+  assert train_lib.resolve_strategy("auto", "mlp", "cpu") == "vmap"
+  assert train_lib.resolve_strategy("auto", "paper_cnn", "cpu") == "map"
+  assert train_lib.resolve_strategy("auto", "paper_cnn", "gpu") == "vmap"
+  assert train_lib.resolve_strategy("map", "mlp", "gpu") == "map"
+
+
+def test_eval_schedule():
+  from sgd_phases import eval_lib
+  s = eval_lib.eval_steps(10_000, "log", 100)
+  assert s[0] == 0 and s[-1] == 10_000 and 95 <= len(s) <= 105
+  assert (np.diff(s) > 0).all()
+  np.testing.assert_array_equal(eval_lib.eval_steps(10, "every", every=5), [0, 5, 10])
+  assert len(eval_lib.eval_steps(5, "log", 100)) == 6
