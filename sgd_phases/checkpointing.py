@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -64,7 +63,3 @@ class ChunkCheckpointer:
   def close(self) -> None:
     self._mngr.wait_until_finished()
     self._mngr.close()
-
-
-def to_host(tree: PyTree) -> PyTree:
-  return jax.tree_util.tree_map(np.asarray, tree)

@@ -53,6 +53,14 @@ def put_replicated(tree: Any, mesh: Mesh | None) -> Any:
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def to_host(x: jax.Array | np.ndarray) -> np.ndarray:
+  """numpy copy of a (possibly multi-host) sharded array: small results only."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
 def shard_seeds(fn: Callable[..., Any], mesh: Mesh | None, num_seeded: int,
                 num_shared: int) -> Callable[..., Any]:
   """``fn(*seeded, *shared)`` run per device on its block of seeds (identity without mesh)."""

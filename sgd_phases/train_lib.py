@@ -263,7 +263,7 @@ def _run_chunk(tr, data, labels, seed, ids, eval_at, *, strategy, salt, ckpt_dir
 
 
 def _check_finite(bad: jax.Array, ids: np.ndarray, ckpt=None) -> None:
-  bad = np.asarray(bad)
+  bad = sharding.to_host(bad)
   if (bad >= 0).any():
     j = int(np.argmax(bad >= 0))
     last = ckpt.latest() if ckpt is not None else None
@@ -275,7 +275,8 @@ def _check_finite(bad: jax.Array, ids: np.ndarray, ckpt=None) -> None:
 def _report(pending, bar, writer, desc) -> None:
   k, step, prev_step, bad, metrics, ids = pending
   _check_finite(bad, ids)
-  means = {f"{desc.split()[0]}/{n}": float(np.mean(v)) for n, v in metrics.items()}
+  means = {f"{desc.split()[0]}/{n}": float(np.mean(sharding.to_host(v)))
+           for n, v in metrics.items()}
   if bar is not None:
     bar.update(step - prev_step)
     bar.set_postfix({n.split("/")[-1]: f"{v:.3f}" for n, v in means.items()})
@@ -316,7 +317,8 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> Result
     elif (workdir / io_lib.RESULTS_FILE).exists():
       logging.info("%s already holds the finished run; not retraining", workdir)
       return Results(io_lib.read_npz(workdir / io_lib.RESULTS_FILE), workdir)
-  io_lib.write_json(path, new)
+  if jax.process_index() == 0:  # multi-host: one writer
+    io_lib.write_json(path, new)
   return None
 
 
@@ -350,7 +352,7 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: _Data,
                   np.array([0, ref.num_steps]), strategy=strategy,
                   seeds_per_chunk=config.seeds_per_chunk, salt=f"reference/{name}",
                   progress=config.progress, desc=f"ref:{name}")
-  res = {k: np.asarray(out[k][:, -1]) for k in ("predictions", "test_acc", "train_acc")}
+  res = {k: sharding.to_host(out[k])[:, -1] for k in ("predictions", "test_acc", "train_acc")}
   if cache is not None:
     io_lib.write_npz(cache, res)
   return res
@@ -364,7 +366,7 @@ def compute_measures(predictions: np.ndarray, ref_predictions: np.ndarray, y_tes
   m = mutual_info.information_measures(jnp.asarray(predictions), jnp.asarray(ref),
                                        jnp.asarray(y_test), num_classes,
                                        bias_correction=bias_correction)
-  return {f: np.asarray(getattr(m, f)) for f in mutual_info.InfoMeasures._fields}
+  return {f: sharding.to_host(getattr(m, f)) for f in mutual_info.InfoMeasures._fields}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Results:
@@ -406,7 +408,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
       ckpt_dir=None if workdir is None else workdir / "checkpoints",
       checkpoint_every=config.checkpoint_every, progress=config.progress,
       desc="F", writer=writer, train_predictions=train_preds)
-  f_out = {k: np.asarray(v) for k, v in f_dev.items()}  # gathers: these go to results.npz
+  f_out = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz
   arrays: dict[str, np.ndarray] = {
       "steps": eval_at, "seed_ids": seed_ids, "y_test": ds.y_test.astype(np.int32),
       "num_classes": np.int64(ds.num_classes), "predictions": f_out["predictions"],

@@ -208,3 +208,10 @@ def test_eval_schedule():
   assert (np.diff(s) > 0).all()
   np.testing.assert_array_equal(eval_lib.eval_steps(10, "every", every=5), [0, 5, 10])
   assert len(eval_lib.eval_steps(5, "log", 100)) == 6
+
+
+def test_deterministic_on_cpu():
+  c = tiny_config(num_seeds=2, num_steps=60)
+  a, b = train_lib.train(c, None).arrays, train_lib.train(c, None).arrays
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -1,0 +1,189 @@
+"""Bad input anywhere in the public API: one clear error naming the offending field/argument.
+
+One place that tries each kind of mistake a user can make (config fields, MI inputs, dataset and
+model arguments, results files, workdirs), so a regression in any message shows up here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sgd_phases import analysis, config_lib, datasets, io_lib, models, mutual_info, train_lib
+
+
+def _cfg():
+  c = config_lib.base_config("ball2d_sinusoid", "mlp", width=8, depth=1)
+  c.references.linear = config_lib.reference_config("linear", num_steps=10)
+  return c
+
+
+@pytest.mark.parametrize("path,value,field", [
+    ("num_seeds", 0, "num_seeds"),
+    ("num_seeds", 2.5, "num_seeds"),
+    ("batch_size", "64", "batch_size"),
+    ("num_steps", -5, "num_steps"),
+    ("seed", -1, "seed"),
+    ("seeds_per_chunk", -1, "seeds_per_chunk"),
+    ("seed_strategy", "pmap", "seed_strategy"),
+    ("loss", "hinge", "loss"),
+    ("model", "transformer", "model"),
+    ("optimizer.name", "lbfgs", "optimizer.name"),
+    ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
+    ("optimizer.momentum", 1.5, "optimizer.momentum"),
+    ("optimizer.weight_decay", -0.1, "optimizer.weight_decay"),
+    ("optimizer.schedule", "exp", "optimizer.schedule"),
+    ("eval.schedule", "sometimes", "eval.schedule"),
+    ("eval.num_points", 1, "eval.num_points"),
+    ("eval.batch_size", 0, "eval.batch_size"),
+    ("eval.probe_grid", -3, "eval.probe_grid"),
+    ("references.linear.trained_on", "vibes", "references.linear.trained_on"),
+    ("references.linear.model", "nope", "references.linear.model"),
+    ("references.linear.num_steps", 0, "references.linear.num_steps"),
+    ("t0.rule", "whenever", "t0.rule"),
+    ("t0.reference", "missing", "t0.reference"),
+    ("t0.delta", 1.5, "t0.delta"),
+    ("bias_correction", "jackknife", "bias_correction"),
+    ("checkpoint_every", -1, "checkpoint_every"),
+])
+def test_config_field_errors(path, value, field):
+  c = _cfg()
+  *parents, leaf = path.split(".")
+  node = c
+  for p in parents:
+    node = node[p]
+  with node.unlocked() if hasattr(node, "unlocked") else _null():
+    node._fields[leaf] = value  # bypass ConfigDict type safety: simulate a bad JSON/CLI value
+  with pytest.raises(ValueError, match=f"config.{field}"):
+    config_lib.validate(c)
+
+
+class _null:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False
+
+
+def test_probe_grid_needs_2d_inputs():
+  c = _cfg()
+  c.dataset = datasets.default_config("sinusoid_hd")
+  c.dataset.n_train, c.dataset.n_test = 64, 64
+  c.eval.probe_grid = 5
+  with pytest.raises(ValueError, match="eval.probe_grid"):
+    train_lib.train(c, None)
+
+
+@pytest.mark.parametrize("kwargs,arg", [
+    (dict(f=np.zeros(5, np.float32)), "f"),
+    (dict(l=np.full(5, 7)), "l"),
+    (dict(y=np.zeros(4, np.int32)), "y"),
+    (dict(num_classes=1), "num_classes"),
+    (dict(num_classes=2.0), "num_classes"),
+    (dict(f=np.full(5, -1)), "f"),
+])
+def test_mutual_info_input_errors(kwargs, arg):
+  args = dict(f=np.zeros(5, np.int32), l=np.zeros(5, np.int32), y=np.zeros(5, np.int32),
+              num_classes=2)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=arg):
+    mutual_info.information_measures(**args)
+
+
+def test_mutual_info_option_errors():
+  z = jnp.zeros(5, jnp.int32)
+  with pytest.raises(ValueError, match="bias_correction"):
+    mutual_info.information_measures(z, z, z, 2, bias_correction="jackknife")
+  with pytest.raises(ValueError, match="table"):
+    mutual_info.measures_from_table(jnp.zeros((2, 2), jnp.int32))
+
+
+@pytest.mark.parametrize("update,field", [
+    (dict(name="imagenet"), "name"),
+    (dict(label_noise=0.6), "label_noise"),
+    (dict(bogus_field=1), "bogus_field"),
+    (dict(train_size=10**9), "train_size"),
+])
+def test_dataset_config_errors(update, field):
+  cfg = dict(datasets.default_config("ball2d_sinusoid"))
+  cfg.update(update)
+  with pytest.raises(ValueError, match=field):
+    datasets.get_dataset(cfg)
+
+
+def test_dataset_missing_files(tmp_path):
+  cfg = datasets.default_config("mnist")
+  cfg.data_dir = str(tmp_path)
+  cfg.tfds_dir = str(tmp_path / "cache")
+  with pytest.raises(ValueError, match="data_dir"):
+    datasets.get_dataset(cfg)
+
+
+@pytest.mark.parametrize("classes", [[[0, 1], []], [[0, 1], [1, 2]], [[0, 11], [2]]])
+def test_dataset_class_group_errors(classes, tmp_path):
+  cfg = datasets.default_config("mnist")
+  cfg.classes = classes
+  cfg.data_dir = str(tmp_path)
+  with pytest.raises(ValueError, match="classes"):
+    datasets.get_dataset(cfg)
+
+
+def test_model_errors():
+  with pytest.raises(ValueError, match="name"):
+    models.get_model("transformer", 2)
+  with pytest.raises(ValueError, match="num_classes"):
+    models.get_model("mlp", 1)
+  with pytest.raises(ValueError, match="widht"):
+    models.get_model("mlp", 2, widht=3)
+
+
+def test_corrupt_and_missing_results(tmp_path):
+  bad = tmp_path / "results.npz"
+  bad.write_bytes(b"this is not a zip file")
+  with pytest.raises(ValueError, match="results"):
+    io_lib.read_npz(bad)
+  with pytest.raises(ValueError, match="results"):
+    analysis.load(tmp_path)
+  with pytest.raises(ValueError, match="workdir"):
+    analysis.load(tmp_path / "nowhere")
+
+
+def test_results_refuse_object_arrays(tmp_path):
+  with pytest.raises(ValueError, match="allow_pickle"):
+    io_lib.write_npz(tmp_path / "r.npz", {"x": np.array([{}, 1], dtype=object)})
+  assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_unknown_reference_in_results():
+  res = train_lib.Results({"reference_names": np.array(["linear"])})
+  with pytest.raises(ValueError, match="reference"):
+    res.measures("cnn3")
+  with pytest.raises(ValueError, match="ref_predictions"):
+    analysis.measures_against(train_lib.Results(
+        {"predictions": np.zeros((2, 3, 10), np.int8), "y_test": np.zeros(10, np.int32),
+         "num_classes": np.int64(2)}), np.zeros(7, np.int8))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere: permissions not testable")
+def test_unwritable_workdir(tmp_path):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  ro.chmod(0o500)
+  with pytest.raises(ValueError, match="not writable"):
+    io_lib.check_writable(ro / "run")
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  f = tmp_path / "file"
+  f.write_text("x")
+  with pytest.raises(ValueError, match="workdir"):
+    train_lib.train(_cfg(), f)
+
+
+def test_disk_space_check(tmp_path):
+  with pytest.raises(ValueError, match="free"):
+    io_lib.check_writable(tmp_path, min_free_bytes=1 << 60)
