@@ -1,0 +1,479 @@
+"""Hyperparameter × seed sweeps: a grid of config overrides, one experiment workdir per point.
+
+    from experiments import linear_phase
+    from sgd_phases import sweep
+    config = linear_phase.get_config("quick")
+    grid = sweep.make_grid(config, {"label_noise": [0.0, 0.2], "learning_rate": [0.01, 0.1]})
+    rows = sweep.run_sweep(linear_phase, config, grid, "/tmp/sweep")  # one row per point
+    # /tmp/sweep/{summary.csv, summary.json, sweep.png, <point>/{summary.json, ...}}
+
+Field names (``resolve_field``): a dotted path that exists in the config is used as is;
+otherwise the name is matched against the *ends* of every field path and the shallowest match
+wins (``label_noise`` -> ``dataset.label_noise``, ``learning_rate`` -> ``optimizer.learning_rate``
+rather than ``references.linear.optimizer.learning_rate``); two equally shallow matches or none
+are a ValueError naming the field. Values are converted to the field's type (``convert_value``).
+
+Points are the Cartesian product of the value lists, each run by the experiment's
+``run(config, DIR/<point>)`` (the engine resumes from checkpoints); a point whose
+``summary.json`` exists is not rerun, and a failing point writes ``DIR/<point>/error.txt``, is
+marked ``failed`` and does not stop the others.
+
+Nested vmap (``vectorize``): pending points whose F differs only in ``VECTORIZABLE`` fields
+(learning rate and weight decay with a constant schedule, via ``optax.inject_hyperparams`` in
+each seed's optimizer state; label-noise rate, via per-seed training labels) are trained as one
+compiled program over a (point × seed) axis by ``train_f_nested`` on ``train_lib.run_seeds``;
+each point's ``train_lib.train`` then takes its share (``train_lib.precomputed_f``) and trains
+only the references. Points with the same F share it. ``auto`` nests where the engine vmaps
+seeds (``train_lib.resolve_strategy``; where ``benchmarks/sweep_bench.py`` measured it faster),
+``on`` wherever possible, ``off`` never. A nested program that fails (e.g. one learning rate
+diverges) is retried point by point, so each point still succeeds or fails on its own.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import itertools
+import json
+import logging
+import re
+import shutil
+import traceback
+import zlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Mapping, Sequence
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from sgd_phases import config_lib, eval_lib, io_lib, plotting, steps, train_lib
+from sgd_phases import datasets as datasets_lib
+
+VECTORIZE = ("auto", "on", "off")
+VECTORIZABLE = ("optimizer.learning_rate", "optimizer.weight_decay", "dataset.label_noise")
+# Fields that determine F's training (and so its predictions) in train_lib.train.
+F_FIELDS = ("dataset", "model", "model_kwargs", "loss", "optimizer", "batch_size", "num_steps",
+            "num_epochs", "seed", "num_seeds", "eval")
+DEFAULT_METRICS = ("mu_over_i_at_t0", "mu_end", "test_acc_end", "max_abs_error_bits")
+SUMMARY_FILE, CSV_FILE, FIGURE_FILE, ERROR_FILE = ("summary.json", "summary.csv", "sweep.png",
+                                                   "error.txt")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+# ------------------------------------------------------------------------------ the grid
+def _paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  out = []
+  for k, v in config.items():
+    out += _paths(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict) else []
+    out.append(f"{prefix}{k}")
+  return out
+
+
+def _node(config: ml_collections.ConfigDict, path: str) -> tuple[Any, str]:
+  *parents, leaf = path.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  return node, leaf
+
+
+def resolve_field(config: ml_collections.ConfigDict, name: str) -> str:
+  """The dotted config path that sweep field ``name`` denotes (rule: module docstring)."""
+  paths = _paths(config)
+  if name in paths:
+    return name
+  matches = [p for p in paths if p.endswith("." + name)]
+  if not matches:
+    raise ValueError(f"sweep field {name!r}: no such config field")
+  depth = min(p.count(".") for p in matches)
+  best = [p for p in matches if p.count(".") == depth]
+  if len(best) > 1:
+    raise ValueError(f"sweep field {name!r} is ambiguous: {best}; give the dotted path")
+  return best[0]
+
+
+def convert_value(config: ml_collections.ConfigDict, path: str, value: Any) -> Any:
+  """``value`` (a command-line string or a JSON value) as the type of field ``path``."""
+  node, leaf = _node(config, path)
+  kind = node.get_type(leaf) if isinstance(node, ml_collections.ConfigDict) else type(node[leaf])
+  text = value.strip() if isinstance(value, str) else None
+  try:
+    if kind is bool:
+      return value if isinstance(value, bool) else _BOOLS[(text or "").lower()]
+    if kind in (int, float):
+      out = kind(text if text is not None else value)
+      if isinstance(value, bool) or (text is None and out != value):
+        raise ValueError(value)
+      return out
+    if kind is str:
+      if text is None:
+        raise ValueError(value)
+      return value
+    if kind in (list, tuple):
+      out = ast.literal_eval(text) if text is not None else value
+      if not isinstance(out, (list, tuple)):
+        raise ValueError(value)
+      return kind(out)
+    if text is not None and node[leaf] is None:  # untyped placeholder: a literal, else text
+      try:
+        return ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        return value
+    return value
+  except (KeyError, TypeError, ValueError, SyntaxError) as e:
+    raise ValueError(f"sweep field {path}: cannot use {value!r} for a {kind.__name__} "
+                     "field") from e
+
+
+def make_grid(config: ml_collections.ConfigDict,
+              sweep: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+  """Cartesian product of ``sweep`` (field -> values): one {dotted path: value} per point."""
+  if not sweep:
+    raise ValueError("sweep: no fields to sweep (give --sweep.<field>=v1,v2 or --sweep_file)")
+  axes: dict[str, list[Any]] = {}
+  for name, values in sweep.items():
+    path = resolve_field(config, name)
+    if path in axes:
+      raise ValueError(f"sweep field {name!r}: {path} is swept twice")
+    if isinstance(values, (str, bytes)) or not len(values):
+      raise ValueError(f"sweep field {name!r}: needs a non-empty list of values")
+    axes[path] = [convert_value(config, path, v) for v in values]
+  return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def _fmt(v: Any) -> str:
+  return repr(v) if isinstance(v, float) else str(v)
+
+
+def point_name(overrides: Mapping[str, Any]) -> str:
+  """Filesystem-safe folder name, e.g. ``dataset.label_noise=0.1,optimizer.learning_rate=0.01``."""
+  name = ",".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+  name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)
+  if len(name) > 180:
+    name = f"{name[:150]}-{zlib.crc32(name.encode()):08x}"
+  return name
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with the overrides set (the input is not modified)."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  for path, value in overrides.items():
+    node, leaf = _node(c, path)
+    node[leaf] = value
+  return c
+
+
+# --------------------------------------------------------------------------- nested vmap
+def _f_dict(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """F's defining fields as a dict; None when ``config`` is not a training config."""
+  if not all(f in config for f in F_FIELDS):
+    return None
+  d = config_lib.to_dict(config)
+  return {f: d[f] for f in F_FIELDS}
+
+
+def f_key(config: ml_collections.ConfigDict) -> str | None:
+  """Identity of F's training run (two configs with equal keys train the same F)."""
+  d = _f_dict(config)
+  return None if d is None else json.dumps(d, sort_keys=True)
+
+
+def _train_predictions(config: ml_collections.ConfigDict) -> str:
+  need = {r.trained_on for r in config.references.values()}
+  return ("all" if "predictions_at_T0" in need else
+          "final" if "final_predictions" in need else "none")
+
+
+def _group_key(config: ml_collections.ConfigDict) -> str | None:
+  d = _f_dict(config)
+  if d is None:
+    return None
+  for path in VECTORIZABLE:
+    head, leaf = path.split(".")
+    d[head] = {k: v for k, v in d[head].items() if k != leaf}
+  return json.dumps([d, _train_predictions(config)], sort_keys=True)
+
+
+def nested_groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+  """Indices of configs that one nested program can train (distinct F per group, in order).
+
+  Configs with the same F (``f_key``) appear once; configs differing only in ``VECTORIZABLE``
+  fields share a group, except that learning rate / weight decay may only differ under a
+  constant schedule. Configs without the training fields are left out.
+  """
+  groups: dict[str, list[int]] = {}
+  seen: set[str] = set()
+  for i, c in enumerate(configs):
+    key, g = f_key(c), _group_key(c)
+    if key is None or key in seen:
+      continue
+    seen.add(key)
+    varies_opt = False
+    if g in groups:
+      o0, o = configs[groups[g][0]].optimizer, c.optimizer
+      varies_opt = (o0.learning_rate, o0.weight_decay) != (o.learning_rate, o.weight_decay)
+    if varies_opt and c.optimizer.schedule != "constant":
+      g = f"{g}#{i}"  # a schedule ties the learning rate into its shape: train apart
+    groups.setdefault(g, []).append(i)
+  return list(groups.values())
+
+
+def auto_nests(config: ml_collections.ConfigDict, backend: str | None = None) -> bool:
+  """``vectorize=auto``: nest where the engine vmaps seeds (benchmarks/sweep_bench.py measured
+  the nested program faster there); not where it maps them (convolutions on CPU)."""
+  return train_lib.resolve_strategy(config.seed_strategy, config.model, backend) == "vmap"
+
+
+def _nested_trainer(c0: ml_collections.ConfigDict, num_classes: int, num_steps: int,
+                    hparams: Sequence[str]) -> steps.Trainer:
+  """The engine's trainer, with ``hparams`` injected into the optimizer state."""
+  tr = train_lib.make_trainer(c0.model, c0.model_kwargs, c0.optimizer, c0.loss, c0.batch_size,
+                              num_steps, num_classes, c0.eval.batch_size)
+  if not hparams:
+    return tr
+  o = c0.optimizer
+  decay = "weight_decay" in hparams or o.weight_decay > 0
+
+  def factory(learning_rate, weight_decay):
+    if o.name == "adamw":
+      return optax.adamw(learning_rate, weight_decay=weight_decay)
+    tx = (optax.sgd(learning_rate, momentum=o.momentum or None, nesterov=bool(o.nesterov))
+          if o.name == "sgd" else optax.adam(learning_rate))
+    return optax.chain(optax.add_decayed_weights(weight_decay), tx) if decay else tx
+
+  tx = optax.inject_hyperparams(factory)(learning_rate=o.learning_rate,
+                                         weight_decay=o.weight_decay)
+  return steps.Trainer(model=tr.model, tx=tx, loss=tr.loss, batch_size=tr.batch_size,
+                       num_classes=tr.num_classes, has_batch_stats=tr.has_batch_stats,
+                       eval_batch_size=tr.eval_batch_size)
+
+
+def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path | None = None
+                   ) -> list[dict[str, np.ndarray]]:
+  """Trains F of every config as ONE program over a (config × seed) axis.
+
+  Configs must differ only in ``VECTORIZABLE`` fields (``nested_groups``). Entry (p, i) uses
+  seed i's keys, so each config's share equals what ``train_lib.train`` computes for it up to
+  float rounding. Returns, per config, ``run_seeds``' outputs [num_seeds, ...] (numpy).
+  """
+  c0 = configs[0]
+  groups = nested_groups(configs)
+  if len(groups) != 1 or len(groups[0]) != len(configs):
+    raise ValueError("configs: differ in fields other than "
+                     f"{VECTORIZABLE} (or repeat one F); cannot train them as one program")
+  dss = [datasets_lib.get_dataset(c.dataset) for c in configs]
+  for c, ds in zip(configs[1:], dss[1:]):
+    for a in ("x_train", "x_test", "y_test", "y_train_clean"):
+      if not np.array_equal(getattr(ds, a), getattr(dss[0], a)):
+        raise ValueError(f"configs: dataset {c.dataset.to_dict()} changes {a}, not only the "
+                         "training labels; cannot train them as one program")
+  probe = train_lib.probe_grid(c0.eval.probe_grid) if c0.eval.probe_grid else None
+  data = train_lib._Data.create(dss[0], c0.eval.train_eval_size, probe)
+  num_steps = train_lib.num_train_steps(c0, len(dss[0].y_train))
+  eval_at = eval_lib.eval_steps(num_steps, c0.eval.schedule, c0.eval.num_points, c0.eval.every)
+  s, p = int(c0.num_seeds), len(configs)
+  per_point = {h: np.array([c.optimizer[h] for c in configs], np.float32)
+               for h in ("learning_rate", "weight_decay")}
+  hparams = [h for h, v in per_point.items() if np.unique(v).size > 1]
+  tr = _nested_trainer(c0, dss[0].num_classes, num_steps, hparams)
+  per_entry = {h: np.repeat(per_point[h], s) for h in hparams}
+
+  def set_hparams(states: Any, rows: np.ndarray) -> Any:
+    opt = states.opt_state
+    hp = dict(opt.hyperparams, **{h: jnp.asarray(v[rows]) for h, v in per_entry.items()})
+    return states.replace(opt_state=opt._replace(hyperparams=hp))
+
+  out = train_lib.run_seeds(
+      tr, data, np.repeat(np.stack([ds.y_train for ds in dss]), s, axis=0), c0.seed,
+      np.tile(np.arange(s), p), eval_at,
+      strategy=train_lib.resolve_strategy(c0.seed_strategy, c0.model),
+      seeds_per_chunk=c0.seeds_per_chunk, ckpt_dir=ckpt_dir,
+      checkpoint_every=c0.checkpoint_every if ckpt_dir is not None else 0,
+      progress=c0.progress, desc=f"F x{p}", train_predictions=_train_predictions(c0),
+      init_transform=set_hparams if hparams else None)
+  out = {k: np.asarray(v) for k, v in out.items()}
+  return [{k: v[i * s:(i + 1) * s] for k, v in out.items()} for i in range(p)]
+
+
+def _nest(configs: list[ml_collections.ConfigDict], root: Path, vectorize: str
+          ) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
+  """f_key -> (train_predictions mode, F outputs) for every group worth nesting."""
+  found: dict[str, tuple[str, dict[str, np.ndarray]]] = {}
+  for group in nested_groups(configs):
+    members = [configs[i] for i in group]
+    shared = sum(f_key(c) == f_key(members[0]) for c in configs) > 1
+    if not (len(group) > 1 or shared) or (vectorize == "auto" and not auto_nests(members[0])):
+      continue
+    tag = zlib.crc32("|".join(f_key(c) for c in members).encode())
+    try:
+      outs = train_f_nested(members, root / "_nested" / f"{tag:08x}")
+    except Exception:  # e.g. one learning rate diverges: let each point fail on its own
+      logging.exception("nested training of %d points failed; training them one by one",
+                        len(members))
+      continue
+    mode = _train_predictions(members[0])
+    found.update({f_key(c): (mode, o) for c, o in zip(members, outs)})
+  return found
+
+
+# ---------------------------------------------------------------------------- the driver
+def flatten_summary(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """Scalars of an experiment summary; each stats.summarize dict -> ``<key>.{mean,lo,hi}``."""
+  out: dict[str, Any] = {}
+  for k, v in summary.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, Mapping) and "mean" in v:
+      out.update({f"{key}.{s}": v.get(s) for s in ("mean", "lo", "hi")})
+    elif isinstance(v, Mapping):
+      out.update(flatten_summary(v, key + "."))
+    elif isinstance(v, (bool, int, float, str)) or v is None:
+      out[key] = v
+  return out
+
+
+def _row(overrides: Mapping[str, Any], name: str, status: str,
+         extra: Mapping[str, Any]) -> dict[str, Any]:
+  """One summary row; headline names that clash with the row's own get a ``summary.`` prefix."""
+  row = {**overrides, "point": name, "status": status}
+  for k, v in extra.items():
+    row[f"summary.{k}" if k in row else k] = v
+  return row
+
+
+def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
+              grid: Sequence[Mapping[str, Any]], workdir: str | Path, *,
+              vectorize: str = "auto", metric: str | None = None) -> list[dict[str, Any]]:
+  """Runs ``module.run`` at every grid point under ``workdir``; returns the summary rows.
+
+  Writes ``summary.csv``, ``summary.json`` (rewritten after every point) and ``sweep.png``.
+  """
+  if vectorize not in VECTORIZE:
+    raise ValueError(f"vectorize={vectorize!r} is not one of {VECTORIZE}")
+  root = io_lib.check_writable(workdir)
+  points = [(point_name(o), dict(o), apply_overrides(config, o)) for o in grid]
+  names = [p[0] for p in points]
+  if len(set(names)) != len(names):
+    raise ValueError(f"grid: two points share a folder name: {names}")
+  rows: dict[str, dict[str, Any]] = {}
+  pending = []
+  for name, o, cfg in points:
+    done = root / name / SUMMARY_FILE
+    if done.exists():
+      logging.info("sweep point %s is finished; skipped", name)
+      rows[name] = _row(o, name, "done", flatten_summary(io_lib.read_json(done)))
+    else:
+      pending.append((name, o, cfg))
+  fresh = [cfg for name, _, cfg in pending
+           if not (root / name / io_lib.RESULTS_FILE).exists()]
+  nested = {} if vectorize == "off" else _nest(fresh, root, vectorize)
+
+  def lookup(cfg: ml_collections.ConfigDict, mode: str) -> dict[str, np.ndarray] | None:
+    hit = nested.get(f_key(cfg) or "")
+    return hit[1] if hit is not None and hit[0] == mode else None
+
+  meta = dict(experiment="sweep", module=module.__name__, fields=list(grid[0]) if grid else [],
+              metric=metric, vectorize=vectorize, nested_points=len(nested))
+  with train_lib.precomputed_f(lookup):
+    for name, o, cfg in pending:
+      pdir = root / name
+      try:
+        module.run(cfg, str(pdir))
+        summary = io_lib.read_json(pdir / SUMMARY_FILE)
+        (pdir / ERROR_FILE).unlink(missing_ok=True)
+        rows[name] = _row(o, name, "done", flatten_summary(summary))
+      except Exception as e:  # reported, and the other points go on
+        logging.exception("sweep point %s failed", name)
+        pdir.mkdir(parents=True, exist_ok=True)
+        (pdir / SUMMARY_FILE).unlink(missing_ok=True)  # written before the failure: retry it
+        (pdir / ERROR_FILE).write_text(traceback.format_exc())
+        rows[name] = _row(o, name, "failed", {"error": f"{type(e).__name__}: {e}"[:300]})
+      write_summary(root, [rows[n] for n in names if n in rows], meta)
+  ordered = [rows[n] for n in names]
+  write_summary(root, ordered, meta)
+  try:  # the table is written: a plotting problem must not lose the sweep
+    make_figure(root)
+  except Exception:
+    logging.exception("%s: could not draw %s", root, FIGURE_FILE)
+  if nested:
+    shutil.rmtree(root / "_nested", ignore_errors=True)
+  return ordered
+
+
+def write_summary(root: Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]
+                  ) -> None:
+  """``summary.json`` ({**meta, rows}) and ``summary.csv`` (one row per point), atomically."""
+  io_lib.write_json(root / SUMMARY_FILE, {**meta, "rows": list(rows)})
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  with io_lib.atomic_path(root / CSV_FILE) as tmp:
+    tmp.write_text(buf.getvalue())
+
+
+def pick_metric(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str | None:
+  """The headline plotted by default: μ/I at T_0 (or ``DEFAULT_METRICS``) where some point has
+  a finite value, else the first ``<name>.mean`` (or numeric) column with one."""
+  finite = list(dict.fromkeys(
+      k for r in rows for k, v in r.items() if k not in fields and not isinstance(v, bool)
+      and isinstance(v, (int, float)) and np.isfinite(v)))
+  for m in DEFAULT_METRICS:
+    if f"{m}.mean" in finite or m in finite:
+      return m
+  means = [k[:-5] for k in finite if k.endswith(".mean")]
+  return means[0] if means else (finite[0] if finite else None)
+
+
+def sweep_figure(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], metric: str
+                 ) -> plotting.Figure:
+  """``metric`` (mean with CI) against the first swept field, one line per other combination.
+
+  Lists (e.g. from a sweep file) are shown as their text, on categorical positions."""
+  key = lambda v: _fmt(v) if isinstance(v, (list, tuple, dict)) else v
+  xf, others = fields[0], list(fields[1:])
+  xs = list(dict.fromkeys(key(r[xf]) for r in rows))
+  combo_of = lambda r: tuple(key(r[f]) for f in others)
+  combos = list(dict.fromkeys(combo_of(r) for r in rows))
+
+  def curve(combo: tuple) -> list[np.ndarray]:
+    by_x = {key(r[xf]): r for r in rows if combo_of(r) == combo}
+    get = lambda r, s: r.get(f"{metric}.{s}", r.get(metric) if s == "mean" else None)
+    return [np.array([np.nan if (r := by_x.get(x)) is None or get(r, s) is None
+                      else float(get(r, s)) for x in xs]) for s in ("mean", "lo", "hi")]
+
+  try:
+    xpos = np.asarray(xs, np.float64)
+    logx = bool(np.all(xpos > 0) and xpos.max() >= 10 * xpos.min())
+  except (TypeError, ValueError):
+    xpos, logx = np.arange(len(xs), dtype=np.float64), False
+  fig = plotting.plot_sweep(xs, *curve(combos[0]), xlabel=xf, ylabel=metric, logx=logx)
+  if others:
+    ax = fig.axes[0]
+    label = lambda combo: ", ".join(f"{f}={_fmt(v)}" for f, v in zip(others, combo))
+    ax.containers[0].set_label(label(combos[0]))
+    for k, combo in enumerate(combos[1:], start=1):
+      m, lo, hi = curve(combo)
+      yerr = np.stack([np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)])
+      ax.errorbar(xpos, m, yerr=yerr, marker="o", markersize=4, capsize=3,
+                  color=f"C{(k - 1) % 10}", label=label(combo))
+    ax.legend(fontsize=7, frameon=False)
+  return fig
+
+
+def make_figure(workdir: str | Path) -> str | None:
+  """Redraws ``sweep.png`` from the sweep's ``summary.json``; None when nothing to plot."""
+  root = Path(workdir)
+  s = io_lib.read_json(root / SUMMARY_FILE)
+  rows, fields = s.get("rows", []), s.get("fields", [])
+  metric = s.get("metric") or pick_metric(rows, fields)
+  if not rows or not fields or metric is None:
+    logging.warning("%s: no numeric headline to plot; no %s", root, FIGURE_FILE)
+    return None
+  return plotting.save_figure(sweep_figure(rows, fields, metric), root / FIGURE_FILE)

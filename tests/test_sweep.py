@@ -1,0 +1,217 @@
+"""Tests of sgd_phases.sweep and experiments/sweep.py: grid, flags, driver, nested vmap."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments import mi_vs_accuracy
+from experiments import sweep as sweep_cli
+from sgd_phases import config_lib, io_lib, sweep, train_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mi_config():
+  c = mi_vs_accuracy.get_config("quick")
+  c.num_random_draws, c.random_num_examples, c.curve_points = 2, 200, 21
+  return c
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------- fields and flags
+def test_resolve_field_rules():
+  c = config_lib.base_config("ball2d_sinusoid", "mlp")
+  c.references.linear = config_lib.reference_config("linear")
+  assert sweep.resolve_field(c, "label_noise") == "dataset.label_noise"
+  assert sweep.resolve_field(c, "learning_rate") == "optimizer.learning_rate"  # shallowest
+  assert sweep.resolve_field(c, "references.linear.num_steps") == "references.linear.num_steps"
+  assert sweep.resolve_field(c, "num_steps") == "num_steps"
+  with pytest.raises(ValueError, match="no_such_field"):
+    sweep.resolve_field(c, "no_such_field")
+  c.references.other = config_lib.reference_config("linear")
+  with pytest.raises(ValueError, match="ambiguous"):
+    sweep.resolve_field(c, "trained_on")  # references.linear.* and references.other.*
+
+
+def test_convert_value_types():
+  c = config_lib.base_config("ball2d_sinusoid", "mlp")
+  assert sweep.convert_value(c, "num_steps", "300") == 300
+  assert isinstance(sweep.convert_value(c, "optimizer.learning_rate", "1e-2"), float)
+  assert sweep.convert_value(c, "optimizer.learning_rate", 1) == 1.0
+  assert sweep.convert_value(c, "progress", "False") is False
+  assert sweep.convert_value(c, "loss", "squared") == "squared"
+  assert sweep.convert_value(c, "num_epochs", "2.5") == 2.5  # float placeholder
+  for path, bad in [("num_steps", "0.5"), ("num_steps", True), ("progress", "maybe"),
+                    ("optimizer.learning_rate", "fast"), ("loss", 3)]:
+    with pytest.raises(ValueError, match=path.replace(".", r"\.")):
+      sweep.convert_value(c, path, bad)
+
+
+def test_parse_argv_grid_and_names():
+  grid, rest = sweep_cli.parse_sweep_argv(["--workdir=/x", "--sweep.label_noise=0,0.1",
+                                       "--config.num_seeds=2", "--sweep.batch_size=16,32"])
+  assert rest == ["--workdir=/x", "--config.num_seeds=2"]
+  assert grid == {"label_noise": ["0", "0.1"], "batch_size": ["16", "32"]}
+  with pytest.raises(ValueError, match="sweep.label_noise"):
+    sweep_cli.parse_sweep_argv(["--sweep.label_noise"])
+  c = config_lib.base_config("ball2d_sinusoid", "mlp")
+  points = sweep.make_grid(c, grid)
+  assert points[1] == {"dataset.label_noise": 0.0, "batch_size": 32}
+  assert [type(v) for v in points[3].values()] == [float, int] and len(points) == 4
+  assert sweep.point_name(points[2]) == "dataset.label_noise=0.1,batch_size=16"
+  assert sweep.point_name({"model": "a/b c"}) == "model=a_b_c"
+  new = sweep.apply_overrides(c, points[3])
+  assert new.batch_size == 32 and c.batch_size == 64  # the input is not modified
+  with pytest.raises(ValueError, match="bogus"):
+    sweep.make_grid(c, {"bogus": [1]})
+
+
+# ------------------------------------------------------------------------------ the driver
+def test_sweep_end_to_end_skip_and_failure(tmp_path, monkeypatch):
+  grid = sweep.make_grid(_mi_config(), {"num_examples": [2000, 2001],
+                                        "num_random_draws": [0, 2]})
+  rows = sweep.run_sweep(mi_vs_accuracy, _mi_config(), grid, tmp_path, vectorize="auto")
+  assert [r["status"] for r in rows] == ["done", "done", "failed", "failed"]  # 2001 is odd
+  bad = tmp_path / sweep.point_name(grid[2]) / "error.txt"
+  assert "num_examples must be even" in bad.read_text()
+  assert "num_examples must be even" in rows[2]["error"]
+  table = _read_csv(tmp_path / "summary.csv")
+  assert [r["point"] for r in table] == [r["point"] for r in rows]
+  assert float(table[0]["max_abs_error_bits"]) < 1e-3 and table[3]["status"] == "failed"
+  saved = io_lib.read_json(tmp_path / "summary.json")
+  assert saved["experiment"] == "sweep" and len(saved["rows"]) == 4
+  assert saved["fields"] == ["num_examples", "num_random_draws"]
+  assert "random_draws.num_draws" in saved["rows"][1]  # nested summary dicts flattened
+  assert (tmp_path / "sweep.png").stat().st_size > 0
+
+  # Rerun: finished points are not run again, the failed ones are retried.
+  calls = []
+
+  def fake_run(config, workdir):
+    calls.append(workdir)
+    raise RuntimeError("still broken")
+
+  monkeypatch.setattr(mi_vs_accuracy, "run", fake_run)
+  again = sweep.run_sweep(mi_vs_accuracy, _mi_config(), grid, tmp_path)
+  assert sorted(Path(w).name for w in calls) == sorted(r["point"] for r in rows[2:])
+  assert [r["status"] for r in again] == ["done", "done", "failed", "failed"]
+  assert again[0] == rows[0] and "still broken" in again[3]["error"]
+
+
+def test_flatten_and_figure_with_two_fields(tmp_path):
+  flat = sweep.flatten_summary({"a": {"mean": 1.0, "lo": 0.5, "hi": 1.5, "std": 1, "n": 3},
+                                "b": {"c": 2, "d": [1, 2]}, "e": "x", "figures": ["p.png"]})
+  assert flat == {"a.mean": 1.0, "a.lo": 0.5, "a.hi": 1.5, "b.c": 2, "e": "x"}
+  rows = [{"lr": lr, "p": p, "status": "done", "mu_over_i_at_t0.mean": lr + p,
+           "mu_over_i_at_t0.lo": lr, "mu_over_i_at_t0.hi": lr + 2 * p}
+          for p in (0.0, 0.2) for lr in (0.01, 0.1, 1.0)]
+  assert sweep.pick_metric(rows, ["lr", "p"]) == "mu_over_i_at_t0"
+  fig = sweep.sweep_figure(rows, ["lr", "p"], "mu_over_i_at_t0")
+  ax = fig.axes[0]
+  assert len(ax.containers) == 2 and ax.get_xscale() == "log"
+  assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["p=0.0", "p=0.2"]
+
+
+def test_cli_subprocess(tmp_path):
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--workdir={tmp_path}",
+         "--config=experiments/mi_vs_accuracy.py:quick", "--config.curve_points=11",
+         "--sweep.num_random_draws=0,2"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = _read_csv(tmp_path / "summary.csv")
+  assert [r["num_random_draws"] for r in rows] == ["0", "2"]
+  assert io_lib.read_json(tmp_path / "num_random_draws=2" / "summary.json")["random_draws"]
+
+
+# ------------------------------------------------------------------------------ nested vmap
+def _tiny(lr: float = 0.1, noise: float = 0.0) -> ml_collections.ConfigDict:
+  c = config_lib.base_config("ball2d_sinusoid", "mlp", width=16, depth=1)
+  c.dataset.n_train, c.dataset.n_test = 128, 256
+  c.dataset.label_noise = noise
+  c.optimizer.learning_rate = lr
+  c.num_seeds, c.num_steps, c.batch_size = 2, 40, 16
+  c.eval.num_points, c.eval.train_eval_size = 5, 128
+  c.t0.reference = ""
+  c.progress, c.checkpoint_every = False, 0
+  return c
+
+
+def test_nested_groups_rules():
+  a, b, c = _tiny(0.1), _tiny(0.3, 0.2), _tiny(0.1)
+  d = _tiny(0.1)
+  d.batch_size = 32
+  assert sweep.nested_groups([a, b, c, d]) == [[0, 1], [3]]  # c repeats a's F
+  e, f = _tiny(0.1), _tiny(0.3)
+  e.optimizer.schedule = f.optimizer.schedule = "cosine"
+  assert sweep.nested_groups([e, f]) == [[0], [1]]  # a schedule: lr cannot be injected
+  assert sweep.nested_groups([_mi_config()]) == []  # not a training config
+  with pytest.raises(ValueError, match="configs"):
+    sweep.train_f_nested([a, d])
+
+
+class _Recorder:
+  def __init__(self):
+    self.calls = 0
+    self.original = train_lib.run_seeds
+
+  def __call__(self, *args, **kwargs):
+    self.calls += 1
+    return self.original(*args, **kwargs)
+
+
+def test_nested_sweep_matches_sequential(tmp_path, monkeypatch):
+  def run(config, workdir):  # a minimal experiment: train, then summary.json
+    res = train_lib.train(config, workdir)
+    io_lib.write_json(Path(workdir) / "summary.json",
+                      {"test_acc_end": float(res.arrays["test_acc"][:, -1].mean())})
+    return {}
+
+  module = types.SimpleNamespace(__name__="tiny_experiment", run=run)
+  rec = _Recorder()
+  monkeypatch.setattr(train_lib, "run_seeds", rec)
+  grid = sweep.make_grid(_tiny(), {"learning_rate": [0.05, 0.5], "label_noise": [0.0, 0.3]})
+  rows = sweep.run_sweep(module, _tiny(), grid, tmp_path, vectorize="on")
+  assert [r["status"] for r in rows] == ["done"] * 4
+  assert rec.calls == 1  # one program trained F at all four points
+  assert not (tmp_path / "_nested").exists()
+  seq = train_lib.train(sweep.apply_overrides(_tiny(), grid[3]), None).arrays  # plain engine
+  nested = [io_lib.read_npz(tmp_path / sweep.point_name(g) / "results.npz") for g in grid]
+  # Entry 3 has neither the first entry's learning rate nor its labels: equal predictions
+  # mean the per-entry hyperparameters and labels were applied.
+  assert np.mean(seq["predictions"] == nested[3]["predictions"]) > 0.99
+  np.testing.assert_allclose(seq["train_acc"], nested[3]["train_acc"], atol=0.02)
+  assert np.mean(nested[0]["predictions"] == nested[3]["predictions"]) < 0.99
+  assert not np.allclose(nested[2]["train_acc"], nested[3]["train_acc"])  # same lr, other labels
+
+
+def test_failed_nested_program_falls_back_to_points(tmp_path, monkeypatch):
+  def broken(configs, ckpt_dir=None):
+    raise FloatingPointError("non-finite loss")
+
+  seen = []
+
+  def run(config, workdir):  # records what train_lib.train would be handed, trains nothing
+    seen.append(train_lib._F_LOOKUP.get()(config, "none"))
+    if config.optimizer.learning_rate > 1:
+      raise FloatingPointError("diverged")
+    io_lib.write_json(Path(workdir) / "summary.json", {"x": 1.0})
+
+  monkeypatch.setattr(sweep, "train_f_nested", broken)
+  module = types.SimpleNamespace(__name__="tiny_experiment", run=run)
+  grid = sweep.make_grid(_tiny(), {"learning_rate": [0.1, 1e30]})
+  rows = sweep.run_sweep(module, _tiny(), grid, tmp_path, vectorize="on")
+  assert [r["status"] for r in rows] == ["done", "failed"] and seen == [None, None]
+  with pytest.raises(ValueError, match="vectorize"):
+    sweep.run_sweep(module, _tiny(), grid, tmp_path, vectorize="yes")
