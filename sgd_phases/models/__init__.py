@@ -1,0 +1,117 @@
+"""Model zoo: a name -> constructor registry of flax.linen classifiers.
+
+Synopsis::
+
+    from sgd_phases import models
+    model = models.get_model("paper_cnn", num_classes=2, conv_impl="patches")
+    variables = model.init(jax.random.key(0), x)            # x: [B, H, W, C] (or [B, d] for MLPs)
+    if models.has_batch_stats(model):                        # vgg11, resnet20
+      logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    else:
+      logits = model.apply(variables, x, train=True)         # [B, K] float32
+    models.count_params(variables["params"])
+
+Per-seed models: ``jax.vmap(model.init, in_axes=(0, None))(jax.random.split(key, S), x)`` gives
+params (and batch_stats) with a leading seed axis.
+
+Every model has ``__call__(x, train=False) -> logits [B, K]``. ``linear``/``mlp`` flatten all axes
+after the batch axis; conv models need rank-4 NHWC input. Binary tasks use K = 2 logits.
+
+Registry (kwargs beyond ``num_classes``; see each class docstring):
+  linear            flatten -> Dense(K); use_bias, init_scale, init_first (Theorem 1)
+  mlp               width=512, depth=2 hidden layers, activation="relu"
+  cnn               depth=3, channels=32, dense=256, num_pools=3, padding="SAME", conv_impl
+  cnn1 ... cnn6     the complexity ladder: ``cnn`` with depth fixed to 1 ... 6
+  paper_cnn         reproduction's CNN: 4 conv (32 ch, VALID) + 2 x Dense(2000); same kwargs as cnn
+  vgg11             VGG-11 + BatchNorm for small images; width=1.0, conv_impl
+  resnet20          pre-activation ResNet-20 (~0.27 M params); stage_sizes, width=16, conv_impl
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from sgd_phases.models import cnn, linear, mlp, resnet, vgg
+from sgd_phases.models.layers import CONV_IMPLS, Conv, check_num_classes, resolve_conv_impl
+
+PyTree = Any
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "linear": linear.Linear,
+    "mlp": mlp.MLP,
+    "cnn": cnn.CNN,
+    **cnn.LADDER,
+    "paper_cnn": cnn.PaperCNN,
+    "vgg11": vgg.VGG11,
+    "resnet20": resnet.ResNet20,
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+
+# Preset keywords that define a registry entry and may not be overridden through get_model.
+_FIXED_KWARGS: dict[str, tuple[str, ...]] = {name: ("depth",) for name in cnn.LADDER}
+
+
+def _module_class(constructor: Callable[..., nn.Module]) -> type[nn.Module]:
+  while isinstance(constructor, functools.partial):
+    constructor = constructor.func
+  return constructor  # type: ignore[return-value]
+
+
+def model_kwargs(name: str) -> tuple[str, ...]:
+  """The keyword arguments ``get_model(name, num_classes, **kwargs)`` accepts."""
+  if name not in MODELS:
+    raise ValueError(f"name: unknown model {name!r}; registered models: {list(MODEL_NAMES)}")
+  fields = dataclasses.fields(_module_class(MODELS[name]))
+  skip = {"parent", "name", "num_classes", *_FIXED_KWARGS.get(name, ())}
+  return tuple(f.name for f in fields if f.init and f.name not in skip)
+
+
+def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+  """Builds registry model ``name`` with ``num_classes`` logits.
+
+  Raises ValueError for an unknown ``name`` (listing the registry), an unknown or fixed keyword
+  argument (naming it), ``num_classes`` < 2 or an invalid field value (naming the field).
+  Lists in kwargs (e.g. from a ConfigDict) are turned into tuples so modules stay hashable.
+  """
+  allowed = model_kwargs(name)
+  for key in kwargs:
+    if key not in allowed:
+      raise ValueError(f"{key}: unknown keyword argument for model {name!r}; allowed: {allowed}")
+  check_num_classes(num_classes)
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+  return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def has_batch_stats(model: nn.Module) -> bool:
+  """Whether ``model`` uses BatchNorm (a ``batch_stats`` collection, mutable in train mode)."""
+  return bool(getattr(model, "uses_batch_stats", False))
+
+
+def count_params(params: PyTree, *, stacked: bool = False) -> int:
+  """Number of scalars in a parameter pytree (arrays or ShapeDtypeStructs).
+
+  Pass ``variables["params"]`` to leave out ``batch_stats``. With ``stacked=True`` the leading
+  (seed) axis of every leaf is ignored, giving the per-seed count of vmapped parameters.
+  """
+  leaves = jax.tree.leaves(params)
+  return sum(math.prod(leaf.shape[1:] if stacked else leaf.shape) for leaf in leaves)
+
+
+__all__ = [
+    "CONV_IMPLS",
+    "Conv",
+    "MODELS",
+    "MODEL_NAMES",
+    "count_params",
+    "get_model",
+    "has_batch_stats",
+    "model_kwargs",
+    "resolve_conv_impl",
+]
