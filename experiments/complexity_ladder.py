@@ -1,0 +1,227 @@
+"""Figure 5 of the paper: μ_Y(F_t;G_i) against a ladder of classifiers of increasing complexity.
+
+F is a deep network trained by SGD on a binary task (classes 0–4 vs 5–9). The references are
+G_0 = ``linear`` and G_i = a network with i layers (``cnn1`` … ``cnnk`` on images, ``mlp1`` …
+``mlpk`` = MLPs with i hidden layers on the synthetic vector task), each trained per seed by the
+engine on the true labels (default) or on F's final train-set predictions
+(``references_trained_on="final_predictions"``, as in the CIFAR reproduction). The paper's claim:
+each μ_Y(F_t;G_i) follows I(F_t;Y) early and then plateaus, the simpler G_i first. We report the
+plateau step of every curve (``stats.plateau_index``: first evaluation within ``plateau_tol`` of
+the curve's rise from its maximum, after a running median of ``plateau_smooth`` points), each
+G_i's test accuracy, and whether the plateaus come in order of complexity: the means over seeds
+(``plateaus_in_order``) and the fraction of (seed, i < j) pairs with plateau_i ≤ plateau_j.
+
+Tasks (``get_config("<task>[,quick]")``):
+
+============  ====================================  ===================  ========================
+task          F                                     ladder               CPU runtime (2 cores)
+============  ====================================  ===================  ========================
+mnist         cnn6 (16 ch), SGD lr 0.05, 1000 steps linear, cnn1..cnn4   ~15–25 min (5 seeds)
+fashion       cnn6 (16 ch), SGD lr 0.05, 1000 steps linear, cnn1..cnn4   ~15–25 min (5 seeds)
+sinusoid_hd   MLP 256×4, SGD lr 0.05, 20k steps     linear, mlp1..mlp3   ~3 min (5 seeds)
+cifar10       vgg11, SGD lr 0.05 momentum 0.9, 20k  linear, cnn1..cnn4   GPU: ~30 min
+============  ====================================  ===================  ========================
+
+On MNIST / Fashion-MNIST F = cnn6 is the top of the same CNN family as the rungs (G_i ⊂ F), with
+16 channels everywhere (``ladder_channels``) to fit a 2-core CPU budget; each rung is trained for
+as many steps as F. On CIFAR-10 the rungs keep 32 channels and F is VGG-11.
+
+The default task is ``mnist`` when the offline MNIST files exist (``datasets.shared_data_dir()``),
+else ``sinusoid_hd`` (no download). ``k``, the reference budget and ``references_trained_on``
+are config fields; the references are built from them in ``run`` (so ``--config.k=3`` works).
+
+    python -m experiments.complexity_ladder --workdir=runs/ladder_mnist --config.num_seeds=5
+    python -m experiments.complexity_ladder --workdir=/tmp/lq \\
+        --config=experiments/complexity_ladder.py:sinusoid_hd,quick
+
+Writes the engine's files, ``summary.json`` and ``figures/complexity_ladder.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments import linear_phase
+from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
+
+NAME = "complexity_ladder"
+# task -> (dataset, F model, F kwargs, lr, momentum, batch, steps, ladder family, k)
+TASKS: dict[str, tuple[str, str, dict[str, Any], float, float, int, int, str, int]] = {
+    "mnist": ("mnist", "cnn6", dict(channels=16), 0.05, 0.0, 64, 1_000, "cnn", 4),
+    "fashion": ("fashion_mnist", "cnn6", dict(channels=16), 0.05, 0.0, 64, 1_000, "cnn", 4),
+    "sinusoid_hd": ("sinusoid_hd", "mlp", dict(width=256, depth=4), 0.05, 0.0, 64, 20_000,
+                    "mlp", 3),
+    "cifar10": ("cifar10", "vgg11", {}, 0.05, 0.9, 128, 20_000, "cnn", 4),
+}
+
+
+def default_task() -> str:
+  """``mnist`` when the offline MNIST files are present, else the synthetic ``sinusoid_hd``."""
+  return "mnist" if linear_phase.offline_data_dir("mnist") else "sinusoid_hd"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Config of Figure 5: ``arg`` = "<task>[,quick]" (see the module docstring)."""
+  task, quick = linear_phase.parse_task(arg, TASKS, default_task())
+  dataset, model, kw, lr, momentum, batch, steps, family, k = TASKS[task]
+  c = config_lib.base_config(dataset, model, **kw)
+  if dataset in ("mnist", "fashion_mnist"):
+    c.dataset.data_dir = linear_phase.offline_data_dir(dataset)
+  c.optimizer.learning_rate = lr
+  c.optimizer.momentum = momentum
+  c.batch_size = batch
+  c.num_steps = steps
+  c.num_seeds = 5
+  c.t0.reference = "linear"         # T_0 from the linear rung (as in Figure 4)
+  c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
+  c.task = task                     # which row of TASKS this config came from
+  c.quick = quick                   # shrunken settings for tests / smoke runs
+  c.ladder = family                 # cnn: G_i = cnn{i}; mlp: G_i = MLP with i hidden layers
+  c.k = k                           # rungs G_1..G_k (plus G_0 = linear)
+  c.ladder_width = 256              # hidden width of the mlp rungs (ignored for cnn)
+  c.ladder_channels = kw.get("channels", 32)  # conv channels of the cnn rungs (ignored for mlp)
+  c.references_trained_on = "labels"  # labels | final_predictions (F_T's train predictions)
+  c.reference_steps = steps if family == "cnn" else 10_000  # SGD steps of every rung
+  c.linear_steps = 10_000           # SGD steps of G_0 = linear (cheap; converges slowly)
+  c.reference_batch_size = 64
+  c.reference_learning_rate = 0.05
+  c.reference_momentum = momentum   # momentum of the rungs' SGD
+  c.plateau_tol = 0.05              # plateau: first point within tol·rise of the curve's max
+  c.plateau_smooth = 3              # running-median window before the plateau search
+  if dataset in ("mnist", "fashion_mnist"):  # CPU budget: fewer, cheaper evaluations
+    linear_phase.cpu_eval_budget(c)
+  if quick:  # seconds on CPU
+    c.num_seeds = 2
+    c.num_steps = 300
+    c.batch_size = 32
+    c.optimizer.learning_rate = max(lr, 0.05)
+    c.eval.num_points = 12
+    c.eval.train_eval_size = 512
+    c.checkpoint_every = 0
+    c.k = 2
+    c.reference_steps = 150
+    c.linear_steps = 150
+    c.ladder_width = 32
+    if dataset == "sinusoid_hd":
+      c.dataset.n_train, c.dataset.n_test, c.dataset.dim = 2000, 1000, 10
+      c.model_kwargs.width = 64
+    else:
+      c.dataset.train_size, c.dataset.test_size = 1000, 1000
+  return c
+
+
+def rung_names(config: ml_collections.ConfigDict) -> list[str]:
+  """Reference names in complexity order: linear, then cnn1..cnnk or mlp1..mlpk."""
+  if config.ladder not in ("cnn", "mlp"):
+    raise ValueError(f"config.ladder: {config.ladder!r} not in ('cnn', 'mlp')")
+  if not isinstance(config.k, int) or not 1 <= config.k <= 6:
+    raise ValueError(f"config.k: must be an int in [1, 6], got {config.k!r}")
+  return ["linear"] + [f"{config.ladder}{i}" for i in range(1, config.k + 1)]
+
+
+def complexity_order(names: list[str]) -> list[str]:
+  """``linear`` first, then rungs by their layer count (ConfigDict keys come back sorted)."""
+  def key(name: str) -> tuple[int, str]:
+    digits = name.lstrip("abcdefghijklmnopqrstuvwxyz_")
+    return (0 if name == "linear" else 1 + int(digits) if digits.isdigit() else 99, name)
+  return sorted(names, key=key)
+
+
+def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``references`` built from the ladder fields."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  c.references = ml_collections.ConfigDict()
+  for name in rung_names(config):
+    model, kw = name, {}
+    if name.startswith("mlp"):
+      model, kw = "mlp", dict(width=config.ladder_width, depth=int(name[3:]))
+    elif name != "linear":
+      kw = dict(channels=config.ladder_channels)
+    ref = config_lib.reference_config(
+        model, trained_on=config.references_trained_on,
+        num_steps=config.linear_steps if name == "linear" else config.reference_steps,
+        batch_size=config.reference_batch_size, learning_rate=config.reference_learning_rate,
+        **kw)
+    ref.optimizer.momentum = config.reference_momentum if name != "linear" else 0.0
+    c.references[name] = ref
+  return c
+
+
+def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) -> dict[str, Any]:
+  """Plateau steps, reference accuracies and the order check (means, 95% CIs over seeds)."""
+  a = results.arrays
+  steps = a["steps"]
+  i_fy = results.measures(names[0])["i_fy"]
+  plateau = {}
+  rungs = []
+  for name in names:
+    mu = results.measures(name)["mu"]
+    p = np.asarray(stats.plateau_index(mu, tol=tol, smooth=smooth))
+    plateau[name] = np.where(p >= 0, steps[np.maximum(p, 0)], np.nan)
+    rungs.append({"name": name, "test_acc": linear_phase.summarize(a[f"ref/{name}/test_acc"]),
+                  "plateau_step": linear_phase.summarize(plateau[name]),
+                  "mu_end": linear_phase.summarize(mu[:, -1]),
+                  "mu_max": linear_phase.summarize(np.nanmax(mu, axis=1))})
+  p_i = np.asarray(stats.plateau_index(i_fy, tol=tol, smooth=smooth))
+  means = [r["plateau_step"]["mean"] for r in rungs]
+  ps = np.stack([plateau[n] for n in names], axis=1)  # [S, R]
+  pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+  ordered = [ps[s, i] <= ps[s, j] for s in range(ps.shape[0]) for i, j in pairs]
+  accs = [r["test_acc"]["mean"] for r in rungs]
+  return {
+      "rungs": rungs,
+      "i_fy_plateau_step": linear_phase.summarize(
+          np.where(p_i >= 0, steps[np.maximum(p_i, 0)], np.nan)),
+      "plateau_step_means": dict(zip(names, means)),
+      "plateaus_in_order": bool(np.all(np.diff(means) >= 0)),
+      "pairwise_order_fraction": float(np.mean(ordered)) if ordered else float("nan"),
+      "reference_acc_increasing": bool(np.all(np.diff(accs) >= 0)),
+  }
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains F and every rung per seed; writes summary.json and the figure; returns the summary."""
+  from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
+
+  names = rung_names(config)
+  results = train_lib.train(training_config(config), workdir)
+  summary: dict[str, Any] = {
+      "experiment": NAME, "task": config.task, "dataset": config.dataset.name,
+      "model": config.model, "num_seeds": int(config.num_seeds), "quick": bool(config.quick),
+      "num_steps": int(results.arrays["steps"][-1]),
+      "references_trained_on": config.references_trained_on,
+      **summarize_ladder(results, names, float(config.plateau_tol), int(config.plateau_smooth)),
+      "linear_phase": linear_phase.summarize_run(results, "linear", 0.05),
+  }
+  io_lib.write_json(Path(workdir) / "summary.json", summary)
+  summary["figures"] = make_figures(workdir)
+  return summary
+
+
+def make_figures(workdir: str) -> list[str]:
+  """Redraws ``figures/complexity_ladder.png`` from results.npz and config.json."""
+  res = analysis.load(workdir)
+  a = res.arrays
+  cfg = io_lib.read_json(Path(workdir) / io_lib.CONFIG_FILE)
+  names = complexity_order(res.reference_names)
+  mus, plateaus = {}, {}
+  for name in names:
+    label = f"{name} (acc {np.mean(a[f'ref/{name}/test_acc']):.3f})"
+    mus[label] = res.measures(name)["mu"]
+    p = np.asarray(stats.plateau_index(mus[label], tol=cfg.get("plateau_tol", 0.05),
+                                       smooth=cfg.get("plateau_smooth", 3)))
+    plateaus[label] = np.where(p >= 0, a["steps"][np.maximum(p, 0)], -1)
+  title = (f"{cfg.get('task', cfg['dataset']['name'])}: F={cfg['model']}, "
+           f"{len(a['seed_ids'])} seeds, G_i on {cfg.get('references_trained_on', 'labels')}")
+  fig = plotting.plot_ladder(a["steps"], res.measures(names[0])["i_fy"], mus,
+                             plateau_steps=plateaus, title=title)
+  return [plotting.save_figure(fig, Path(workdir) / "figures" / f"{NAME}.png")]
+
+
+if __name__ == "__main__":
+  cli.main(__file__, run)

@@ -1,0 +1,199 @@
+"""Retention: is the linear classifier learned early kept when SGD goes on to fit label noise?
+
+For each label-noise rate p (``noise_rates``; training labels flipped, test labels clean) one
+engine run in ``workdir/p<p>/`` trains F until it fits the noisy training labels (we check that
+train accuracy on the noisy labels reaches ``target_train_acc`` = 99% and report what it reached,
+never assume it), with two references per seed: ``linear`` (L, a linear classifier trained on
+the same noisy labels) and ``f_t0`` (L := F at T_0, the first step where acc(F_t) ≥ acc(L);
+``trained_on="snapshot_at_T0"``). The paper's claim: μ_Y(F_t;L) does not decrease late in
+training. The table gives, per p, μ_Y(F;L), μ_Y(F;F_T0) and I(F;Y) at T_0 and at the end (means,
+95% CIs over seeds) and the paired per-seed change end − T_0 with its CI; ``retained`` is true
+when μ_Y(F;L) did not significantly decrease (the CI of the change reaches ≥ 0). Because
+μ_Y(F;L) usually keeps rising after T_0, each row also gives its peak over training and the
+change end − peak, the stricter test of "does not decrease late in training".
+
+Tasks (``get_config("<task>[,quick]")``):
+
+* ``mnist`` (default when the offline MNIST files exist): MNIST 0–4 vs 5–9, 4000 training
+  examples (so the MLP can memorise the flipped labels quickly), MLP 512×2, SGD lr 0.1, 8000 steps
+  (128 epochs; one seed at p = 0.2 measured 99.6% noisy-label train accuracy at step 3534, 100%
+  at 8000). ~7 min per noise rate for 5 seeds on 2 (shared) CPU cores.
+* ``fashion``: the same on Fashion-MNIST.
+* ``sinusoid_hd`` (default without the real data; no download): 2000 points in 20-d, MLP 512×2.
+
+    python -m experiments.retention --workdir=runs/retention_mnist
+    python -m experiments.retention --workdir=/tmp/rq --config=experiments/retention.py:quick
+
+Writes ``p<p>/`` engine workdirs, ``summary.json`` and ``figures/retention.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments import linear_phase
+from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
+
+NAME = "retention"
+# task -> (dataset, dataset overrides, model kwargs, lr, batch size, F steps)
+TASKS: dict[str, tuple[str, dict[str, Any], dict[str, Any], float, int, int]] = {
+    "mnist": ("mnist", dict(train_size=4000), dict(width=512, depth=2), 0.1, 64, 8_000),
+    "fashion": ("fashion_mnist", dict(train_size=4000), dict(width=512, depth=2), 0.1, 64,
+                8_000),
+    "sinusoid_hd": ("sinusoid_hd", dict(n_train=2000, dim=20), dict(width=512, depth=2), 0.1, 64,
+                    15_000),
+}
+
+
+def default_task() -> str:
+  """``mnist`` when the offline MNIST files are present, else ``sinusoid_hd``."""
+  return "mnist" if linear_phase.offline_data_dir("mnist") else "sinusoid_hd"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Config of the retention experiment: ``arg`` = "<task>[,quick]"."""
+  task, quick = linear_phase.parse_task(arg, TASKS, default_task())
+  dataset, data_kw, kw, lr, batch, steps = TASKS[task]
+  c = config_lib.base_config(dataset, "mlp", **kw)
+  for field, value in data_kw.items():
+    c.dataset[field] = value
+  if dataset in ("mnist", "fashion_mnist"):
+    c.dataset.data_dir = linear_phase.offline_data_dir(dataset)
+  c.optimizer.learning_rate = lr
+  c.batch_size = batch
+  c.num_steps = steps
+  c.num_seeds = 5
+  c.eval.train_eval_size = 10_000   # >= the train set: train accuracy over every example
+  c.references.linear = config_lib.reference_config(
+      "linear", trained_on="labels", num_steps=10_000, batch_size=64,
+      learning_rate=linear_phase.LINEAR_LR)
+  c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
+  c.t0.reference = "linear"
+  c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
+  c.task = task                     # which row of TASKS this config came from
+  c.quick = quick                   # shrunken settings for tests / smoke runs
+  c.noise_rates = [0.0, 0.1, 0.2]   # label noise p of the training labels, one run each
+  c.target_train_acc = 0.99         # "fits the noisy labels" threshold (checked, reported)
+  if quick:  # seconds on CPU
+    c.num_seeds = 2
+    c.num_steps = 400
+    c.eval.num_points = 12
+    c.checkpoint_every = 0
+    c.noise_rates = [0.0, 0.2]
+    c.references.linear.num_steps = 150
+    c.model_kwargs.width = 128
+    if dataset == "sinusoid_hd":
+      c.dataset.n_train, c.dataset.n_test, c.dataset.dim = 300, 1000, 10
+    else:
+      c.dataset.train_size, c.dataset.test_size = 300, 1000
+  return c
+
+
+def run_dir(workdir: str | Path, p: float) -> Path:
+  """Workdir of the engine run with label noise ``p``: ``<workdir>/p<p>`` (e.g. p0.1)."""
+  return Path(workdir) / f"p{float(p):g}"
+
+
+def noise_config(config: ml_collections.ConfigDict, p: float) -> ml_collections.ConfigDict:
+  """The engine config of one noise rate (experiment-only fields dropped)."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  for field in ("noise_rates", "target_train_acc"):
+    del c[field]
+  c.dataset.label_noise = float(p)
+  return c
+
+
+def _change(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+  return linear_phase.summarize(after - before)
+
+
+def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
+  """Values at T_0 and at the end of one noise rate's run (means, 95% CIs over seeds)."""
+  a = results.arrays
+  t0, last = a["t0_index"], len(a["steps"]) - 1
+  end = np.full_like(t0, last)
+  m_l, m_0 = results.measures("linear"), results.measures("f_t0")
+  row: dict[str, Any] = {"p": float(p), "t0_found": int((t0 >= 0).sum()),
+                         "t0_step": linear_phase.summarize(np.where(t0 >= 0, a["t0_step"],
+                                                                    np.nan))}
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ratio = m_l["mu"] / m_l["i_fy"]  # the share of what F knows about Y that L explains
+  for key, curve in (("mu_l", m_l["mu"]), ("mu_f_t0", m_0["mu"]), ("i_fy", m_l["i_fy"]),
+                     ("mu_l_over_i_fy", ratio), ("test_acc", a["test_acc"])):
+    at_t0, at_end = linear_phase.at_index(curve, t0), linear_phase.at_index(curve, end)
+    row[key] = {"at_t0": linear_phase.summarize(at_t0), "end": linear_phase.summarize(at_end),
+                "change": _change(at_t0, at_end)}
+  # μ_Y(F;L) usually keeps rising after T_0: its peak is the stricter baseline for "retained".
+  peak = np.nanmax(m_l["mu"], axis=1)
+  row["mu_l_peak"] = linear_phase.summarize(peak)
+  row["mu_l_peak_step"] = linear_phase.summarize(a["steps"][np.nanargmax(m_l["mu"], axis=1)])
+  row["mu_l_end_minus_peak"] = linear_phase.summarize(m_l["mu"][:, last] - peak)
+  row["i_ly"] = linear_phase.summarize(m_l["i_ly"][:, last])
+  row["acc_l"] = linear_phase.summarize(a["ref/linear/test_acc"])
+  train_end = a["train_acc"][:, last]
+  row["train_acc_end"] = linear_phase.summarize(train_end)          # on the noisy labels
+  row["train_acc_clean_end"] = linear_phase.summarize(a["train_acc_clean"][:, last])
+  row["train_acc_end_min"] = float(train_end.min())
+  row["reached_target"] = bool(train_end.min() >= target)
+  change = row["mu_l"]["change"]
+  # Retained: no significant decrease of μ_Y(F;L) from T_0 to the end (upper CI end ≥ 0).
+  row["retained"] = bool(change["n"] >= 2 and change["hi"] >= 0.0)
+  return row
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """One engine run per noise rate, then summary.json and the figure; returns the summary."""
+  from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
+
+  if not config.noise_rates or any(not 0.0 <= p < 0.5 for p in config.noise_rates):
+    raise ValueError(f"config.noise_rates: need a non-empty list in [0, 0.5), got "
+                     f"{list(config.noise_rates)}")
+  rows = []
+  for p in config.noise_rates:
+    results = train_lib.train(noise_config(config, p), run_dir(workdir, p))
+    rows.append(noise_row(results, p, float(config.target_train_acc)))
+  summary: dict[str, Any] = {
+      "experiment": NAME, "task": config.task, "dataset": config.dataset.name,
+      "model": config.model, "num_seeds": int(config.num_seeds), "quick": bool(config.quick),
+      "num_steps": int(results.arrays["steps"][-1]), "noise_rates": list(config.noise_rates),
+      "target_train_acc": float(config.target_train_acc),
+      "all_reached_target": all(r["reached_target"] for r in rows),
+      "all_retained": all(r["retained"] for r in rows), "table": rows,
+  }
+  io_lib.write_json(Path(workdir) / "summary.json", summary)
+  summary["figures"] = make_figures(workdir)
+  return summary
+
+
+def make_figures(workdir: str) -> list[str]:
+  """Redraws ``figures/retention.png`` from the ``p<p>/results.npz`` files."""
+  summary = io_lib.read_json(Path(workdir) / "summary.json")
+  curves, train_acc, i_ly, t0, steps = {}, {}, {}, {}, None
+  for p in summary["noise_rates"]:
+    res = analysis.load(run_dir(workdir, p))
+    a = res.arrays
+    if steps is not None and not np.array_equal(steps, a["steps"]):
+      raise ValueError(f"workdir: runs {summary['noise_rates']} have different eval steps")
+    steps = a["steps"]
+    m_l, m_0 = res.measures("linear"), res.measures("f_t0")
+    curves[p] = {"I(F_t;Y)": m_l["i_fy"], "μ_Y(F_t;L)": m_l["mu"], "μ_Y(F_t;F_T0)": m_0["mu"]}
+    train_acc[p] = a["train_acc"]
+    i_ly[p] = float(np.mean(m_l["i_ly"][:, -1]))
+    found = a["t0_step"][a["t0_index"] >= 0]
+    t0[p] = float(found.mean()) if found.size else None
+  fig = plotting.plot_retention(steps, curves, train_acc)
+  for j, p in enumerate(summary["noise_rates"]):  # top row: the level I(L;Y) to read retention
+    fig.axes[j].axhline(i_ly[p], color="tab:blue", linestyle=":", linewidth=1, label="I(L;Y)")
+    if t0[p] is not None:
+      fig.axes[j].axvline(t0[p], color="tab:red", linestyle="--", linewidth=1, label="T_0")
+  fig.axes[0].legend(fontsize=7, frameon=False)
+  return [plotting.save_figure(fig, Path(workdir) / "figures" / f"{NAME}.png")]
+
+
+if __name__ == "__main__":
+  cli.main(__file__, run)
