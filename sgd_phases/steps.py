@@ -86,12 +86,17 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array, n: int) -> jax.Arra
 
 
 def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax.Array,
-                x_train: jax.Array, start: jax.Array, stop: jax.Array
-                ) -> tuple[TrainState, jax.Array]:
+                x_train: jax.Array, start: jax.Array, stop: jax.Array,
+                perm: jax.Array | None = None) -> tuple[Any, ...]:
   """SGD steps ``start..stop-1`` of one seed; returns (state, first non-finite step or -1).
 
   ``start``/``stop`` are traced scalars, so one compiled program serves every segment. Each
   epoch visits a fresh permutation (the incomplete last batch is dropped).
+
+  ``perm``: optional int32 [n] example order of the epoch of step ``start - 1`` (as returned by
+  the previous segment; any value when ``start`` begins an epoch). With it the order is carried
+  instead of re-sorted at every segment start (a sort of n keys per seed, which dominated short
+  segments between evaluations), and ``(state, bad, perm)`` is returned. Same steps either way.
   """
   n = x_train.shape[0]
   bs = tr.batch_size
@@ -107,6 +112,10 @@ def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax
     bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), t, bad)
     return state, perm, bad
 
+  if perm is not None:  # the cond in ``body`` refreshes it when ``start`` begins an epoch
+    state, perm, bad = jax.lax.fori_loop(start, stop, body, (state, perm.astype(jnp.int32),
+                                                             jnp.int32(-1)))
+    return state, bad, perm
   perm0 = epoch_permutation(data_key, start // per_epoch, n)
   state, _, bad = jax.lax.fori_loop(start, stop, body, (state, perm0, jnp.int32(-1)))
   return state, bad

@@ -75,13 +75,38 @@ class Results:
     return {f: self.arrays[f"mi/{reference}/{f}"] for f in mutual_info.InfoMeasures._fields}
 
 
-def resolve_strategy(strategy: str, model: str, backend: str | None = None) -> str:
-  """``auto``: vmap everywhere except convolutional models on CPU (see benchmarks/)."""
+# Dense models with at least this many parameters per seed are mapped over seeds on CPU.
+CPU_MAP_MIN_PARAMS = 100_000
+
+
+def resolve_strategy(strategy: str, model: str, backend: str | None = None,
+                     num_params: int | None = None) -> str:
+  """``auto`` -> "vmap" or "map" for this backend (measured: benchmarks/train_throughput.py).
+
+  CPU: "map" for convolutional models (vmap turns convolutions into grouped ones) and for
+  dense models with at least ``CPU_MAP_MIN_PARAMS`` parameters per seed when ``num_params`` is
+  given (the MNIST MLP, 670k: the stacked parameters and gradients of 16 seeds overflow the
+  caches, while lax.map keeps one seed's working set hot); "vmap" for small dense models, where
+  batching the tiny per-seed matmuls wins. GPU/TPU: "vmap" (untested: no accelerator was
+  available for the benchmarks). Seed-steps/s at 16 seeds, 2 shared CPU cores (load ~8):
+  MNIST MLP 784-512-512-2 map 195 vs vmap 95; 50-d MLP 64x2 vmap 7,110 vs map 6,100;
+  paper_cnn (patches) map 10.2 vs vmap 8.0.
+  """
   if strategy != "auto":
     return strategy
   backend = backend or jax.default_backend()
-  conv = model not in ("linear", "mlp")
-  return "map" if (backend == "cpu" and conv) else "vmap"
+  if backend != "cpu":
+    return "vmap"
+  if model not in ("linear", "mlp"):
+    return "map"
+  return "map" if num_params is not None and num_params >= CPU_MAP_MIN_PARAMS else "vmap"
+
+
+def num_params(tr: steps.Trainer, x_example: Any) -> int:
+  """Parameters of one seed of ``tr.model`` on inputs shaped like ``x_example`` (no compute)."""
+  shapes = jax.eval_shape(tr.model.init, jax.random.key(0), jnp.zeros((1,) + x_example.shape,
+                                                                      jnp.float32))
+  return models_lib.count_params(shapes["params"])
 
 
 def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, loss: str,
@@ -179,6 +204,48 @@ def _compile(fn, *args, what: str):
   return compiled
 
 
+@functools.lru_cache(maxsize=8)
+def _programs(tr: steps.Trainer, strategy: str, mesh: Any, extra: tuple[str, ...]
+              ) -> tuple[Any, Any, Any, Any]:
+  """(init, segment, record, predict) jitted once per trainer: every chunk and call reuses them.
+
+  jit caches compiled executables per function object and input shapes, so building fresh
+  closures per chunk would recompile; data enter as arguments, never as closed-over arrays
+  (which XLA would embed in the program as constants: slow to compile, a copy in memory).
+  """
+  init = jax.jit(steps.over_seeds(functools.partial(steps.create_state, tr), "vmap", 1))
+
+  def one_segment(state, perm, data_key, labels, x_train, start, stop):
+    return steps.run_segment(tr, state, data_key, labels, x_train, start, stop, perm=perm)
+
+  segment = jax.jit(sharding.shard_seeds(steps.over_seeds(one_segment, strategy, 4), mesh, 4, 3),
+                    donate_argnums=(0, 1))
+  one_eval = lambda st, y_tr, *shared: steps.evaluate(tr, st, y_tr, *shared[:4],
+                                                      **dict(zip(extra, shared[4:])))
+  evaluate = sharding.shard_seeds(steps.over_seeds(one_eval, strategy, 2), mesh, 2,
+                                  4 + len(extra))
+
+  @functools.partial(jax.jit, donate_argnums=1)
+  def record(states, buffers, k, labels_tr, *shared):
+    ev = evaluate(states, labels_tr, *shared)
+    return {name: buf.at[:, k].set(ev[name]) for name, buf in buffers.items()}
+
+  predict = jax.jit(sharding.shard_seeds(
+      steps.over_seeds(functools.partial(steps.predict, tr), strategy, 1), mesh, 1, 1))
+  return init, segment, record, predict
+
+
+def _first_perm(data_keys: jax.Array, start: int, n: int, batch_size: int, mesh: Any
+                ) -> jax.Array:
+  """[S, n] example order current before step ``start`` (unused zeros at an epoch start)."""
+  per_epoch = max(n // batch_size, 1)
+  if start % per_epoch == 0:
+    return sharding.put_seeded(jnp.zeros((data_keys.shape[0], n), jnp.int32), mesh)
+  perms = jax.jit(jax.vmap(steps.epoch_permutation, in_axes=(0, None, None)),
+                  static_argnums=2)(data_keys, jnp.int32(start // per_epoch), n)
+  return sharding.put_seeded(perms, mesh)
+
+
 def _run_chunk(tr, data, labels, seed, ids, eval_at, *, strategy, salt, ckpt_dir,
                checkpoint_every, progress, desc, writer, train_predictions, mesh,
                init_transform=None) -> dict[str, jax.Array]:
@@ -187,7 +254,10 @@ def _run_chunk(tr, data, labels, seed, ids, eval_at, *, strategy, salt, ckpt_dir
   labels_sn = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (s, data.x_train.shape[0]))
   labels_sn = sharding.put_seeded(labels_sn, mesh)
   init_keys, data_keys = sharding.put_seeded((init_keys, data_keys), mesh)
-  init = jax.jit(steps.over_seeds(functools.partial(steps.create_state, tr), "vmap", 1))
+  extra = {"x_train_full": data.x_train if train_predictions == "all" else None,
+           "x_probe": data.x_probe}
+  extra = {k: v for k, v in extra.items() if v is not None}
+  init, segment, record, predict = _programs(tr, strategy, mesh, tuple(extra))
   states = init(init_keys, data.x_train[0])
   states = sharding.put_seeded(states if init_transform is None else init_transform(states), mesh)
   buffers = {k: jnp.zeros((s, e), jnp.float32) for k in BUFFER_KEYS}
@@ -200,22 +270,8 @@ def _run_chunk(tr, data, labels, seed, ids, eval_at, *, strategy, salt, ckpt_dir
     buffers["probe_predictions"] = jnp.zeros((s, e, data.x_probe.shape[0]), pdtype)
 
   buffers = sharding.put_seeded(buffers, mesh)
-  segment = jax.jit(sharding.shard_seeds(
-      steps.over_seeds(functools.partial(steps.run_segment, tr), strategy, 3), mesh, 3, 3),
-                    donate_argnums=0)
-  extra = {"x_train_full": data.x_train if train_predictions == "all" else None,
-           "x_probe": data.x_probe}
-  extra = {k: v for k, v in extra.items() if v is not None}
-  one_eval = lambda st, y_tr, *shared: steps.evaluate(tr, st, y_tr, *shared[:4],
-                                                      **dict(zip(extra, shared[4:])))
-  evaluate = sharding.shard_seeds(steps.over_seeds(one_eval, strategy, 2), mesh, 2,
-                                  4 + len(extra))
-
-  @functools.partial(jax.jit, donate_argnums=1)
-  def record(states, buffers, k):
-    ev = evaluate(states, labels_sn[:, :m], data.x_test, data.y_test, data.x_tr, data.y_tr_clean,
-                  *extra.values())
-    return {name: buf.at[:, k].set(ev[name]) for name, buf in buffers.items()}
+  shared = (labels_sn[:, :m], data.x_test, data.y_test, data.x_tr, data.y_tr_clean,
+            *extra.values())
 
   ckpt, k0 = None, 0
   if ckpt_dir is not None and checkpoint_every:
@@ -226,19 +282,20 @@ def _run_chunk(tr, data, labels, seed, ids, eval_at, *, strategy, salt, ckpt_dir
       k0 = latest + 1
       logging.info("%s: resumed from checkpoint at step %d", desc, int(eval_at[latest]))
   i32 = lambda v: jnp.asarray(v, jnp.int32)
-  args = (states, data_keys, labels_sn, data.x_train, i32(0), i32(0))
+  perm = _first_perm(data_keys, int(eval_at[k0 - 1]) if k0 else 0, n_train, tr.batch_size, mesh)
+  args = (states, perm, data_keys, labels_sn, data.x_train, i32(0), i32(0))
   segment = _compile(segment, *args, what=f"{desc} SGD segment")
-  record = _compile(record, states, buffers, i32(0), what=f"{desc} evaluation")
+  record = _compile(record, states, buffers, i32(0), *shared, what=f"{desc} evaluation")
   bar = _progress_bar(progress, int(eval_at[-1]), int(eval_at[k0 - 1]) if k0 else 0, desc)
   bad = jnp.full((s,), -1, jnp.int32)
   pending = None
   try:
     for k in range(k0, e):
       if k > 0:
-        states, bad_k = segment(states, data_keys, labels_sn, data.x_train, i32(eval_at[k - 1]),
-                                i32(eval_at[k]))
+        states, bad_k, perm = segment(states, perm, data_keys, labels_sn, data.x_train,
+                                      i32(eval_at[k - 1]), i32(eval_at[k]))
         bad = jnp.where(bad < 0, bad_k, bad)
-      buffers = record(states, buffers, i32(k))
+      buffers = record(states, buffers, i32(k), *shared)
       if pending is not None:  # host reads one evaluation late: no sync on the fresh work
         _report(pending, bar, writer, desc)
       pending = (k, int(eval_at[k]), int(eval_at[k - 1]) if k else 0, bad,
@@ -256,8 +313,6 @@ def _run_chunk(tr, data, labels, seed, ids, eval_at, *, strategy, salt, ckpt_dir
       ckpt.close()
   out = dict(buffers)
   if train_predictions == "final":
-    predict = jax.jit(sharding.shard_seeds(
-        steps.over_seeds(functools.partial(steps.predict, tr), strategy, 1), mesh, 1, 1))
     out["train_predictions"] = predict(states, data.x_train)
   return out
 
@@ -347,7 +402,8 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: _Data,
     return io_lib.read_npz(cache)
   tr = make_trainer(ref.model, ref.model_kwargs, ref.optimizer, ref.loss, ref.batch_size,
                     ref.num_steps, ds.num_classes, config.eval.batch_size)
-  strategy = resolve_strategy(config.seed_strategy, ref.model)
+  strategy = resolve_strategy(config.seed_strategy, ref.model,
+                              num_params=num_params(tr, ds.x_train[0]))
   out = run_seeds(tr, data, ds.y_train if labels is None else labels, config.seed, seed_ids,
                   np.array([0, ref.num_steps]), strategy=strategy,
                   seeds_per_chunk=config.seeds_per_chunk, salt=f"reference/{name}",
@@ -403,7 +459,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
   f_dev = None if lookup is None else lookup(config, train_preds)
   f_dev = f_dev if f_dev is not None else run_seeds(
       tr, data, ds.y_train, config.seed, seed_ids, eval_at,
-      strategy=resolve_strategy(config.seed_strategy, config.model),
+      strategy=resolve_strategy(config.seed_strategy, config.model,
+                                num_params=num_params(tr, ds.x_train[0])),
       seeds_per_chunk=config.seeds_per_chunk,
       ckpt_dir=None if workdir is None else workdir / "checkpoints",
       checkpoint_every=config.checkpoint_every, progress=config.progress,

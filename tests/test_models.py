@@ -1,4 +1,4 @@
-"""Tests for sgd_phases.models: registry, shapes, parameter counts, init options, BatchNorm, convs."""
+"""Tests for sgd_phases.models: registry, shapes, parameter counts, init, BatchNorm, convs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ IMAGE_SHAPES = [(28, 28, 1), (32, 32, 3)]
 CONV_MODELS = ["cnn", "paper_cnn", "vgg11", "resnet20"] + [f"cnn{k}" for k in range(1, 7)]
 # Smaller variants where a test does not depend on width/depth (the file must stay fast on CPU).
 SMALL_KWARGS = {
-    "vgg11": {"width": 0.125},
+    "vgg11": {"width": 0.125, "conv_impl": "lax"},  # its Conv impls: test_conv_matches_flax_conv
     "resnet20": {"width": 4, "stage_sizes": (1, 1)},  # keeps stem, identity + projection blocks
     "mlp": {"width": 32},
 }
@@ -129,6 +129,9 @@ def test_resnet20_parameter_count():
   n = models.count_params(shapes["params"])
   assert n == _resnet20_count(2) == 271_762
   assert 260_000 <= n <= 280_000
+  model10 = models.get_model("resnet20", num_classes=10)
+  shapes10 = jax.eval_shape(model10.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  assert models.count_params(shapes10["params"]) == _resnet20_count(10) == 272_282
 
 
 def test_paper_cnn_parameter_count():
@@ -194,7 +197,8 @@ def test_linear_init_first_sets_binary_weight_on_first_coordinate(k):
 
 @pytest.mark.parametrize("name", ["resnet20"])  # vgg11's BatchNorm is the same nn.BatchNorm
 def test_batchnorm_per_seed_stats_under_vmap(name):
-  model = models.get_model(name, num_classes=2, **SMALL_KWARGS[name])
+  # conv_impl="lax": the BatchNorm logic does not depend on it, and it compiles fastest.
+  model = models.get_model(name, num_classes=2, conv_impl="lax", **SMALL_KWARGS[name])
   x = _images((32, 32, 3), batch=4)
   keys = jax.random.split(_key(), 3)
   variables = jax.jit(jax.vmap(model.init, in_axes=(0, None)))(keys, x)
@@ -221,7 +225,7 @@ def test_batchnorm_per_seed_stats_under_vmap(name):
 
   eval_logits, eval_updates = jax.jit(jax.vmap(eval_apply))(variables)
   jax.tree.map(np.testing.assert_array_equal, eval_updates["batch_stats"], variables["batch_stats"])
-  # Eval mode normalises with the running averages: an example's logits ignore the rest of the batch.
+  # Eval mode normalises with running averages: an example's logits ignore the rest of the batch.
   first_only = jax.jit(jax.vmap(lambda v: model.apply(v, x[:1])))(variables)
   np.testing.assert_allclose(first_only[:, 0], eval_logits[:, 0], rtol=1e-5, atol=1e-5)
 
@@ -229,35 +233,36 @@ def test_batchnorm_per_seed_stats_under_vmap(name):
 # --- convolution implementations ----------------------------------------------------------------
 
 
-# Covers SAME and VALID 3x3 convs, BatchNorm, strided convs with explicit padding and strided 1x1
-# projections (vgg11 only repeats cnn's SAME 3x3 conv; layer-level cases are tested below).
-@pytest.mark.parametrize("name", ["cnn", "paper_cnn", "resnet20"])
+# paper_cnn: VALID 3x3 convs (Cin = 1 and 3, then 32); resnet20: padded stride-1/2 3x3 convs,
+# strided 1x1 projections, BatchNorm. SAME padding and the other layer cases: test_conv_matches_*.
+@pytest.mark.parametrize("name", ["paper_cnn", "resnet20"])
 @pytest.mark.parametrize("shape", IMAGE_SHAPES)
 def test_conv_impls_agree(name, shape):
   kw = SMALL_KWARGS.get(name, {})
-  lax_model = models.get_model(name, num_classes=2, conv_impl="lax", **kw)
-  patch_model = models.get_model(name, num_classes=2, conv_impl="patches", **kw)
+  impls = ("lax", "patches", "shifted")
+  model = {impl: models.get_model(name, num_classes=2, conv_impl=impl, **kw) for impl in impls}
   x = _images(shape, seed=1)
-  variables = lax_model.init(_key(), x)
-  assert jax.tree.structure(variables) == jax.tree.structure(
-      jax.eval_shape(patch_model.init, _key(), x)
-  )
+  variables = model["lax"].init(_key(), x)
   # Train mode for BatchNorm models (batch statistics, mutable batch_stats), eval otherwise
   # (the conv code path does not depend on the mode).
-  train = models.has_batch_stats(lax_model)
+  train = models.has_batch_stats(model["lax"])
   mutable = ["batch_stats"] if train else False
-  out_lax = lax_model.apply(variables, x, train=train, mutable=mutable)
-  out_patch = patch_model.apply(variables, x, train=train, mutable=mutable)
-  jax.tree.map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), out_lax, out_patch
-  )
+  out_lax = model["lax"].apply(variables, x, train=train, mutable=mutable)
+  for impl in impls[1:]:
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        jax.eval_shape(model[impl].init, _key(), x)
+    )
+    out = model[impl].apply(variables, x, train=train, mutable=mutable)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), out_lax, out
+    )
 
 
 @pytest.mark.parametrize(
     "kernel_size,strides,padding",
     [(3, 1, "SAME"), (3, 1, "VALID"), (3, 2, "SAME"), (1, 2, "VALID"), (3, 2, ((1, 1), (1, 1)))],
 )
-@pytest.mark.parametrize("impl", ["lax", "patches"])
+@pytest.mark.parametrize("impl", ["lax", "patches", "shifted"])
 def test_conv_matches_flax_conv(kernel_size, strides, padding, impl):
   x = _images((9, 8, 3))
   ref = nn.Conv(5, (kernel_size, kernel_size), strides=strides, padding=padding)

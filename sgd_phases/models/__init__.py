@@ -3,7 +3,7 @@
 Synopsis::
 
     from sgd_phases import models
-    model = models.get_model("paper_cnn", num_classes=2, conv_impl="patches")
+    model = models.get_model("paper_cnn", num_classes=2)            # conv_impl="auto"
     variables = model.init(jax.random.key(0), x)            # x: [B, H, W, C] (or [B, d] for MLPs)
     if models.has_batch_stats(model):                        # vgg11, resnet20
       logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -106,9 +106,9 @@ def count_params(params: PyTree, *, stacked: bool = False) -> int:
 
 __all__ = [
     "CONV_IMPLS",
-    "Conv",
     "MODELS",
     "MODEL_NAMES",
+    "Conv",
     "count_params",
     "get_model",
     "has_batch_stats",

@@ -66,7 +66,7 @@ class CNN(nn.Module):
     dense: hidden Dense widths after flattening: an int (0 = none) or a sequence.
     num_pools: number of 2x2 max-pools (see the placement rule above).
     padding: "SAME" or "VALID" for every conv.
-    conv_impl: "auto", "lax" or "patches" (see ``layers.resolve_conv_impl``).
+    conv_impl: "auto", "lax", "patches" or "shifted" (see ``models.layers``).
   """
 
   num_classes: int

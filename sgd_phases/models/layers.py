@@ -1,4 +1,4 @@
-"""Shared building blocks: a convolution with two interchangeable implementations, pooling, checks.
+"""Shared building blocks: a convolution with interchangeable implementations, pooling, checks.
 
 Synopsis::
 
@@ -7,15 +7,24 @@ Synopsis::
     y = layers.max_pool_2x2(y)                      # 2x2 / stride 2, floor ("VALID") pooling
 
 ``Conv`` owns the same parameters as ``flax.linen.Conv`` (``kernel`` [kh, kw, Cin, Cout] and
-``bias`` [Cout]) and computes either with ``lax.conv_general_dilated`` ("lax", what ``nn.Conv``
-does) or as im2col ("patches": the kh·kw shifted slices of the padded input are concatenated on
-the channel axis and multiplied by the kernel reshaped to [kh·kw·Cin, Cout]). Both give the same
-outputs for the same parameters, so checkpoints are interchangeable. "auto" picks per backend,
-see ``resolve_conv_impl``.
+``bias`` [Cout]) and computes with one of
+  "lax":     ``lax.conv_general_dilated`` (what ``nn.Conv`` does);
+  "patches": im2col: the kh·kw shifted (strided) slices of the padded input are concatenated
+             into a [B, Ho, Wo, kh·kw·Cin] tensor and multiplied by the kernel reshaped to
+             [kh·kw·Cin, Cout];
+  "shifted": the same im2col product split into its kh·kw blocks, sum_t slice_t(x) @ kernel[t],
+             so the patch tensor is never materialised (XLA:CPU builds it by copying twice:
+             slices, then concatenation).
+All give the same outputs for the same parameters (up to float summation order), so parameters
+are interchangeable. Under ``jax.vmap`` over seeds "lax" becomes a grouped convolution while
+the other two become batched matmuls. "auto" picks per backend, see ``resolve_conv_impl``.
 """
 
 from __future__ import annotations
 
+import functools
+import numbers
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("auto", "lax", "patches")
+CONV_IMPLS = ("auto", "lax", "patches", "shifted")
 Padding = str | Sequence[tuple[int, int]]
 Initializer = Callable[..., jax.Array]
 
@@ -32,14 +41,24 @@ Initializer = Callable[..., jax.Array]
 def resolve_conv_impl(conv_impl: str) -> str:
   """Maps "auto" to a concrete implementation for the default JAX backend.
 
-  "auto" = "patches" on CPU, "lax" elsewhere. Measured with ``python -m
-  benchmarks.conv_impl_bench`` (paper_cnn, batch 64, 28x28x1, forward+backward, jit, median of
-  interleaved rounds) on the project's 2-core CPU, shared with other jobs so numbers are noisy;
-  steps/s lax vs patches (see benchmarks/results/conv_impl_cpu.json):
-    one seed:          lax 26.2  vs patches 31.5   (patches 1.20x)
-    vmap over 4 seeds: lax  2.36 vs patches  3.36  (patches 1.42x; vmap turns lax convs into
-                       grouped convolutions, patches into batched matmuls)
-  On GPU/TPU the native convolution (cuDNN / XLA TPU) is the fast path, hence "lax" there.
+  "auto" = "patches" on CPU, "lax" elsewhere. Measured with ``python -m benchmarks.conv_impl_bench``
+  (batch 64, forward+backward of the mean cross-entropy, jit; median of interleaved rounds; 2-core
+  AMD EPYC VM shared with other jobs, load avg 4-10, jax 0.10.2). Calls/s; each "x4" call does
+  4 forward+backward passes (4 seeds, or 4 SGD steps of one seed):
+                                         paper_cnn 28x28x1       cnn3 28x28x1      resnet20 32x32x3
+                                        lax  patch shift     lax  patch shift    lax  patch shift
+    one seed, top level                24.4  17.6  22.5     12.2  12.0  13.0    1.55  0.72  0.71
+    vmap over 4 seeds                   3.3   3.8   4.1      2.0   3.1   2.9    0.10  0.15  0.15
+    lax.map over 4 seeds                1.1   4.2   4.1      0.4   4.0   3.3    0.01  0.23  0.20
+    unrolled loop over 4 seeds          4.0   3.6   3.6      5.9   3.1   2.8    0.37  0.17  0.19
+    lax.scan, 4 SGD steps of one seed   1.1   4.7   5.0      0.4   4.1   3.7    0.01  0.20  0.20
+  (paper_cnn: --reps 21, benchmarks/results/conv_impl_cpu.json; cnn3/resnet20: --models
+  cnn3,resnet20 --reps 5.) XLA:CPU convolutions inside a loop body (scan / map / while: every
+  jitted training loop) ran 4-20x+ slower than at top level (cf. jax-ml/jax#12868), matmuls did
+  not; vmap turns convolutions into slower grouped ones. At top level, outside any loop, "lax" is
+  as fast or (resnet20) 2x faster. "patches" and "shifted" are within noise of each other;
+  "patches" was ahead inside loops in 4 of 6 cells. On GPU/TPU the native convolution (cuDNN /
+  TPU) is the fast path (not measured: no accelerator was available), hence "lax" there.
   """
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
@@ -55,37 +74,50 @@ def _pairs(value: int | Sequence[int], name: str) -> tuple[int, int]:
   return int(pair[0]), int(pair[1])
 
 
-def im2col(
+def shifted_views(
     x: jax.Array,
     kernel_size: tuple[int, int],
     strides: tuple[int, int],
     pads: Sequence[tuple[int, int]],
-) -> jax.Array:
-  """[B, H, W, C] -> [B, Ho, Wo, kh·kw·C] patches, ordered (kh, kw, C) like a reshaped HWIO kernel.
+) -> list[jax.Array]:
+  """The kh·kw strided slices of the padded input that a kernel tap (i, j) sees, in (i, j) order.
 
-  Built from strided slices and one concatenation: on CPU this is cheaper than
-  ``lax.conv_general_dilated_patches`` (itself a convolution with a one-hot kernel).
+  Each view is [B, Ho, Wo, C]; concatenated on the channel axis they form the im2col matrix.
   """
   kh, kw = kernel_size
   sh, sw = strides
   (pt, pb), (pl, pr) = pads
   if pt or pb or pl or pr:
     x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  height, width = x.shape[1], x.shape[2]
+  batch, height, width, channels = x.shape
   out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
   if out_h < 1 or out_w < 1:
     raise ValueError(f"x: spatial size {x.shape[1:3]} is too small for a {kernel_size} kernel")
-  cols = [
+  return [
       lax.slice(
           x,
           (0, i, j, 0),
-          (x.shape[0], i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, x.shape[3]),
+          (batch, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, channels),
           (1, sh, sw, 1),
       )
       for i in range(kh)
       for j in range(kw)
   ]
-  return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+
+
+def im2col(
+    x: jax.Array,
+    kernel_size: tuple[int, int],
+    strides: tuple[int, int],
+    pads: Sequence[tuple[int, int]],
+) -> jax.Array:
+  """[B, H, W, C] -> [B, Ho, Wo, kh·kw·C] patches, ordered (kh, kw, C) like a reshaped kernel.
+
+  Built from strided slices and one concatenation (on CPU cheaper than
+  ``lax.conv_general_dilated_patches``, itself a convolution with a one-hot kernel).
+  """
+  views = shifted_views(x, kernel_size, strides, pads)
+  return views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
 
 
 class Conv(nn.Module):
@@ -97,7 +129,7 @@ class Conv(nn.Module):
     strides: (sh, sw) or an int.
     padding: "SAME", "VALID" or explicit ((top, bottom), (left, right)).
     use_bias: add a learned bias.
-    conv_impl: "lax" (``lax.conv_general_dilated``), "patches" (im2col + matmul) or "auto".
+    conv_impl: "lax", "patches", "shifted" or "auto" (see the module docstring).
     kernel_init / bias_init: initialisers (defaults as ``nn.Conv``).
   """
 
@@ -127,9 +159,14 @@ class Conv(nn.Module):
       y = lax.conv_general_dilated(
           x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
       )
-    else:
+    elif impl == "patches":
       patches = im2col(x, (kh, kw), strides, pads)
       y = patches @ kernel.reshape(kh * kw * in_features, self.features)
+    else:  # "shifted": the im2col product split into its kh·kw blocks; no patch tensor.
+      views = shifted_views(x, (kh, kw), strides, pads)
+      y = functools.reduce(
+          operator.add, (v @ kernel[t // kw, t % kw] for t, v in enumerate(views))
+      )
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,))
       y = y + bias.reshape((1, 1, 1, self.features))
@@ -172,7 +209,7 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
   """Raises ValueError naming ``name`` unless ``value`` is an int >= minimum."""
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
     raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 

@@ -63,7 +63,7 @@ class ResNet(nn.Module):
     num_classes: K.
     stage_sizes: blocks per stage; (3, 3, 3) is ResNet-20 (6n + 2 layers with n = 3).
     width: channels of the stem and first stage (doubles at every later stage).
-    conv_impl: "auto", "lax" or "patches" (see ``layers.resolve_conv_impl``).
+    conv_impl: "auto", "lax", "patches" or "shifted" (see ``models.layers``).
   """
 
   num_classes: int
@@ -78,7 +78,9 @@ class ResNet(nn.Module):
     try:
       sizes = tuple(self.stage_sizes)
     except TypeError:
-      raise ValueError(f"stage_sizes must be a sequence of ints, got {self.stage_sizes!r}") from None
+      raise ValueError(
+          f"stage_sizes must be a sequence of ints, got {self.stage_sizes!r}"
+      ) from None
     if not sizes:
       raise ValueError("stage_sizes must not be empty")
     for size in sizes:

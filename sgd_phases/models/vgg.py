@@ -34,7 +34,7 @@ class VGG(nn.Module):
   Attributes:
     num_classes: K.
     width: channel multiplier (channels = max(1, round(c * width))).
-    conv_impl: "auto", "lax" or "patches" (see ``layers.resolve_conv_impl``).
+    conv_impl: "auto", "lax", "patches" or "shifted" (see ``models.layers``).
   """
 
   num_classes: int
