@@ -25,6 +25,9 @@ Registry (kwargs beyond ``num_classes``; see each class docstring):
   paper_cnn         reproduction's CNN: 4 conv (32 ch, VALID) + 2 x Dense(2000); same kwargs as cnn
   vgg11             VGG-11 + BatchNorm for small images; width=1.0, conv_impl
   resnet20          pre-activation ResNet-20 (~0.27 M params); stage_sizes, width=16, conv_impl
+
+``conv_impl`` (conv models): "auto" (default: "patches" on CPU, "lax" on GPU/TPU), "lax",
+"patches" or "shifted"; same parameters for all, see ``sgd_phases.models.layers``.
 """
 
 from __future__ import annotations
