@@ -9,7 +9,8 @@ each μ_Y(F_t;G_i) follows I(F_t;Y) early and then plateaus, the simpler G_i fir
 plateau step of every curve (``stats.plateau_index``: first evaluation within ``plateau_tol`` of
 the curve's rise from its maximum, after a running median of ``plateau_smooth`` points), each
 G_i's test accuracy, and whether the plateaus come in order of complexity: the means over seeds
-(``plateaus_in_order``) and the fraction of (seed, i < j) pairs with plateau_i ≤ plateau_j.
+(``plateaus_in_order``) and the fraction of (seed, i < j) pairs with plateau_i ≤ plateau_j (and
+with plateau_i < plateau_j: on a coarse evaluation grid several rungs often tie).
 
 Tasks (``get_config("<task>[,quick]")``):
 
@@ -172,6 +173,7 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
   ps = np.stack([plateau[n] for n in names], axis=1)  # [S, R]
   pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
   ordered = [ps[s, i] <= ps[s, j] for s in range(ps.shape[0]) for i, j in pairs]
+  strict = [ps[s, i] < ps[s, j] for s in range(ps.shape[0]) for i, j in pairs]
   accs = [r["test_acc"]["mean"] for r in rungs]
   return {
       "rungs": rungs,
@@ -180,6 +182,8 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
       "plateau_step_means": dict(zip(names, means)),
       "plateaus_in_order": bool(np.all(np.diff(means) >= 0)),
       "pairwise_order_fraction": float(np.mean(ordered)) if ordered else float("nan"),
+      # ties (same evaluation step) count above; this counts strictly earlier plateaus only
+      "pairwise_strict_order_fraction": float(np.mean(strict)) if strict else float("nan"),
       "reference_acc_increasing": bool(np.all(np.diff(accs) >= 0)),
   }
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from experiments import complexity_ladder, linear_phase, retention
-from sgd_phases import analysis, datasets, io_lib
+from sgd_phases import analysis, datasets, io_lib, stats
 from sgd_phases.datasets import tfds_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,14 +87,17 @@ def test_complexity_ladder_quick(tmp_path):
   s = complexity_ladder.run(c, str(tmp_path))
   names = [r["name"] for r in s["rungs"]]
   assert names == ["linear", "mlp1", "mlp2"]
-  a = analysis.load(tmp_path).arrays
+  res = analysis.load(tmp_path)
+  a = res.arrays
   steps = a["steps"]
   for r in s["rungs"]:
-    assert steps[0] <= r["plateau_step"]["mean"] <= steps[-1]
+    idx = stats.plateau_index(res.measures(r["name"])["mu"], tol=c.plateau_tol,
+                              smooth=c.plateau_smooth)
+    assert r["plateau_step"]["mean"] == pytest.approx(steps[idx].mean())
     np.testing.assert_allclose(r["test_acc"]["mean"], a[f"ref/{r['name']}/test_acc"].mean())
-  means = list(s["plateau_step_means"].values())
+  means = [s["plateau_step_means"][n] for n in names]
   assert s["plateaus_in_order"] == bool(np.all(np.diff(means) >= 0))
-  assert 0.0 <= s["pairwise_order_fraction"] <= 1.0
+  assert 0.0 <= s["pairwise_strict_order_fraction"] <= s["pairwise_order_fraction"] <= 1.0
   _check_figures(complexity_ladder, tmp_path, s)
   with pytest.raises(ValueError, match="config.k"):
     c.k = 9
@@ -117,6 +120,11 @@ def test_retention_quick(tmp_path):
     for i in np.flatnonzero(t0 >= 0):
       m0 = res.measures("f_t0")
       assert m0["mu"][i, t0[i]] == pytest.approx(m0["i_fy"][i, t0[i]], abs=1e-5)
+    mu_l, ok = res.measures("linear")["mu"], t0 >= 0
+    if ok.any():
+      assert row["mu_l"]["at_t0"]["mean"] == pytest.approx(mu_l[ok, t0[ok]].mean(), abs=1e-6)
+    assert row["mu_l"]["end"]["mean"] == pytest.approx(mu_l[:, -1].mean(), abs=1e-6)
+    assert row["mu_l_peak"]["mean"] == pytest.approx(mu_l.max(axis=1).mean(), abs=1e-6)
     ch = row["mu_l"]["change"]
     assert row["retained"] == bool(ch["n"] >= 2 and ch["hi"] >= 0)
   noisy = analysis.load(retention.run_dir(tmp_path, 0.2)).arrays
