@@ -165,22 +165,6 @@ def test_linear_phase_mnist_quick(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CIFAR (mock)
-@pytest.fixture
-def mock_tfds(monkeypatch):
-  """``tfds.testing.mock_data`` with its batched read fixed (see tests/test_datasets.py)."""
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.testing import mocking
-
-  def getitems(*args, generator, serialized=False):
-    assert not serialized
-    return [generator[k] for k in args[-1]]
-
-  monkeypatch.setattr(mocking, "_getitems", getitems)
-  tfds_images.clear_cache()
-  yield tfds
-  tfds_images.clear_cache()
-
-
 @pytest.mark.parametrize("task", ["cifar10_vgg", "cifar10_resnet"])
 def test_cifar_configs_on_mock_data(task, mock_tfds, tmp_path):
   c = _quick(linear_phase, f"{task},quick")
