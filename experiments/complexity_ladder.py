@@ -17,11 +17,13 @@ Tasks (``get_config("<task>[,quick]")``):
 ============  ====================================  ===================  ========================
 task          F                                     ladder               CPU runtime (2 cores)
 ============  ====================================  ===================  ========================
-mnist         cnn6 (16 ch), SGD lr 0.05, 1000 steps linear, cnn1..cnn4   ~15–25 min (5 seeds)
-fashion       cnn6 (16 ch), SGD lr 0.05, 1000 steps linear, cnn1..cnn4   ~15–25 min (5 seeds)
-sinusoid_hd   MLP 256×4, SGD lr 0.05, 20k steps     linear, mlp1..mlp3   ~3 min (5 seeds)
-cifar10       vgg11, SGD lr 0.05 momentum 0.9, 20k  linear, cnn1..cnn4   GPU: ~30 min
+mnist         cnn6 (16 ch), SGD lr 0.05, 1000 steps linear, cnn1..cnn4   ~20 min (8 min CPU time)
+fashion       cnn6 (16 ch), SGD lr 0.05, 1000 steps linear, cnn1..cnn4   ~20 min (not run)
+sinusoid_hd   MLP 256×4, SGD lr 0.05, 20k steps     linear, mlp1..mlp3   ~5 min (4 min CPU time)
+cifar10       vgg11, SGD lr 0.05 momentum 0.9, 20k  linear, cnn1..cnn4   GPU; not measured
 ============  ====================================  ===================  ========================
+
+Runtimes: 5 seeds, wall clock on a 2-core CPU shared with other jobs (CPU time in brackets).
 
 On MNIST / Fashion-MNIST F = cnn6 is the top of the same CNN family as the rungs (G_i ⊂ F), with
 16 channels everywhere (``ladder_channels``) to fit a 2-core CPU budget; each rung is trained for

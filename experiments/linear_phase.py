@@ -15,11 +15,12 @@ task                      F                                           CPU runtim
 sinusoid_hd (default)     MLP 256×2 on the 50-d sinusoid (synthetic)  ~4 min (1.5 min CPU time)
 mnist_mlp / fashion_mlp   MLP 512×2, lr 0.05, batch 64, 10k steps    ~11 min (5.5 min CPU time)
 mnist_cnn                 paper_cnn, SGD lr 0.05, batch 64, 1k steps  ~13 min (7.5 min CPU time)
-fashion_cnn               paper_cnn, same, 4000 steps                 ~35 min (shared CPU)
+fashion_cnn               paper_cnn, same, 4000 steps                 ~20 min (19 min CPU time)
 cifar10_vgg               vgg11, SGD lr 0.05 momentum 0.9, batch 128  GPU; not measured (no GPU)
 cifar10_resnet            resnet20, same optimizer, 20k steps         GPU; not measured (no GPU)
 ========================  ==========================================  ============================
 
+Runtimes are wall clock on a 2-core CPU shared with other jobs (CPU time in brackets).
 The reproduction hint for the MNIST CNN (plain SGD, lr 0.001, batch 64, 50 epochs) learns far
 too slowly for a CPU budget; we use lr 0.05, which reaches ~97% test accuracy on MNIST 0–4 vs
 5–9 within 1000 steps (~1 epoch; measured on 1 seed: 51% at step 52, 93% at 373, 97.5% at 1000).
