@@ -1,28 +1,32 @@
 """Benchmark: cost of the engine's evaluations (predictions, metrics, information measures).
 
     python -m benchmarks.eval_overhead                  # MLP 512x2, 4 seeds, 4000 steps
-    python -m benchmarks.eval_overhead --steps 10000 --seeds 5    # the linear_phase mnist_mlp run
     python -m benchmarks.eval_overhead --quick          # tiny, seconds (smoke test)
-    python -m benchmarks.eval_overhead --steps 3000 --seeds 2 --rounds 2   # the stored result
+    # the stored results (benchmarks/results/): the linear_phase mnist_mlp length (10k steps),
+    # and the paper's MNIST run (50 epochs at batch 64 = 46,875 steps)
+    python -m benchmarks.eval_overhead --steps 10000 --seeds 2 --rounds 2 \
+        --out benchmarks/results/eval_overhead_10k_cpu.json
+    python -m benchmarks.eval_overhead --steps 46875 --seeds 1 --rounds 1 \
+        --out benchmarks/results/eval_overhead_paper_cpu.json
 
-Two ``train_lib.train`` runs of the same config (MLP 784-512-512-2 on MNIST 0-4 vs 5-9 from the
+Three ``train_lib.train`` runs of the same config (MLP 784-512-512-2 on MNIST 0-4 vs 5-9 from the
 offline IDX files, else ``sinusoid_hd`` with 784 features and MNIST's sizes: the same shapes
 for an MLP), timed round-robin, in memory (workdir None):
   full     ``eval.num_points`` = 100 log-spaced evaluations: hard predictions on the 10,000
-           test examples and accuracy/loss on ``eval.train_eval_size`` train examples per seed,
-           then every information measure against one linear reference;
+           test examples and accuracy/loss on ``eval.train_eval_size`` train examples per seed
+           (the config default, 2000, unless ``--train-eval-size``), then every information
+           measure against one linear reference;
+  full_test_only   the same with a 1-example train subset (the test-set part alone);
   no_eval  the same run with ``eval.num_points`` = 2 (step 0 and the end).
 The overhead is full / no_eval - 1. Because the evaluations are forward passes that grow with
 the number of evaluations while training grows with the number of steps, the JSON also gives
 the measured cost of one evaluation in SGD-step equivalents and the number of steps above which
-the 100 evaluations cost <= 25% (``break_even_steps_25pct``), for train_eval_size = 10,000 and
-for the test set only (``--train-eval-size`` sets the first).
+the 100 evaluations cost <= 25% (``break_even_steps_25pct``), for both.
 Writes benchmarks/results/eval_overhead_<backend>.json (atomic; ``--quick``: ..._quick.json).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ml_collections
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--steps", type=int, default=None, help="SGD steps of F (default 4000)")
   p.add_argument("--seeds", type=int, default=None, help="seeds (default 4)")
   p.add_argument("--num-points", type=int, default=100, help="evaluations of the full run")
-  p.add_argument("--train-eval-size", type=int, default=10_000)
+  p.add_argument("--train-eval-size", type=int,
+                 default=config_lib.base_config("mnist", "mlp").eval.train_eval_size)
   args = p.parse_args(argv)
   steps = args.steps or (40 if args.quick else 4000)
   seeds = args.seeds or (2 if args.quick else 4)

@@ -48,7 +48,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments import linear_phase
+from experiments import common, linear_phase
 from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
 
 NAME = "complexity_ladder"
@@ -166,10 +166,10 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
     mu = results.measures(name)["mu"]
     p = np.asarray(stats.plateau_index(mu, tol=tol, smooth=smooth))
     plateau[name] = np.where(p >= 0, steps[np.maximum(p, 0)], np.nan)
-    rungs.append({"name": name, "test_acc": linear_phase.summarize(a[f"ref/{name}/test_acc"]),
-                  "plateau_step": linear_phase.summarize(plateau[name]),
-                  "mu_end": linear_phase.summarize(mu[:, -1]),
-                  "mu_max": linear_phase.summarize(np.nanmax(mu, axis=1))})
+    rungs.append({"name": name, "test_acc": stats.summarize(a[f"ref/{name}/test_acc"]),
+                  "plateau_step": stats.summarize(plateau[name]),
+                  "mu_end": stats.summarize(mu[:, -1]),
+                  "mu_max": stats.summarize(np.nanmax(mu, axis=1))})
   p_i = np.asarray(stats.plateau_index(i_fy, tol=tol, smooth=smooth))
   means = [r["plateau_step"]["mean"] for r in rungs]
   ps = np.stack([plateau[n] for n in names], axis=1)  # [S, R]
@@ -179,7 +179,7 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
   accs = [r["test_acc"]["mean"] for r in rungs]
   return {
       "rungs": rungs,
-      "i_fy_plateau_step": linear_phase.summarize(
+      "i_fy_plateau_step": stats.summarize(
           np.where(p_i >= 0, steps[np.maximum(p_i, 0)], np.nan)),
       "plateau_step_means": dict(zip(names, means)),
       "plateaus_in_order": bool(np.all(np.diff(means) >= 0)),
@@ -197,16 +197,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   names = rung_names(config)
   results = train_lib.train(training_config(config), workdir)
   summary: dict[str, Any] = {
-      "experiment": NAME, "task": config.task, "dataset": config.dataset.name,
-      "model": config.model, "num_seeds": int(config.num_seeds), "quick": bool(config.quick),
-      "num_steps": int(results.arrays["steps"][-1]),
+      **common.header(NAME, config, results),
       "references_trained_on": config.references_trained_on,
       **summarize_ladder(results, names, float(config.plateau_tol), int(config.plateau_smooth)),
       "linear_phase": linear_phase.summarize_run(results, "linear", 0.05),
   }
-  io_lib.write_json(Path(workdir) / "summary.json", summary)
-  summary["figures"] = make_figures(workdir)
-  return summary
+  return common.finish(workdir, summary, make_figures)
 
 
 def make_figures(workdir: str) -> list[str]:

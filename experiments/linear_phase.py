@@ -49,6 +49,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from experiments import common
 from sgd_phases import analysis, cli, config_lib, datasets, io_lib, plotting, stats
 
 NAME = "linear_phase"
@@ -152,15 +153,6 @@ def early_ratio_min(mu: np.ndarray, i_fy: np.ndarray, t0: np.ndarray, min_bits: 
   return np.where(np.isfinite(out), out, np.nan)
 
 
-def summarize(values: Any) -> dict[str, Any]:
-  """``stats.summarize``, also for all-NaN input (e.g. T_0 never reached): NaNs and n = 0."""
-  v = np.asarray(values, dtype=np.float64)
-  if not np.isfinite(v).any():
-    nan = float("nan")
-    return {"mean": nan, "lo": nan, "hi": nan, "std": nan, "n": 0}
-  return stats.summarize(v)
-
-
 def at_index(x: np.ndarray, index: np.ndarray) -> np.ndarray:
   """x[s, index[s]] per seed ([S] float64), NaN where index = −1."""
   vals = np.asarray(x, np.float64)[np.arange(len(index)), np.maximum(index, 0)]
@@ -172,22 +164,15 @@ def summarize_run(results: Any, reference: str, min_bits: float) -> dict[str, An
   and a few more; means with 95% CIs over seeds)."""
   a = results.arrays
   m = results.measures(reference)
-  t0, last = a["t0_index"], len(a["steps"]) - 1
+  t0 = a["t0_index"]
   dep = np.asarray(stats.departure_index(m["mu"], m["i_fy"], delta=0.1, floor=min_bits))
   return {
       "t0_found": int((t0 >= 0).sum()),
-      "t0_step": summarize(np.where(t0 >= 0, a["t0_step"], np.nan)),
-      "mu_over_i_at_t0": summarize(stats.ratio_at(m["mu"], m["i_fy"], t0)),
-      "mu_over_i_min_before_t0": summarize(early_ratio_min(m["mu"], m["i_fy"], t0, min_bits)),
-      "departure_step": summarize(np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan)),
-      "i_fy_at_t0": summarize(at_index(m["i_fy"], t0)),
-      "test_acc_at_t0": summarize(at_index(a["test_acc"], t0)),
-      "i_ly": summarize(m["i_ly"][:, last]),
-      "i_fy_end": summarize(m["i_fy"][:, last]),
-      "mu_end": summarize(m["mu"][:, last]),
-      "acc_l": summarize(a[f"ref/{reference}/test_acc"]),
-      "train_acc_end": summarize(a["train_acc"][:, last]),
-      "test_acc_end": summarize(a["test_acc"][:, last]),
+      **analysis.headline(results, reference),
+      "mu_over_i_min_before_t0": stats.summarize(early_ratio_min(m["mu"], m["i_fy"], t0, min_bits)),
+      "departure_step": stats.summarize(np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan)),
+      "i_fy_at_t0": stats.summarize(at_index(m["i_fy"], t0)),
+      "test_acc_at_t0": stats.summarize(at_index(a["test_acc"], t0)),
   }
 
 
@@ -196,16 +181,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(config, workdir)
-  a = results.arrays
   summary: dict[str, Any] = {
-      "experiment": NAME, "task": config.task, "dataset": config.dataset.name,
-      "model": config.model, "num_seeds": int(config.num_seeds),
-      "num_steps": int(a["steps"][-1]), "quick": bool(config.quick),
+      **common.header(NAME, config, results),
       **summarize_run(results, "linear", float(config.min_bits)),
   }
-  io_lib.write_json(Path(workdir) / "summary.json", summary)
-  summary["figures"] = make_figures(workdir)
-  return summary
+  return common.finish(workdir, summary, make_figures)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from experiments import common
 from sgd_phases import cli, io_lib, mutual_info, plotting
 
 NAME = "mi_vs_accuracy"
@@ -122,9 +123,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "mean_bias_bits": [float(v) for v in dev.mean(axis=1)],
         "std_bits": [float(v) for v in arrays["random_mi"].std(axis=1, ddof=1)]
         if config.num_random_draws > 1 else None}
-  io_lib.write_json(workdir_p / "summary.json", summary)
-  summary["figures"] = make_figures(workdir)
-  return summary
+  return common.finish(workdir, summary, make_figures)
 
 
 def make_figures(workdir: str) -> list[str]:

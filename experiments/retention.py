@@ -36,8 +36,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments import linear_phase
-from sgd_phases import analysis, cli, config_lib, io_lib, plotting
+from experiments import common, linear_phase
+from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
 
 NAME = "retention"
 # task -> (dataset, dataset overrides, model kwargs, lr, batch size, F steps)
@@ -110,7 +110,7 @@ def noise_config(config: ml_collections.ConfigDict, p: float) -> ml_collections.
 
 
 def _change(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
-  return linear_phase.summarize(after - before)
+  return stats.summarize(after - before)
 
 
 def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
@@ -120,25 +120,25 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
   end = np.full_like(t0, last)
   m_l, m_0 = results.measures("linear"), results.measures("f_t0")
   row: dict[str, Any] = {"p": float(p), "t0_found": int((t0 >= 0).sum()),
-                         "t0_step": linear_phase.summarize(np.where(t0 >= 0, a["t0_step"],
+                         "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"],
                                                                     np.nan))}
   with np.errstate(invalid="ignore", divide="ignore"):
     ratio = m_l["mu"] / m_l["i_fy"]  # the share of what F knows about Y that L explains
   for key, curve in (("mu_l", m_l["mu"]), ("mu_f_t0", m_0["mu"]), ("i_fy", m_l["i_fy"]),
                      ("mu_l_over_i_fy", ratio), ("test_acc", a["test_acc"])):
     at_t0, at_end = linear_phase.at_index(curve, t0), linear_phase.at_index(curve, end)
-    row[key] = {"at_t0": linear_phase.summarize(at_t0), "end": linear_phase.summarize(at_end),
+    row[key] = {"at_t0": stats.summarize(at_t0), "end": stats.summarize(at_end),
                 "change": _change(at_t0, at_end)}
   # μ_Y(F;L) usually keeps rising after T_0: its peak is the stricter baseline for "retained".
   peak = np.nanmax(m_l["mu"], axis=1)
-  row["mu_l_peak"] = linear_phase.summarize(peak)
-  row["mu_l_peak_step"] = linear_phase.summarize(a["steps"][np.nanargmax(m_l["mu"], axis=1)])
-  row["mu_l_end_minus_peak"] = linear_phase.summarize(m_l["mu"][:, last] - peak)
-  row["i_ly"] = linear_phase.summarize(m_l["i_ly"][:, last])
-  row["acc_l"] = linear_phase.summarize(a["ref/linear/test_acc"])
+  row["mu_l_peak"] = stats.summarize(peak)
+  row["mu_l_peak_step"] = stats.summarize(a["steps"][np.nanargmax(m_l["mu"], axis=1)])
+  row["mu_l_end_minus_peak"] = stats.summarize(m_l["mu"][:, last] - peak)
+  row["i_ly"] = stats.summarize(m_l["i_ly"][:, last])
+  row["acc_l"] = stats.summarize(a["ref/linear/test_acc"])
   train_end = a["train_acc"][:, last]
-  row["train_acc_end"] = linear_phase.summarize(train_end)          # on the noisy labels
-  row["train_acc_clean_end"] = linear_phase.summarize(a["train_acc_clean"][:, last])
+  row["train_acc_end"] = stats.summarize(train_end)          # on the noisy labels
+  row["train_acc_clean_end"] = stats.summarize(a["train_acc_clean"][:, last])
   row["train_acc_end_min"] = float(train_end.min())
   row["reached_target"] = bool(train_end.min() >= target)
   change = row["mu_l"]["change"]
@@ -159,16 +159,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results = train_lib.train(noise_config(config, p), run_dir(workdir, p))
     rows.append(noise_row(results, p, float(config.target_train_acc)))
   summary: dict[str, Any] = {
-      "experiment": NAME, "task": config.task, "dataset": config.dataset.name,
-      "model": config.model, "num_seeds": int(config.num_seeds), "quick": bool(config.quick),
-      "num_steps": int(results.arrays["steps"][-1]), "noise_rates": list(config.noise_rates),
+      **common.header(NAME, config, results), "noise_rates": list(config.noise_rates),
       "target_train_acc": float(config.target_train_acc),
       "all_reached_target": all(r["reached_target"] for r in rows),
       "all_retained": all(r["retained"] for r in rows), "table": rows,
   }
-  io_lib.write_json(Path(workdir) / "summary.json", summary)
-  summary["figures"] = make_figures(workdir)
-  return summary
+  return common.finish(workdir, summary, make_figures)
 
 
 def make_figures(workdir: str) -> list[str]:

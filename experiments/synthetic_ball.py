@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from experiments import common
 from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats, train_lib
 from sgd_phases import datasets as datasets_lib
 
@@ -126,9 +127,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "step_of_max_agreement": stats.summarize(steps[agree.argmax(axis=1)]),
       "agreement_with_linear_end": stats.summarize(agree[:, last]),
   }
-  io_lib.write_json(Path(workdir) / "summary.json", summary)
-  summary["figures"] = make_figures(workdir)
-  return summary
+  return common.finish(workdir, summary, make_figures)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
+from experiments import common
 from sgd_phases import cli, config_lib, io_lib, plotting, stats, steps, train_lib
 
 NAME = "theorem1"
@@ -154,9 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   summary = {"experiment": NAME, "quick": bool(config.quick),
              "noise_rates": [float(p) for p in config.noise_rates],
              "inits": list(config.inits), "settings": settings}
-  io_lib.write_json(wd / "summary.json", summary)
-  summary["figures"] = make_figures(workdir)
-  return summary
+  return common.finish(workdir, summary, make_figures)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -177,10 +177,14 @@ def summarize(values: ArrayLike, level: float = 0.95) -> dict[str, Any]:
   """{mean, lo, hi, std, n} of per-seed values as Python floats/int (NaNs dropped).
 
   ``lo``/``hi`` is the Student-t interval; ``std`` uses ddof=1. Undefined entries are
-  ``float("nan")`` (``json.dumps`` writes them as ``NaN``).
+  ``float("nan")`` (``json.dumps`` writes them as ``NaN``); with no finite value at all (e.g. a
+  T_0 no seed reached) every field is NaN and ``n`` is 0.
   """
   v = np.asarray(values, dtype=np.float64).ravel()
   v = v[np.isfinite(v)]
+  if v.size == 0:
+    nan = float("nan")
+    return {"mean": nan, "lo": nan, "hi": nan, "std": nan, "n": 0}
   mean, lo, hi = mean_ci(v, axis=0, level=level)
   std = float(np.std(v, ddof=1)) if v.size >= 2 else float("nan")
   return {"mean": float(mean), "lo": float(lo), "hi": float(hi), "std": std, "n": int(v.size)}

@@ -224,10 +224,17 @@ def nested_groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int
   return list(groups.values())
 
 
-def auto_nests(config: ml_collections.ConfigDict, backend: str | None = None) -> bool:
+def auto_nests(config: ml_collections.ConfigDict, backend: str | None = None,
+               ds: datasets_lib.Dataset | None = None) -> bool:
   """``vectorize=auto``: nest where the engine vmaps seeds (benchmarks/sweep_bench.py measured
-  the nested program faster there); not where it maps them (convolutions on CPU)."""
-  return train_lib.resolve_strategy(config.seed_strategy, config.model, backend) == "vmap"
+  the nested program faster there); not where it maps them (convolutions, and dense models of
+  ``train_lib.CPU_MAP_MIN_PARAMS`` or more parameters, on CPU). ``ds``: the dataset, to count
+  the model's parameters (default: loaded from ``config.dataset``)."""
+  ds = ds if ds is not None else datasets_lib.get_dataset(config.dataset)
+  tr = train_lib.make_trainer(config.model, config.model_kwargs, config.optimizer, config.loss,
+                              config.batch_size, 1, ds.num_classes)
+  return train_lib.resolve_strategy(config.seed_strategy, config.model, backend,
+                                    train_lib.num_params(tr, ds.x_train[0])) == "vmap"
 
 
 def _nested_trainer(c0: ml_collections.ConfigDict, num_classes: int, num_steps: int,
@@ -292,7 +299,7 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path 
   out = train_lib.run_seeds(
       tr, data, np.repeat(np.stack([ds.y_train for ds in dss]), s, axis=0), c0.seed,
       np.tile(np.arange(s), p), eval_at,
-      strategy=train_lib.resolve_strategy(c0.seed_strategy, c0.model),
+      strategy=train_lib.config_strategy(c0, c0.model, tr, dss[0].x_train[0]),
       seeds_per_chunk=c0.seeds_per_chunk, ckpt_dir=ckpt_dir,
       checkpoint_every=c0.checkpoint_every if ckpt_dir is not None else 0,
       progress=c0.progress, desc=f"F x{p}", train_predictions=_train_predictions(c0),

@@ -109,6 +109,13 @@ def num_params(tr: steps.Trainer, x_example: Any) -> int:
   return models_lib.count_params(shapes["params"])
 
 
+def config_strategy(config: ml_collections.ConfigDict, model: str, tr: steps.Trainer,
+                    x_example: Any) -> str:
+  """``config.seed_strategy`` resolved for ``model`` (trained by ``tr`` on inputs shaped like
+  ``x_example``) on this backend."""
+  return resolve_strategy(config.seed_strategy, model, num_params=num_params(tr, x_example))
+
+
 def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, loss: str,
                  batch_size: int, num_steps: int, num_classes: int,
                  eval_batch_size: int = 2000) -> steps.Trainer:
@@ -402,8 +409,7 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: _Data,
     return io_lib.read_npz(cache)
   tr = make_trainer(ref.model, ref.model_kwargs, ref.optimizer, ref.loss, ref.batch_size,
                     ref.num_steps, ds.num_classes, config.eval.batch_size)
-  strategy = resolve_strategy(config.seed_strategy, ref.model,
-                              num_params=num_params(tr, ds.x_train[0]))
+  strategy = config_strategy(config, ref.model, tr, ds.x_train[0])
   out = run_seeds(tr, data, ds.y_train if labels is None else labels, config.seed, seed_ids,
                   np.array([0, ref.num_steps]), strategy=strategy,
                   seeds_per_chunk=config.seeds_per_chunk, salt=f"reference/{name}",
@@ -459,8 +465,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
   f_dev = None if lookup is None else lookup(config, train_preds)
   f_dev = f_dev if f_dev is not None else run_seeds(
       tr, data, ds.y_train, config.seed, seed_ids, eval_at,
-      strategy=resolve_strategy(config.seed_strategy, config.model,
-                                num_params=num_params(tr, ds.x_train[0])),
+      strategy=config_strategy(config, config.model, tr, ds.x_train[0]),
       seeds_per_chunk=config.seeds_per_chunk,
       ckpt_dir=None if workdir is None else workdir / "checkpoints",
       checkpoint_every=config.checkpoint_every, progress=config.progress,

@@ -103,6 +103,13 @@ def test_summarize_json_friendly():
   assert np.isnan(stats.summarize([4.0])["lo"])
 
 
+def test_summarize_no_finite_value():
+  for values in ([np.nan, np.nan], [], [np.inf, np.nan]):
+    out = stats.summarize(values)
+    assert out["n"] == 0
+    assert all(np.isnan(out[k]) for k in ("mean", "lo", "hi", "std"))
+
+
 # ----------------------------------------------------------------------------- T_0 and indices
 def test_t0_acc_reaches_reference():
   acc_f = np.array([[0.5, 0.6, 0.7, 0.8],

@@ -171,6 +171,18 @@ class _Recorder:
     return self.original(*args, **kwargs)
 
 
+def test_auto_nests_follows_the_engine_strategy():
+  small = config_lib.base_config("sinusoid_hd", "mlp", width=16, depth=1)
+  small.dataset.n_train, small.dataset.n_test = 128, 64
+  big = config_lib.base_config("sinusoid_hd", "mlp", width=512, depth=2)  # the MNIST MLP's size
+  big.dataset.dim, big.dataset.n_train, big.dataset.n_test = 784, 128, 64
+  assert sweep.auto_nests(small, "cpu")
+  assert not sweep.auto_nests(big, "cpu")            # >= CPU_MAP_MIN_PARAMS: mapped on CPU
+  assert sweep.auto_nests(big, "gpu")
+  big.seed_strategy = "vmap"
+  assert sweep.auto_nests(big, "cpu")
+
+
 def test_nested_sweep_matches_sequential(tmp_path, monkeypatch):
   def run(config, workdir):  # a minimal experiment: train, then summary.json
     res = train_lib.train(config, workdir)

@@ -1,0 +1,27 @@
+"""What every experiment module shares: the summary header and how a run is finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import ml_collections
+
+from sgd_phases import io_lib
+
+
+def header(name: str, config: ml_collections.ConfigDict, results: Any) -> dict[str, Any]:
+  """First fields of a summary.json: experiment, task, data, model, seeds, steps, quick."""
+  return {
+      "experiment": name, "task": config.task, "dataset": config.dataset.name,
+      "model": config.model, "num_seeds": int(config.num_seeds), "quick": bool(config.quick),
+      "num_steps": int(results.arrays["steps"][-1]),
+  }
+
+
+def finish(workdir: str | Path, summary: dict[str, Any],
+           make_figures: Callable[[str], list[str]]) -> dict[str, Any]:
+  """Writes ``summary.json`` atomically, draws the figures; returns the summary + their paths."""
+  io_lib.write_json(Path(workdir) / "summary.json", summary)
+  summary["figures"] = make_figures(str(workdir))
+  return summary
