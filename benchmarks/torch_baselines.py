@@ -14,9 +14,11 @@ from a fresh per-seed permutation each epoch (the engine's data order, drop-last
   ``torch.func.stack_module_state``, ``torch.func.vmap(torch.func.grad(loss))`` over seeds with
   ``functional_call``, and an in-place SGD update of the stacked parameters.
 
-Architectures match ``sgd_phases.models``: ``mlp`` (flatten, 512-512 ReLU, K logits) and
+Architectures match ``sgd_phases.models``: ``mlp`` (flatten, 512-512 ReLU, K logits),
 ``paper_cnn`` (4 x [conv3x3 32 VALID, ReLU] with 2x2 max-pools after the first two, flatten,
-2 x Dense(2000) ReLU, K logits). Both return the final-step loss of every seed ([S] numpy).
+2 x Dense(2000) ReLU, K logits) and the ladder ``cnn1`` ... ``cnn6`` (k x [conv3x3 32 SAME,
+ReLU], 3 max-pools placed as in ``sgd_phases.models.cnn``, Dense 256 ReLU, K logits). Both
+trainers return the final-step loss of every seed ([S] numpy).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-MODELS = ("mlp", "paper_cnn")
+LADDER = tuple(f"cnn{k}" for k in range(1, 7))
+MODELS = ("mlp", "paper_cnn") + LADDER
 
 
 class MLP(nn.Module):
@@ -47,42 +50,56 @@ class MLP(nn.Module):
     return self.net(x)
 
 
-class PaperCNN(nn.Module):
-  """The reproduction's MNIST CNN on NCHW input (see ``sgd_phases.models.cnn.PaperCNN``)."""
+class CNN(nn.Module):
+  """``sgd_phases.models.cnn.CNN`` on NCHW input: ``depth`` x [conv 3x3, ReLU] with the same
+  max-pool placement (one after each of the first ``num_pools`` convs, the rest after the last;
+  a pool is skipped on maps under 2x2), flatten, ``dense`` x [Linear, ReLU], K logits."""
 
-  def __init__(self, in_shape: tuple[int, int, int], num_classes: int = 2, channels: int = 32,
-               dense: int = 2000):
+  def __init__(self, in_shape: tuple[int, int, int], num_classes: int = 2, depth: int = 4,
+               channels: int = 32, dense: tuple[int, ...] = (256,), num_pools: int = 3,
+               padding: str = "SAME"):
     super().__init__()
     h, w, c = in_shape
+    pools_after = [1 if i < num_pools else 0 for i in range(depth)]
+    pools_after[-1] += max(0, num_pools - depth)
+    pad = 1 if padding == "SAME" else 0
     convs: list[nn.Module] = []
-    for i in range(4):
-      convs += [nn.Conv2d(c if i == 0 else channels, channels, 3), nn.ReLU()]
-      h, w = h - 2, w - 2
-      if i < 2:
-        convs.append(nn.MaxPool2d(2))
-        h, w = h // 2, w // 2
+    for i in range(depth):
+      convs += [nn.Conv2d(c if i == 0 else channels, channels, 3, padding=pad), nn.ReLU()]
+      h, w = h + 2 * pad - 2, w + 2 * pad - 2
+      for _ in range(pools_after[i]):
+        if min(h, w) >= 2:
+          convs.append(nn.MaxPool2d(2))
+          h, w = h // 2, w // 2
     self.features = nn.Sequential(*convs)
-    self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, dense), nn.ReLU(),
-                              nn.Linear(dense, dense), nn.ReLU(), nn.Linear(dense, num_classes))
+    head: list[nn.Module] = [nn.Flatten()]
+    width = channels * h * w
+    for d in dense:
+      head += [nn.Linear(width, d), nn.ReLU()]
+      width = d
+    self.head = nn.Sequential(*head, nn.Linear(width, num_classes))
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.head(self.features(x))
 
 
 def make_model(name: str, in_shape: tuple[int, ...], num_classes: int = 2) -> nn.Module:
-  """``mlp`` or ``paper_cnn`` for inputs of shape ``in_shape`` (H, W, C)."""
+  """One of ``MODELS`` for inputs of shape ``in_shape`` (H, W, C)."""
   if name == "mlp":
     return MLP(math.prod(in_shape), num_classes)
+  if name not in MODELS:
+    raise ValueError(f"name={name!r} is not one of {MODELS}")
+  if len(in_shape) != 3:
+    raise ValueError(f"in_shape: {name} needs (H, W, C), got {in_shape}")
   if name == "paper_cnn":
-    if len(in_shape) != 3:
-      raise ValueError(f"in_shape: paper_cnn needs (H, W, C), got {in_shape}")
-    return PaperCNN(tuple(in_shape), num_classes)
-  raise ValueError(f"name={name!r} is not one of {MODELS}")
+    return CNN(tuple(in_shape), num_classes, depth=4, dense=(2000, 2000), num_pools=2,
+               padding="VALID")
+  return CNN(tuple(in_shape), num_classes, depth=int(name[3:]))
 
 
 def _to_torch(x: np.ndarray, name: str) -> torch.Tensor:
   t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-  return t.permute(0, 3, 1, 2).contiguous() if (name == "paper_cnn" and t.ndim == 4) else t
+  return t.permute(0, 3, 1, 2).contiguous() if (name != "mlp" and t.ndim == 4) else t
 
 
 def _check(name: str, x: np.ndarray, y: np.ndarray, num_seeds: int, num_steps: int,

@@ -5,6 +5,9 @@
     python -m benchmarks.train_throughput --quick            # tiny, seconds (smoke test)
     # the stored result, benchmarks/results/train_throughput_cpu.json (~40 min on 2 idle cores):
     python -m benchmarks.train_throughput --rounds 3 --cnn-attempts 4
+    # a ladder CNN (4 x conv3x3-32 SAME, 3 max-pools, Dense 256):
+    python -m benchmarks.train_throughput --models cnn4 --seeds 1,16 --rounds 3 \
+        --out benchmarks/results/train_throughput_cnn4_cpu.json
 
 Task: MNIST 0-4 vs 5-9 (the offline IDX files of ``datasets.shared_data_dir()``, else
 synthetic images of the same shape: timings do not depend on pixel values), batch 64, plain
@@ -47,7 +50,7 @@ BATCH, LR = 64, 0.05
 # engine look 2x slower than its steady state (measured, 2026-11-26).
 STEP_BUDGET = {"mlp": 4800, "paper_cnn": 480}
 MIN_STEPS = {"mlp": 300, "paper_cnn": 30}
-TORCH_MODELS = ("mlp", "paper_cnn")
+TORCH_MODELS = ("mlp", "paper_cnn") + tuple(f"cnn{k}" for k in range(1, 7))  # the ladder
 
 
 def num_steps(model: str, seeds: int, quick: bool) -> int:

@@ -88,9 +88,10 @@ def resolve_strategy(strategy: str, model: str, backend: str | None = None,
   given (the MNIST MLP, 670k: the stacked parameters and gradients of 16 seeds overflow the
   caches, while lax.map keeps one seed's working set hot); "vmap" for small dense models, where
   batching the tiny per-seed matmuls wins. GPU/TPU: "vmap" (untested: no accelerator was
-  available for the benchmarks). Seed-steps/s at 16 seeds, 2 shared CPU cores (load ~8):
-  MNIST MLP 784-512-512-2 map 195 vs vmap 95; 50-d MLP 64x2 vmap 7,110 vs map 6,100;
-  paper_cnn (patches) map 10.2 vs vmap 8.0.
+  available for the benchmarks). Seed-steps/s at 16 seeds on 2 idle CPU cores
+  (benchmarks/results/train_throughput*_cpu.json): MNIST MLP 784-512-512-2 map 635 vs vmap 561;
+  paper_cnn (patches) map 34.7 vs vmap 29.2; cnn4 map 39.8 vs vmap 35.7. Loaded (load ~8):
+  50-d MLP 64x2 vmap 7,110 vs map 6,100.
   """
   if strategy != "auto":
     return strategy

@@ -92,3 +92,19 @@ def test_auto_strategy_rule_measured_by_train_throughput():
   assert train_lib.resolve_strategy("auto", "paper_cnn", "cpu", num_params=10) == "map"
   assert train_lib.resolve_strategy("auto", "mlp", "gpu", num_params=big * 10) == "vmap"
   assert train_lib.resolve_strategy("vmap", "mlp", "cpu", num_params=big * 10) == "vmap"
+
+
+@pytest.mark.parametrize("name", ["mlp", "paper_cnn", "cnn1", "cnn3", "cnn4", "cnn6"])
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_torch_baselines_have_the_engine_models_parameter_counts(name, shape):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from benchmarks import torch_baselines  # pylint: disable=import-outside-toplevel
+  from sgd_phases import models  # pylint: disable=import-outside-toplevel
+
+  flax_model = models.get_model(name, 2)
+  shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1,) + shape))
+  torch_model = torch_baselines.make_model(name, shape, 2)
+  assert sum(p.numel() for p in torch_model.parameters()) == models.count_params(
+      shapes["params"])
