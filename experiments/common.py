@@ -19,6 +19,19 @@ def header(name: str, config: ml_collections.ConfigDict, results: Any) -> dict[s
   }
 
 
+def quick_budget(c: ml_collections.ConfigDict, num_steps: int, learning_rate: float) -> None:
+  """The ``quick`` variant shared by the experiments (seconds on CPU): two seeds, batch 32,
+  ``num_steps`` steps at ``learning_rate``, 12 evaluations, 512 train examples evaluated, no
+  checkpoints."""
+  c.num_seeds = 2
+  c.num_steps = num_steps
+  c.batch_size = 32
+  c.optimizer.learning_rate = learning_rate
+  c.eval.num_points = 12
+  c.eval.train_eval_size = 512
+  c.checkpoint_every = 0
+
+
 def finish(workdir: str | Path, summary: dict[str, Any],
            make_figures: Callable[[str], list[str]]) -> dict[str, Any]:
   """Writes ``summary.json`` atomically, draws the figures; returns the summary + their paths."""

@@ -98,13 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if dataset in ("mnist", "fashion_mnist"):  # CPU budget: fewer, cheaper evaluations
     linear_phase.cpu_eval_budget(c)
   if quick:  # seconds on CPU
-    c.num_seeds = 2
-    c.num_steps = 300
-    c.batch_size = 32
-    c.optimizer.learning_rate = max(lr, 0.05)
-    c.eval.num_points = 12
-    c.eval.train_eval_size = 512
-    c.checkpoint_every = 0
+    common.quick_budget(c, 300, max(lr, 0.05))
     c.k = 2
     c.reference_steps = 150
     c.linear_steps = 150

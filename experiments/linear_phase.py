@@ -113,13 +113,7 @@ def task_config(task: str, quick: bool) -> ml_collections.ConfigDict:
   if model == "paper_cnn":  # CPU budget: fewer, cheaper evaluations on a 5000-example test set
     cpu_eval_budget(c)
   if quick:  # seconds on CPU: small data, few steps, two seeds
-    c.num_seeds = 2
-    c.num_steps = 600
-    c.batch_size = 32
-    c.optimizer.learning_rate = max(lr, 0.1)
-    c.eval.num_points = 12
-    c.eval.train_eval_size = 512
-    c.checkpoint_every = 0
+    common.quick_budget(c, 600, max(lr, 0.1))
     c.references.linear.num_steps = 150
     if dataset == "sinusoid_hd":  # 10-d: an MLP beats L within a few hundred steps
       c.dataset.n_train, c.dataset.n_test, c.dataset.dim = 2000, 1000, 10
