@@ -8,12 +8,16 @@
     # a ladder CNN (4 x conv3x3-32 SAME, 3 max-pools, Dense 256):
     python -m benchmarks.train_throughput --models cnn4 --seeds 1,16 --rounds 3 \
         --out benchmarks/results/train_throughput_cnn4_cpu.json
+    # the "unroll" seed strategy (opt-in) against map and the PyTorch loop:
+    python -m benchmarks.train_throughput --models cnn4,paper_cnn --seeds 16 --rounds 3 \
+        --variants engine_map,engine_unroll,torch_loop \
+        --out benchmarks/results/train_throughput_unroll_cpu.json
 
 Task: MNIST 0-4 vs 5-9 (the offline IDX files of ``datasets.shared_data_dir()``, else
 synthetic images of the same shape: timings do not depend on pixel values), batch 64, plain
 SGD lr 0.05, the same number of steps for every variant of a (model, seeds) cell:
 
-  engine_vmap / engine_map   ``train_lib.run_seeds`` with that seed strategy; eval_at = [0, T]
+  engine_vmap / _map / _unroll   ``train_lib.run_seeds`` with that seed strategy; eval_at = [0, T]
                              on a 256-example test subset (the two evaluations cost < 1%);
                              ``engine_auto`` is whichever ``resolve_strategy("auto")`` picks.
   jax_loop                   the same per-seed JAX step (``steps.train_step``, jitted, state
@@ -60,11 +64,11 @@ def num_steps(model: str, seeds: int, quick: bool) -> int:
   return max(MIN_STEPS.get(model, 20), STEP_BUDGET.get(model, 480) // seeds)
 
 
-def make_trainer(model: str, steps_: int, model_kwargs: dict[str, Any] | None = None
-                 ) -> steps.Trainer:
+def make_trainer(model: str, steps_: int, model_kwargs: dict[str, Any] | None = None,
+                 unroll: bool = False) -> steps.Trainer:
   return train_lib.make_trainer(model, model_kwargs or {},
                                 config_lib.optimizer_config(learning_rate=LR), "cross_entropy",
-                                BATCH, steps_, 2, eval_batch_size=256)
+                                BATCH, steps_, 2, eval_batch_size=256, unroll=unroll)
 
 
 def engine_fn(tr: steps.Trainer, data: Any, labels: np.ndarray, seeds: int, steps_: int,
@@ -129,7 +133,10 @@ def run_cell(model: str, seeds: int, steps_: int, ds: Any, rounds: int,
                                     num_params=train_lib.num_params(tr, ds.x_train[0]))
   fns: dict[str, Callable[[], Any]] = {}
   for v in variants:
-    if v.startswith("engine_") and v != "engine_auto":
+    if v == "engine_unroll":  # its own trainer: native convolutions, unrolled evaluation
+      fns[v] = engine_fn(make_trainer(model, steps_, model_kwargs, unroll=True), data,
+                         ds.y_train, seeds, steps_, "unroll")
+    elif v.startswith("engine_") and v != "engine_auto":
       fns[v] = engine_fn(tr, data, ds.y_train, seeds, steps_, v.split("_", 1)[1])
     elif v == "jax_loop":
       fns[v] = jax_loop_fn(tr, data.x_train, jnp.asarray(ds.y_train, jnp.int32), seeds, steps_)

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-SEED_STRATEGIES = ("auto", "vmap", "map")
+SEED_STRATEGIES = ("auto", "vmap", "map", "unroll")
 LOSSES = ("cross_entropy", "squared")
 TRAINED_ON = ("labels", "final_predictions", "predictions_at_T0", "snapshot_at_T0")
 T0_RULES = ("acc_reaches_reference", "mu_ratio")
@@ -75,7 +75,8 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
   c.seed = 0                        # seed i uses fold_in(key(seed), i): init and data order
   c.num_seeds = 4
   c.seeds_per_chunk = 0             # seeds per compiled program (0 = all at once)
-  c.seed_strategy = "auto"          # vmap | map (sequential inside jit) | auto (per backend)
+  c.seed_strategy = "auto"          # vmap | map (sequential inside jit) | unroll (no loops in
+                                    # the programs; Python drives the steps) | auto (per backend)
   c.eval = ml_collections.ConfigDict(dict(
       schedule="log",               # log: ~num_points log-spaced steps + 0 + last; every: every n
       num_points=100,

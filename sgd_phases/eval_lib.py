@@ -44,14 +44,17 @@ def eval_steps(num_steps: int, schedule: str = "log", num_points: int = 100,
 
 
 def batched_apply(apply: Callable[[jax.Array], jax.Array], x: jax.Array,
-                  batch_size: int) -> jax.Array:
-  """``apply`` over ``x`` in batches (lax.map), padding the last batch; static shapes."""
+                  batch_size: int, unroll: bool = False) -> jax.Array:
+  """``apply`` over ``x`` in batches (lax.map, or with ``unroll`` one traced call per batch: no
+  loop in the program), padding the last batch; static shapes."""
   n = x.shape[0]
   bs = min(batch_size, n)
   num_batches = -(-n // bs)
   pad = num_batches * bs - n
   xp = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-  out = jax.lax.map(apply, xp.reshape((num_batches, bs) + x.shape[1:]))
+  batches = xp.reshape((num_batches, bs) + x.shape[1:])
+  out = (jnp.stack([apply(batches[i]) for i in range(num_batches)]) if unroll else
+         jax.lax.map(apply, batches))
   return out.reshape((num_batches * bs,) + out.shape[2:])[:n]
 
 

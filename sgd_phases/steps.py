@@ -36,6 +36,7 @@ class Trainer:
   num_classes: int
   has_batch_stats: bool
   eval_batch_size: int = 2000
+  unroll: bool = False  # seed strategy "unroll": no loops in the programs (see over_seeds)
 
 
 def create_state(tr: Trainer, key: jax.Array, x_example: jax.Array) -> TrainState:
@@ -85,6 +86,26 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array, n: int) -> jax.Arra
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), n).astype(jnp.int32)
 
 
+def segment_step(tr: Trainer, t: jax.Array, carry: tuple[Any, ...], data_key: jax.Array,
+                 labels: jax.Array, x_train: jax.Array) -> tuple[Any, ...]:
+  """SGD step ``t`` of one seed: ``carry`` = (state, epoch order, first non-finite step or -1).
+
+  The example order is refreshed at every epoch start; each epoch visits a fresh permutation
+  (the incomplete last batch is dropped).
+  """
+  state, perm, bad = carry
+  n = x_train.shape[0]
+  bs = tr.batch_size
+  per_epoch = n // bs
+  # ``t`` is not batched over seeds, so this stays a real conditional under vmap.
+  perm = jax.lax.cond(t % per_epoch == 0,
+                      lambda: epoch_permutation(data_key, t // per_epoch, n), lambda: perm)
+  idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * bs,), (bs,))
+  state, loss = train_step(tr, state, x_train[idx], labels[idx])
+  bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), t, bad)
+  return state, perm, bad
+
+
 def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax.Array,
                 x_train: jax.Array, start: jax.Array, stop: jax.Array,
                 perm: jax.Array | None = None) -> tuple[Any, ...]:
@@ -99,18 +120,10 @@ def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax
   segments between evaluations), and ``(state, bad, perm)`` is returned. Same steps either way.
   """
   n = x_train.shape[0]
-  bs = tr.batch_size
-  per_epoch = n // bs
+  per_epoch = n // tr.batch_size
 
   def body(t, carry):
-    state, perm, bad = carry
-    # ``t`` is not batched over seeds, so this stays a real conditional under vmap.
-    perm = jax.lax.cond(t % per_epoch == 0,
-                        lambda: epoch_permutation(data_key, t // per_epoch, n), lambda: perm)
-    idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * bs,), (bs,))
-    state, loss = train_step(tr, state, x_train[idx], labels[idx])
-    bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), t, bad)
-    return state, perm, bad
+    return segment_step(tr, t, carry, data_key, labels, x_train)
 
   if perm is not None:  # the cond in ``body`` refreshes it when ``start`` begins an epoch
     state, perm, bad = jax.lax.fori_loop(start, stop, body, (state, perm.astype(jnp.int32),
@@ -124,7 +137,7 @@ def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax
 def predict_logits(tr: Trainer, state: TrainState, x: jax.Array) -> jax.Array:
   """Eval-mode logits on ``x`` in batches of ``tr.eval_batch_size``."""
   apply = lambda xb: state.apply_fn(_variables(state, state.params), xb, train=False)
-  return eval_lib.batched_apply(apply, x, tr.eval_batch_size)
+  return eval_lib.batched_apply(apply, x, tr.eval_batch_size, unroll=tr.unroll)
 
 
 def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
@@ -162,21 +175,30 @@ def predict(tr: Trainer, state: TrainState, x: jax.Array) -> jax.Array:
   return pred.astype(eval_lib.prediction_dtype(tr.num_classes))
 
 
+SEED_STRATEGIES = ("vmap", "map", "unroll")
+
+
 def over_seeds(fn: Callable[..., Any], strategy: str,
                num_seeded: int) -> Callable[..., Any]:
   """Lifts ``fn(*seeded, *shared)`` to seeded args with a leading seed axis.
 
   ``vmap``: one batched program; ``map``: ``lax.map``, seeds one after another inside the same
-  compiled program (faster for convolutions on CPU, where vmap turns them into grouped convs).
+  compiled program (faster for convolutions on CPU, where vmap turns them into grouped convs);
+  ``unroll``: one traced copy of ``fn`` per seed, stacked: no loop in the program (XLA:CPU's
+  native convolutions are 5-6x slower inside while loops), at the price of S copies to compile.
   """
-  if strategy not in ("vmap", "map"):
-    raise ValueError(f"seed_strategy must be 'vmap' or 'map', got {strategy!r}")
+  if strategy not in SEED_STRATEGIES:
+    raise ValueError(f"seed_strategy must be one of {SEED_STRATEGIES}, got {strategy!r}")
 
   def lifted(*args):
     seeded, shared = args[:num_seeded], args[num_seeded:]
     one = lambda s: fn(*s, *shared)
     if strategy == "vmap":
       return jax.vmap(one)(seeded)
+    if strategy == "unroll":
+      num = jax.tree.leaves(seeded)[0].shape[0]
+      outs = [one(jax.tree.map(lambda a, i=i: a[i], seeded)) for i in range(num)]
+      return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
     return jax.lax.map(one, seeded)
 
   return lifted

@@ -119,12 +119,29 @@ def config_strategy(config: ml_collections.ConfigDict, model: str, tr: steps.Tra
 
 def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, loss: str,
                  batch_size: int, num_steps: int, num_classes: int,
-                 eval_batch_size: int = 2000) -> steps.Trainer:
-  module = models_lib.get_model(model, num_classes, **dict(model_kwargs))
+                 eval_batch_size: int = 2000, unroll: bool = False) -> steps.Trainer:
+  """The static description of what ``run_seeds`` trains. ``unroll``: for the "unroll" seed
+  strategy (no loops in the programs), where convolutions default to XLA's native ones."""
+  kwargs = dict(model_kwargs)
+  if unroll and "conv_impl" in models_lib.model_kwargs(model):
+    if kwargs.get("conv_impl", "auto") == "auto":
+      kwargs["conv_impl"] = "lax"
+  module = models_lib.get_model(model, num_classes, **kwargs)
   return steps.Trainer(model=module, tx=optim.make_optimizer(optimizer, num_steps), loss=loss,
                        batch_size=batch_size, num_classes=num_classes,
                        has_batch_stats=models_lib.has_batch_stats(module),
-                       eval_batch_size=eval_batch_size)
+                       eval_batch_size=eval_batch_size, unroll=unroll)
+
+
+def _trainer(config: ml_collections.ConfigDict, model: str, model_kwargs: Any, optimizer: Any,
+             loss: str, batch_size: int, num_steps: int, ds: datasets_lib.Dataset
+             ) -> tuple[steps.Trainer, str]:
+  """(trainer, resolved seed strategy) of one network of a run (F or a reference)."""
+  args = (model, model_kwargs, optimizer, loss, batch_size, num_steps, ds.num_classes,
+          config.eval.batch_size)
+  tr = make_trainer(*args)
+  strategy = config_strategy(config, model, tr, ds.x_train[0])
+  return (make_trainer(*args, unroll=True) if strategy == "unroll" else tr), strategy
 
 
 def seed_keys(seed: int, seed_ids: np.ndarray, salt: str = "") -> tuple[jax.Array, jax.Array]:
@@ -212,6 +229,19 @@ def _compile(fn, *args, what: str):
   return compiled
 
 
+@dataclasses.dataclass(frozen=True)
+class _StepLoop:
+  """The SGD segment of the "unroll" strategy: steps driven from Python, one call of a jitted
+  all-seeds step program each (same signature and results as the ``fori_loop`` segment)."""
+  step: Any
+
+  def __call__(self, states, perm, data_keys, labels, x_train, start, stop):
+    bad = jnp.full((perm.shape[0],), -1, jnp.int32)
+    for t in range(int(start), int(stop)):
+      states, perm, bad = self.step(states, perm, bad, data_keys, labels, x_train, jnp.int32(t))
+    return states, bad, perm
+
+
 @functools.lru_cache(maxsize=8)
 def _programs(tr: steps.Trainer, strategy: str, mesh: Any, extra: tuple[str, ...]
               ) -> tuple[Any, Any, Any, Any]:
@@ -226,8 +256,15 @@ def _programs(tr: steps.Trainer, strategy: str, mesh: Any, extra: tuple[str, ...
   def one_segment(state, perm, data_key, labels, x_train, start, stop):
     return steps.run_segment(tr, state, data_key, labels, x_train, start, stop, perm=perm)
 
-  segment = jax.jit(sharding.shard_seeds(steps.over_seeds(one_segment, strategy, 4), mesh, 4, 3),
-                    donate_argnums=(0, 1))
+  if strategy == "unroll":
+    def one_step(state, perm, bad, data_key, labels, x_train, t):
+      return steps.segment_step(tr, t, (state, perm, bad), data_key, labels, x_train)
+
+    segment = _StepLoop(jax.jit(sharding.shard_seeds(steps.over_seeds(one_step, strategy, 5),
+                                                     mesh, 5, 2), donate_argnums=(0, 1, 2)))
+  else:
+    segment = jax.jit(sharding.shard_seeds(steps.over_seeds(one_segment, strategy, 4), mesh, 4,
+                                           3), donate_argnums=(0, 1))
   one_eval = lambda st, y_tr, *shared: steps.evaluate(tr, st, y_tr, *shared[:4],
                                                       **dict(zip(extra, shared[4:])))
   evaluate = sharding.shard_seeds(steps.over_seeds(one_eval, strategy, 2), mesh, 2,
@@ -292,7 +329,8 @@ def _run_chunk(tr, data, labels, seed, ids, eval_at, *, strategy, salt, ckpt_dir
   i32 = lambda v: jnp.asarray(v, jnp.int32)
   perm = _first_perm(data_keys, int(eval_at[k0 - 1]) if k0 else 0, n_train, tr.batch_size, mesh)
   args = (states, perm, data_keys, labels_sn, data.x_train, i32(0), i32(0))
-  segment = _compile(segment, *args, what=f"{desc} SGD segment")
+  if not isinstance(segment, _StepLoop):  # (its step program compiles at the first step)
+    segment = _compile(segment, *args, what=f"{desc} SGD segment")
   record = _compile(record, states, buffers, i32(0), *shared, what=f"{desc} evaluation")
   bar = _progress_bar(progress, int(eval_at[-1]), int(eval_at[k0 - 1]) if k0 else 0, desc)
   bad = jnp.full((s,), -1, jnp.int32)
@@ -408,9 +446,8 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: _Data,
   cache = None if workdir is None else workdir / "references" / f"{name}.npz"
   if cache is not None and cache.exists():
     return io_lib.read_npz(cache)
-  tr = make_trainer(ref.model, ref.model_kwargs, ref.optimizer, ref.loss, ref.batch_size,
-                    ref.num_steps, ds.num_classes, config.eval.batch_size)
-  strategy = config_strategy(config, ref.model, tr, ds.x_train[0])
+  tr, strategy = _trainer(config, ref.model, ref.model_kwargs, ref.optimizer, ref.loss,
+                          ref.batch_size, ref.num_steps, ds)
   out = run_seeds(tr, data, ds.y_train if labels is None else labels, config.seed, seed_ids,
                   np.array([0, ref.num_steps]), strategy=strategy,
                   seeds_per_chunk=config.seeds_per_chunk, salt=f"reference/{name}",
@@ -460,14 +497,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
                  "final" if "final_predictions" in need else "none")
   writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and jax.process_index() == 0)
   writer.write_hparams(config_lib.to_dict(config))
-  tr = make_trainer(config.model, config.model_kwargs, config.optimizer, config.loss,
-                    config.batch_size, num_steps, ds.num_classes, config.eval.batch_size)
+  tr, strategy = _trainer(config, config.model, config.model_kwargs, config.optimizer,
+                          config.loss, config.batch_size, num_steps, ds)
   lookup = _F_LOOKUP.get()  # F trained elsewhere (sgd_phases.sweep), or None: train it here
   f_dev = None if lookup is None else lookup(config, train_preds)
   f_dev = f_dev if f_dev is not None else run_seeds(
       tr, data, ds.y_train, config.seed, seed_ids, eval_at,
-      strategy=config_strategy(config, config.model, tr, ds.x_train[0]),
-      seeds_per_chunk=config.seeds_per_chunk,
+      strategy=strategy, seeds_per_chunk=config.seeds_per_chunk,
       ckpt_dir=None if workdir is None else workdir / "checkpoints",
       checkpoint_every=config.checkpoint_every, progress=config.progress,
       desc="F", writer=writer, train_predictions=train_preds)

@@ -87,6 +87,38 @@ def test_seed_alone_equals_seed_in_batch():
   np.testing.assert_array_equal(mapped["predictions"], batch["predictions"])
 
 
+def test_unroll_strategy_equals_map_for_a_cnn():
+  """"unroll" (Python-driven steps, seeds unrolled, no loops in the programs) trains the same
+  seeds as "map": same data order, same steps, predictions equal up to float reassociation."""
+  rng = np.random.default_rng(0)
+  x = rng.random((96, 12, 12, 1), dtype=np.float32)
+  y = (x[:, :6].mean(axis=(1, 2, 3)) > x[:, 6:].mean(axis=(1, 2, 3))).astype(np.int32)
+  ds = datasets.Dataset(x_train=x, y_train=y, x_test=x[:40], y_test=y[:40], y_train_clean=y,
+                        y_test_clean=y[:40], num_classes=2, name="random_images")
+  data = train_lib._Data.create(ds, 64)
+  opt = config_lib.optimizer_config(learning_rate=0.1)
+  kw = dict(channels=4, dense=8)
+  at = np.array([0, 3, 7, 10])  # 10 steps of batch 16: crosses an epoch (6 batches)
+  out = {}
+  for strategy in ("map", "unroll"):
+    tr = train_lib.make_trainer("cnn2", kw, opt, "cross_entropy", 16, 10, 2, eval_batch_size=16,
+                                unroll=strategy == "unroll")
+    out[strategy] = jax.tree.map(np.asarray, train_lib.run_seeds(
+        tr, data, y, 0, np.arange(3), at, strategy=strategy))
+  assert train_lib.make_trainer("cnn2", kw, opt, "cross_entropy", 16, 10, 2,
+                                unroll=True).model.conv_impl == "lax"
+  np.testing.assert_allclose(out["unroll"]["train_loss"], out["map"]["train_loss"], atol=2e-4)
+  np.testing.assert_allclose(out["unroll"]["test_acc"], out["map"]["test_acc"], atol=1 / 40 + 1e-6)
+  assert (out["unroll"]["predictions"] == out["map"]["predictions"]).mean() > 0.97
+
+
+def test_unroll_strategy_in_a_full_run():
+  res = train_lib.train(tiny_config(num_seeds=2, seed_strategy="unroll", num_steps=60), None)
+  ref = train_lib.train(tiny_config(num_seeds=2, seed_strategy="map", num_steps=60), None)
+  np.testing.assert_allclose(res.arrays["train_loss"], ref.arrays["train_loss"], atol=1e-4)
+  assert res.arrays["predictions"].shape == ref.arrays["predictions"].shape
+
+
 def test_segment_compiled_once(monkeypatch):
   traces = []
   orig = steps.run_segment
