@@ -43,6 +43,13 @@ def test_sharded_run_matches_single_device(tmp_path):
         assert sh.spec[0] == sharding.SEED_AXIS, sh
         shapes = {{s.data.shape for s in out["predictions"].addressable_shards}}
         assert shapes == {{(1, 2, 512)}}, shapes
+        tr_u = train_lib.make_trainer("mlp", c.model_kwargs, c.optimizer, c.loss, 32, 120, 2,
+                                      unroll=True)
+        un = train_lib.run_seeds(tr_u, data, ds.y_train, 0, np.arange(4), np.array([0, 10]),
+                                 strategy="unroll")  # Python-driven steps, seeds sharded too
+        assert len(un["predictions"].sharding.device_set) == 4
+        agree = np.mean(np.asarray(un["predictions"]) == np.asarray(out["predictions"]))
+        assert agree > 0.99, agree
       print("OK")
   """
   assert "OK" in _run(code.format(n=1, wd=tmp_path / "one"), 1)
