@@ -38,6 +38,8 @@ import numpy as np  # pylint: disable=wrong-import-position
 from sgd_phases import io_lib  # pylint: disable=wrong-import-position
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Models with a PyTorch twin in ``benchmarks.torch_baselines`` (listed here: no torch import).
+TORCH_MODELS = ("mlp", "paper_cnn") + tuple(f"cnn{k}" for k in range(1, 7))
 
 
 def load_average() -> list[float]:

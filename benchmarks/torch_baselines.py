@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-LADDER = tuple(f"cnn{k}" for k in range(1, 7))
-MODELS = ("mlp", "paper_cnn") + LADDER
+from benchmarks import common
+
+MODELS = common.TORCH_MODELS
 
 
 class MLP(nn.Module):

@@ -54,7 +54,6 @@ BATCH, LR = 64, 0.05
 # engine look 2x slower than its steady state (measured, 2026-11-26).
 STEP_BUDGET = {"mlp": 4800, "paper_cnn": 480}
 MIN_STEPS = {"mlp": 300, "paper_cnn": 30}
-TORCH_MODELS = ("mlp", "paper_cnn") + tuple(f"cnn{k}" for k in range(1, 7))  # the ladder
 
 
 def num_steps(model: str, seeds: int, quick: bool) -> int:
@@ -140,7 +139,7 @@ def run_cell(model: str, seeds: int, steps_: int, ds: Any, rounds: int,
       fns[v] = engine_fn(tr, data, ds.y_train, seeds, steps_, v.split("_", 1)[1])
     elif v == "jax_loop":
       fns[v] = jax_loop_fn(tr, data.x_train, jnp.asarray(ds.y_train, jnp.int32), seeds, steps_)
-    elif v.startswith("torch_") and model in TORCH_MODELS and _have_torch() and not model_kwargs:
+    elif v.startswith("torch_") and model in common.TORCH_MODELS and _have_torch() and not model_kwargs:
       fns[v] = torch_fns(model, ds.x_train, ds.y_train, seeds, steps_)[v]
   first = {}
   for name, fn in fns.items():

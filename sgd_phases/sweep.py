@@ -261,20 +261,22 @@ def _nested_trainer(c0: ml_collections.ConfigDict, num_classes: int, num_steps: 
                        eval_batch_size=tr.eval_batch_size)
 
 
-def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path | None = None
-                   ) -> list[dict[str, np.ndarray]]:
+def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path | None = None,
+                   first_ds: datasets_lib.Dataset | None = None) -> list[dict[str, np.ndarray]]:
   """Trains F of every config as ONE program over a (config × seed) axis.
 
   Configs must differ only in ``VECTORIZABLE`` fields (``nested_groups``). Entry (p, i) uses
   seed i's keys, so each config's share equals what ``train_lib.train`` computes for it up to
   float rounding. Returns, per config, ``run_seeds``' outputs [num_seeds, ...] (numpy).
+  ``first_ds``: ``configs[0]``'s dataset if already loaded (not read again).
   """
   c0 = configs[0]
   groups = nested_groups(configs)
   if len(groups) != 1 or len(groups[0]) != len(configs):
     raise ValueError("configs: differ in fields other than "
                      f"{VECTORIZABLE} (or repeat one F); cannot train them as one program")
-  dss = [datasets_lib.get_dataset(c.dataset) for c in configs]
+  dss = [first_ds if i == 0 and first_ds is not None else datasets_lib.get_dataset(c.dataset)
+         for i, c in enumerate(configs)]
   for c, ds in zip(configs[1:], dss[1:]):
     for a in ("x_train", "x_test", "y_test", "y_train_clean"):
       if not np.array_equal(getattr(ds, a), getattr(dss[0], a)):
@@ -315,11 +317,14 @@ def _nest(configs: list[ml_collections.ConfigDict], root: Path, vectorize: str
   for group in nested_groups(configs):
     members = [configs[i] for i in group]
     shared = sum(f_key(c) == f_key(members[0]) for c in configs) > 1
-    if not (len(group) > 1 or shared) or (vectorize == "auto" and not auto_nests(members[0])):
+    if not (len(group) > 1 or shared):
+      continue
+    first_ds = datasets_lib.get_dataset(members[0].dataset) if vectorize == "auto" else None
+    if first_ds is not None and not auto_nests(members[0], ds=first_ds):
       continue
     tag = zlib.crc32("|".join(f_key(c) for c in members).encode())
     try:
-      outs = train_f_nested(members, root / "_nested" / f"{tag:08x}")
+      outs = train_f_nested(members, root / "_nested" / f"{tag:08x}", first_ds)
     except Exception:  # e.g. one learning rate diverges: let each point fail on its own
       logging.exception("nested training of %d points failed; training them one by one",
                         len(members))

@@ -209,7 +209,7 @@ def test_nested_sweep_matches_sequential(tmp_path, monkeypatch):
 
 
 def test_failed_nested_program_falls_back_to_points(tmp_path, monkeypatch):
-  def broken(configs, ckpt_dir=None):
+  def broken(configs, ckpt_dir=None, first_ds=None):
     raise FloatingPointError("non-finite loss")
 
   seen = []
