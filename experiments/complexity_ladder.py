@@ -160,10 +160,15 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
     mu = results.measures(name)["mu"]
     p = np.asarray(stats.plateau_index(mu, tol=tol, smooth=smooth))
     plateau[name] = np.where(p >= 0, steps[np.maximum(p, 0)], np.nan)
-    rungs.append({"name": name, "test_acc": stats.summarize(a[f"ref/{name}/test_acc"]),
-                  "plateau_step": stats.summarize(plateau[name]),
-                  "mu_end": stats.summarize(mu[:, -1]),
-                  "mu_max": stats.summarize(np.nanmax(mu, axis=1))})
+    rung = {"name": name, "test_acc": stats.summarize(a[f"ref/{name}/test_acc"]),
+            "plateau_step": stats.summarize(plateau[name]),
+            "mu_end": stats.summarize(mu[:, -1]),
+            "mu_max": stats.summarize(np.nanmax(mu, axis=1))}
+    null = results.null(name)
+    if null is not None:  # μ/I(F;Y) at the rung's plateau beside the F ⟂ G_i | Y null
+      rung["plateau_mu_over_i_vs_null"] = stats.versus_null(
+          stats.at_index(mu, p), stats.at_index(null, p), stats.at_index(i_fy, p))
+    rungs.append(rung)
   p_i = np.asarray(stats.plateau_index(i_fy, tol=tol, smooth=smooth))
   means = [r["plateau_step"]["mean"] for r in rungs]
   ps = np.stack([plateau[n] for n in names], axis=1)  # [S, R]
@@ -205,17 +210,19 @@ def make_figures(workdir: str) -> list[str]:
   a = res.arrays
   cfg = io_lib.read_json(Path(workdir) / io_lib.CONFIG_FILE)
   names = complexity_order(res.reference_names)
-  mus, plateaus = {}, {}
+  mus, plateaus, nulls = {}, {}, {}
   for name in names:
     label = f"{name} (acc {np.mean(a[f'ref/{name}/test_acc']):.3f})"
     mus[label] = res.measures(name)["mu"]
+    if res.null(name) is not None:
+      nulls[label] = res.null(name)
     p = np.asarray(stats.plateau_index(mus[label], tol=cfg.get("plateau_tol", 0.05),
                                        smooth=cfg.get("plateau_smooth", 3)))
     plateaus[label] = np.where(p >= 0, a["steps"][np.maximum(p, 0)], -1)
   title = (f"{cfg.get('task', cfg['dataset']['name'])}: F={cfg['model']}, "
            f"{len(a['seed_ids'])} seeds, G_i on {cfg.get('references_trained_on', 'labels')}")
   fig = plotting.plot_ladder(a["steps"], res.measures(names[0])["i_fy"], mus,
-                             plateau_steps=plateaus, title=title)
+                             plateau_steps=plateaus, title=title, nulls=nulls)
   return [plotting.save_figure(fig, Path(workdir) / "figures" / f"{NAME}.png")]
 
 

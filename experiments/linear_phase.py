@@ -147,12 +147,6 @@ def early_ratio_min(mu: np.ndarray, i_fy: np.ndarray, t0: np.ndarray, min_bits: 
   return np.where(np.isfinite(out), out, np.nan)
 
 
-def at_index(x: np.ndarray, index: np.ndarray) -> np.ndarray:
-  """x[s, index[s]] per seed ([S] float64), NaN where index = −1."""
-  vals = np.asarray(x, np.float64)[np.arange(len(index)), np.maximum(index, 0)]
-  return np.where(index >= 0, vals, np.nan)
-
-
 def summarize_run(results: Any, reference: str, min_bits: float) -> dict[str, Any]:
   """Headline numbers of a run against ``reference`` (the fields of ``analysis.headline``
   and a few more; means with 95% CIs over seeds)."""
@@ -165,8 +159,8 @@ def summarize_run(results: Any, reference: str, min_bits: float) -> dict[str, An
       **analysis.headline(results, reference),
       "mu_over_i_min_before_t0": stats.summarize(early_ratio_min(m["mu"], m["i_fy"], t0, min_bits)),
       "departure_step": stats.summarize(np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan)),
-      "i_fy_at_t0": stats.summarize(at_index(m["i_fy"], t0)),
-      "test_acc_at_t0": stats.summarize(at_index(a["test_acc"], t0)),
+      "i_fy_at_t0": stats.summarize(stats.at_index(m["i_fy"], t0)),
+      "test_acc_at_t0": stats.summarize(stats.at_index(a["test_acc"], t0)),
   }
 
 
@@ -191,7 +185,7 @@ def make_figures(workdir: str) -> list[str]:
   title = f"{cfg.get('task', cfg['dataset']['name'])}: {cfg['model']}, {len(a['seed_ids'])} seeds"
   fig = plotting.plot_linear_phase(a["steps"], m["i_fy"], m["mu"], m["i_ly"][:, -1],
                                    a["test_acc"], a["ref/linear/test_acc"],
-                                   t0_steps=a["t0_step"], title=title)
+                                   t0_steps=a["t0_step"], title=title, mu_null=res.null("linear"))
   return [plotting.save_figure(fig, Path(workdir) / "figures" / f"{NAME}.png")]
 
 

@@ -126,13 +126,21 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
     ratio = m_l["mu"] / m_l["i_fy"]  # the share of what F knows about Y that L explains
   for key, curve in (("mu_l", m_l["mu"]), ("mu_f_t0", m_0["mu"]), ("i_fy", m_l["i_fy"]),
                      ("mu_l_over_i_fy", ratio), ("test_acc", a["test_acc"])):
-    at_t0, at_end = linear_phase.at_index(curve, t0), linear_phase.at_index(curve, end)
+    at_t0, at_end = stats.at_index(curve, t0), stats.at_index(curve, end)
     row[key] = {"at_t0": stats.summarize(at_t0), "end": stats.summarize(at_end),
                 "change": _change(at_t0, at_end)}
   # μ_Y(F;L) usually keeps rising after T_0: its peak is the stricter baseline for "retained".
-  peak = np.nanmax(m_l["mu"], axis=1)
+  peak_at = np.nanargmax(m_l["mu"], axis=1)
+  peak = stats.at_index(m_l["mu"], peak_at)
   row["mu_l_peak"] = stats.summarize(peak)
-  row["mu_l_peak_step"] = stats.summarize(a["steps"][np.nanargmax(m_l["mu"], axis=1)])
+  row["mu_l_peak_step"] = stats.summarize(a["steps"][peak_at])
+  null = results.null("linear")
+  if null is not None:  # μ/I(L;Y) at the peak and at the end beside the F ⟂ L | Y null
+    i_ly = m_l["i_ly"][:, last]
+    row["mu_l_peak_over_i_ly_vs_null"] = stats.versus_null(peak, stats.at_index(null, peak_at),
+                                                           i_ly)
+    row["mu_l_end_over_i_ly_vs_null"] = stats.versus_null(m_l["mu"][:, last], null[:, :, last],
+                                                          i_ly)
   row["mu_l_end_minus_peak"] = stats.summarize(m_l["mu"][:, last] - peak)
   row["i_ly"] = stats.summarize(m_l["i_ly"][:, last])
   row["acc_l"] = stats.summarize(a["ref/linear/test_acc"])
@@ -170,7 +178,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 def make_figures(workdir: str) -> list[str]:
   """Redraws ``figures/retention.png`` from the ``p<p>/results.npz`` files."""
   summary = io_lib.read_json(Path(workdir) / "summary.json")
-  curves, train_acc, i_ly, t0, steps = {}, {}, {}, {}, None
+  curves, train_acc, i_ly, t0, nulls, steps = {}, {}, {}, {}, {}, None
   for p in summary["noise_rates"]:
     res = analysis.load(run_dir(workdir, p))
     a = res.arrays
@@ -179,11 +187,13 @@ def make_figures(workdir: str) -> list[str]:
     steps = a["steps"]
     m_l, m_0 = res.measures("linear"), res.measures("f_t0")
     curves[p] = {"I(F_t;Y)": m_l["i_fy"], "μ_Y(F_t;L)": m_l["mu"], "μ_Y(F_t;F_T0)": m_0["mu"]}
+    if res.null("linear") is not None:
+      nulls[p] = res.null("linear")
     train_acc[p] = a["train_acc"]
     i_ly[p] = float(np.mean(m_l["i_ly"][:, -1]))
     found = a["t0_step"][a["t0_index"] >= 0]
     t0[p] = float(found.mean()) if found.size else None
-  fig = plotting.plot_retention(steps, curves, train_acc)
+  fig = plotting.plot_retention(steps, curves, train_acc, nulls=nulls)
   for j, p in enumerate(summary["noise_rates"]):  # top row: the level I(L;Y) to read retention
     fig.axes[j].axhline(i_ly[p], color="tab:blue", linestyle=":", linewidth=1, label="I(L;Y)")
     if t0[p] is not None:

@@ -152,15 +152,18 @@ def make_figures(workdir: str) -> list[str]:
   m = results.measures("linear")
   fig = plotting.plot_linear_phase(steps, m["i_fy"], m["mu"], m["i_ly"], a["test_acc"],
                                    a["ref/linear/test_acc"], t0_steps=a["t0_step"],
-                                   title="2-D sinusoid ball, MLP vs linear L")
+                                   title="2-D sinusoid ball, MLP vs linear L",
+                                   mu_null=results.null("linear"))
   out.append(plotting.save_figure(fig, wd / "figures" / "linear_phase.png"))
   fig = plotting.Figure(figsize=(5.0, 3.2), layout="constrained")
   ax = fig.subplots()
-  plotting.plot_band(ax, steps, agree, "P[F_t = L] (test)", color="tab:blue")
-  plotting.plot_band(ax, steps, a["train_acc"], "train acc (noisy labels)", color="tab:red")
+  acc = plotting.ACC_LIMITS
+  plotting.plot_band(ax, steps, agree, "P[F_t = L] (test)", color="tab:blue", limits=acc)
+  plotting.plot_band(ax, steps, a["train_acc"], "train acc (noisy labels)", color="tab:red",
+                     limits=acc)
   plotting.plot_band(ax, steps, a["train_acc_clean"], "train acc (clean labels)",
-                     color="tab:orange")
-  plotting.plot_band(ax, steps, a["test_acc"], "test acc (clean)", color="black")
+                     color="tab:orange", limits=acc)
+  plotting.plot_band(ax, steps, a["test_acc"], "test acc (clean)", color="black", limits=acc)
   ax.set_xlabel(plotting.STEP_LABEL)
   ax.set_ylabel("fraction")
   ax.grid(True, alpha=0.3, linewidth=0.5)

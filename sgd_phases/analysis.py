@@ -2,6 +2,7 @@
 
     res = analysis.load("/tmp/run")                        # train_lib.Results
     m = analysis.measures_against(res, my_predictions)     # μ of every F_t against a new L
+    res = analysis.add_null(res, num_permutations=100)     # the F ⟂ L | Y null, every reference
     res2 = analysis.add_reference(res, config, "cnn2",     # train a new reference, per seed,
                                   config_lib.reference_config("cnn2"))  # and score it
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from sgd_phases import config_lib, io_lib, stats, train_lib
+from sgd_phases import config_lib, io_lib, scoring, stats, train_lib
 from sgd_phases import datasets as datasets_lib
 
 
@@ -65,15 +66,37 @@ def add_reference(results: train_lib.Results, config: ml_collections.ConfigDict,
   return train_lib.Results(arrays, results.workdir)
 
 
+def add_null(results: train_lib.Results, num_permutations: int = 100, seed: int = 0,
+             bias_correction: str | None = None) -> train_lib.Results:
+  """The conditional-independence null ``null/<ref>/mu`` [P, S, E] of every reference, computed
+  from the stored predictions (no retraining; seconds). ``seed`` and ``bias_correction`` should
+  be the run's ``config.seed`` and ``config.bias_correction`` (then the draws equal the
+  engine's)."""
+  a = results.arrays
+  arrays = dict(a)
+  for name in results.reference_names:
+    arrays[f"null/{name}/mu"] = scoring.null_mu(
+        a["predictions"], a[f"ref/{name}/predictions"], a["y_test"], int(a["num_classes"]),
+        scoring.null_key(seed, name), num_permutations, bias_correction)
+  return train_lib.Results(arrays, results.workdir)
+
+
 def headline(results: train_lib.Results, reference: str) -> dict[str, dict[str, float]]:
-  """The numbers of the README table (means with 95% CIs over seeds)."""
+  """The numbers of the README table (means with 95% CIs over seeds).
+
+  With null draws in the run, ``*_vs_null`` entries give the two ratios of the paper's claims
+  beside the conditional-independence null (``stats.versus_null``): μ/I(F;Y) at T_0 (the
+  linear phase) and μ_∞/I(L;Y) at the end (retention of what L explains).
+  """
   a = results.arrays
   m = results.measures(reference)
   t0 = a["t0_index"]
   last = len(a["steps"]) - 1
-  return {
+  end = np.full_like(t0, last)
+  out = {
       "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan)),
       "mu_over_i_at_t0": stats.summarize(stats.ratio_at(m["mu"], m["i_fy"], t0)),
+      "mu_end_over_i_ly": stats.summarize(stats.ratio_at(m["mu"], m["i_ly"], end)),
       "i_ly": stats.summarize(m["i_ly"][:, last]),
       "i_fy_end": stats.summarize(m["i_fy"][:, last]),
       "mu_end": stats.summarize(m["mu"][:, last]),
@@ -81,3 +104,10 @@ def headline(results: train_lib.Results, reference: str) -> dict[str, dict[str, 
       "train_acc_end": stats.summarize(a["train_acc"][:, last]),
       "test_acc_end": stats.summarize(a["test_acc"][:, last]),
   }
+  null = results.null(reference)
+  if null is not None:
+    out["mu_over_i_at_t0_vs_null"] = stats.versus_null(
+        stats.at_index(m["mu"], t0), stats.at_index(null, t0), stats.at_index(m["i_fy"], t0))
+    out["mu_end_over_i_ly_vs_null"] = stats.versus_null(
+        m["mu"][:, last], null[:, :, last], m["i_ly"][:, last])
+  return out

@@ -95,6 +95,11 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
       delta=0.1,                    # for mu_ratio
   ))
   c.bias_correction = config_dict.placeholder(str)  # None | miller_madow
+  c.null = ml_collections.ConfigDict(dict(
+      # draws of the conditional-independence null of every μ_Y(F_t;L): L permuted within each
+      # class of Y (mutual_info.conditional_null), stored as null/<ref>/mu [P, S, E]; 0 = none
+      num_permutations=100,
+  ))
   c.checkpoint_every = 10           # save a checkpoint every n evaluations (0 = never)
   c.overwrite = False               # replace a workdir that holds a different config
   c.progress = True                 # tqdm progress bar
@@ -159,6 +164,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be None or 'miller_madow'")
   _require(_is_int(config.checkpoint_every) and config.checkpoint_every >= 0, "checkpoint_every",
            "must be an int >= 0")
+  _require(_is_int(config.null.num_permutations) and config.null.num_permutations >= 0,
+           "null.num_permutations", "must be an int >= 0")
+
+
+def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],
+                      num_classes: int) -> None:
+  """Checks against the loaded data, before any compute or write: batch sizes that fit the
+  ``[n, ...]`` training inputs, the probe grid's 2-D inputs, and every model's arguments."""
+  from sgd_phases import models
+
+  n = x_train_shape[0]
+  nets = {"": config} | {f"references.{k}.": r for k, r in config.references.items()
+                         if r.trained_on != "snapshot_at_T0"}
+  for prefix, net in nets.items():
+    try:
+      models.get_model(net.model, num_classes, **net.model_kwargs)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"config.{prefix}model_kwargs: {e}") from None
+  _require(config.batch_size <= n, "batch_size",
+           f"{config.batch_size} is larger than the {n} training examples")
+  for name, ref in config.references.items():
+    if ref.trained_on != "snapshot_at_T0":
+      _require(ref.batch_size <= n, f"references.{name}.batch_size",
+               f"{ref.batch_size} is larger than the {n} training examples")
+  _require(not config.eval.probe_grid or tuple(x_train_shape[1:]) == (2,), "eval.probe_grid",
+           f"needs 2-D inputs; the dataset's inputs have shape {tuple(x_train_shape[1:])}")
 
 
 def _validate_optimizer(opt: ml_collections.ConfigDict, field: str) -> None:

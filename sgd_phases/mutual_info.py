@@ -14,7 +14,8 @@ Synopsis::
     m.mu, m.i_fy, m.acc_f
     t = mi.contingency_table(f, l, y, 10)                   # int32 [seeds, ckpts, 10, 10, 10]
     m = mi.measures_from_table(t, bias_correction="miller_madow")
-    null = mi.permutation_null(f, l, y, 10, jax.random.key(0), 100)  # μ under shuffled L
+    null = mi.conditional_null(f, l, y, 10, jax.random.key(0), 100)  # [100, seeds, ckpts]:
+    # μ with L permuted within each class of Y (the F ⟂ L | Y baseline of every headline)
 
 Jit/vmap: all public functions are jit- and vmap-able with ``num_classes`` (and
 ``bias_correction``, ``method``, ``num_permutations``) static, e.g.
@@ -352,7 +353,14 @@ def mutual_information(a: ArrayLike, b: ArrayLike, num_classes: int) -> jax.Arra
   return _mutual_information(a, b, num_classes=num_classes)
 
 
-# ----------------------------------------------------------------------------- null
+# ----------------------------------------------------------------------------- nulls
+
+
+def _check_num_permutations(num_permutations: Any) -> int:
+  if isinstance(num_permutations, bool) or not isinstance(num_permutations, (int, np.integer)) \
+      or num_permutations < 1:
+    raise ValueError(f"num_permutations must be a positive int, got {num_permutations!r}.")
+  return int(num_permutations)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_permutations"))
@@ -371,14 +379,76 @@ def permutation_null(
     f: ArrayLike, l: ArrayLike, y: ArrayLike, num_classes: int, key: jax.Array,
     num_permutations: int,
 ) -> jax.Array:
-  """μ_Y(F;L) with L's examples shuffled: ``[num_permutations, ...]`` draws under the null.
+  """μ_Y(F;L) with L's examples shuffled over *all* examples: ``[num_permutations, ...]``.
 
+  This is the null of **marginal independence, L ⟂ (F, Y)**: it destroys L's relation to Y as
+  well, so any better-than-chance L rejects it. It does *not* answer "does F share more with L
+  than any two classifiers of these accuracies would?"; use :func:`conditional_null` for that.
   Each draw applies one random permutation of the N axis to ``l`` (the same one for all of
   l's leading indices), keeping the (F, Y) pairing; ``key`` is a ``jax.random.key``.
   """
-  if isinstance(num_permutations, bool) or not isinstance(num_permutations, (int, np.integer)) \
-      or num_permutations < 1:
-    raise ValueError(f"num_permutations must be a positive int, got {num_permutations!r}.")
+  num_permutations = _check_num_permutations(num_permutations)
   validate(f, l, y, num_classes)
   return _permutation_null(f, l, y, key, num_classes=num_classes,
-                           num_permutations=int(num_permutations))
+                           num_permutations=num_permutations)
+
+
+def within_class_permutation(key: jax.Array, y: jax.Array) -> jax.Array:
+  """A uniformly random permutation of the last axis of ``y`` [..., N] that maps every example
+  to one of the same class (independently per leading index). int32 [..., N].
+
+  ``a`` = positions sorted by class (stable), ``b`` = positions sorted by class with random
+  order inside each class (lexsort on (class, uniform)); both list each class's positions in
+  the same slots, so ``perm[a[i]] = b[i]`` only ever pairs examples of one class.
+  """
+  y = jnp.asarray(y).astype(jnp.int32)
+  u = jax.random.uniform(key, y.shape)
+  a = jnp.argsort(y, axis=-1, stable=True)
+  b = jnp.lexsort((u, y), axis=-1)  # by class, then by a random key
+  # perm[a] = b, i.e. perm = b[a⁻¹]
+  return jnp.take_along_axis(b, jnp.argsort(a, axis=-1), axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("num_classes", "num_permutations", "bias_correction"))
+def _conditional_null(f, l, y, key, num_classes: int, num_permutations: int,
+                      bias_correction: str | None) -> jax.Array:
+  f, l, y = (jnp.asarray(x).astype(jnp.int32) for x in (f, l, y))
+  n = l.shape[-1]
+  # One permutation per leading index of (l, y) broadcast: draws are independent across seeds.
+  ly_lead = tuple(np.broadcast_shapes(l.shape[:-1], y.shape[:-1]))
+  l_b = jnp.broadcast_to(l, ly_lead + (n,))
+  y_b = jnp.broadcast_to(y, ly_lead + (n,))
+
+  def one(k):
+    perm = within_class_permutation(k, y_b)
+    l_perm = jnp.take_along_axis(l_b, perm, axis=-1)
+    return _information_measures(f, l_perm, y_b, num_classes=num_classes,
+                                 bias_correction=bias_correction).mu
+
+  # lax.map: one draw's tables at a time, so memory stays at one call's worth ([..., K³]),
+  # never [P, ..., N].
+  return lax.map(one, jax.random.split(key, num_permutations))
+
+
+def conditional_null(
+    f: ArrayLike, l: ArrayLike, y: ArrayLike, num_classes: int, key: jax.Array,
+    num_permutations: int, bias_correction: str | None = None,
+) -> jax.Array:
+  """μ_Y(F;L) under **conditional independence F ⟂ L | Y**: ``[num_permutations, ...]`` draws.
+
+  Each draw permutes L's predictions *within each class of Y* (:func:`within_class_permutation`,
+  a fresh permutation per leading index of (l, y)). That keeps acc(L), I(L;Y) and the (F, Y)
+  pairing, and breaks any dependence between F and L beyond what both share with Y. Under
+  F ⟂ L | Y the co-information is μ = I(F;L) > 0 for any two accurate classifiers, so this — not
+  :func:`permutation_null` — is the baseline a measured μ_Y(F;L) must beat for "F computes what
+  L computes" to mean more than "both predict Y". Same broadcasting as
+  :func:`information_measures` (outputs ``[num_permutations, *lead]``), jit-able, and computed
+  with the same ``bias_correction`` as the μ it is compared with. Memory: one draw at a time
+  (``lax.map``), so no ``[P, ..., N]`` array is formed.
+  """
+  num_permutations = _check_num_permutations(num_permutations)
+  _check_choice("bias_correction", bias_correction, _BIAS_CORRECTIONS)
+  validate(f, l, y, num_classes)
+  return _conditional_null(f, l, y, key, num_classes=num_classes,
+                           num_permutations=num_permutations, bias_correction=bias_correction)

@@ -38,6 +38,7 @@ from sgd_phases import stats
 
 STEP_LABEL = "SGD step"
 I_FY_NAME = "I(F_t;Y)"
+ACC_LIMITS = (0.0, 1.0)  # accuracy bands are clipped to what an accuracy can be
 _FONT = {"label": 9, "tick": 8, "legend": 7, "title": 10}
 
 
@@ -88,15 +89,18 @@ def _mean_positive(x: ArrayLike | None) -> float | None:
 
 def plot_band(ax: Axes, steps: ArrayLike, values: ArrayLike, label: str | None,
               color: str | None = None, per_seed: bool = False, logx: bool = True,
-              linestyle: str = "-") -> Line2D:
+              linestyle: str = "-", limits: tuple[float, float] | None = None) -> Line2D:
   """Mean over seeds with a 95% Student-t band (drawn only when S ≥ 2) into ``ax``.
 
   ``values``: [S, E] (or [E], a single seed). ``per_seed`` adds thin per-seed lines.
-  Returns the mean line.
+  ``limits``: the range the quantity can take (e.g. (0, 1) for accuracies): the band is clipped
+  to it. Returns the mean line.
   """
   st = np.asarray(steps, dtype=np.float64).ravel()
   v = _seed_rows(values, st, "values")
   mean, lo, hi = stats.mean_ci(v, axis=0)
+  if limits is not None:
+    lo, hi = np.clip(lo, *limits), np.clip(hi, *limits)
   (line,) = ax.plot(st, mean, color=color, label=label, linewidth=1.5, linestyle=linestyle)
   c = line.get_color()
   if v.shape[0] >= 2:
@@ -108,22 +112,43 @@ def plot_band(ax: Axes, steps: ArrayLike, values: ArrayLike, label: str | None,
   return line
 
 
+def plot_null_band(ax: Axes, steps: ArrayLike, null: ArrayLike, color: str | None = None,
+                   label: str | None = "null: F ⊥ L | Y (95%)", logx: bool = True) -> None:
+  """The seed mean of μ under the conditional-independence null as a hatched 95% band.
+
+  ``null``: [P, S, E] draws (``scoring.null_mu``); the band is ``stats.null_band``.
+  """
+  st = np.asarray(steps, dtype=np.float64).ravel()
+  nul = np.asarray(null, dtype=np.float64)
+  if nul.ndim != 3 or nul.shape[-1] != st.size:
+    raise ValueError(f"null must be [P, S, E={st.size}], got shape {nul.shape}")
+  mean, lo, hi = stats.null_band(nul)
+  ax.fill_between(st, lo, hi, facecolor="none", edgecolor=color or "0.4", hatch="////",
+                  linewidth=0, alpha=0.6, label=label)
+  ax.plot(st, mean, color=color or "0.4", linewidth=0.8, linestyle=(0, (2, 2)))
+  _set_step_scale(ax, st, logx)
+
+
 def plot_linear_phase(steps: ArrayLike, i_fy: ArrayLike, mu: ArrayLike, i_ly: ArrayLike,
                       acc_f: ArrayLike, acc_l: ArrayLike, t0_steps: ArrayLike | None = None,
-                      title: str = "", logx: bool = True) -> Figure:
+                      title: str = "", logx: bool = True,
+                      mu_null: ArrayLike | None = None) -> Figure:
   """Fig. 4 panel: (top) I(F_t;Y), μ_Y(F_t;L), line at mean I(L;Y); (bottom) accuracies.
 
   ``i_fy``, ``mu``, ``acc_f``: [S, E]; ``i_ly``: [S, E] or [S]; ``acc_l``: [S];
-  ``t0_steps``: [S] in steps (negative = never, ignored), drawn at their mean.
+  ``t0_steps``: [S] in steps (negative = never, ignored), drawn at their mean; ``mu_null``:
+  optional [P, S, E] null draws of μ, drawn as a hatched band (:func:`plot_null_band`).
   """
   st = np.asarray(steps, dtype=np.float64).ravel()
   fig, axes = _new_figure(2, 1, sharex=True)
   top, bottom = axes[0, 0], axes[1, 0]
   plot_band(top, st, i_fy, I_FY_NAME, color="black", logx=logx)
   plot_band(top, st, mu, "μ_Y(F_t;L)", color="tab:blue", logx=logx)
+  if mu_null is not None:
+    plot_null_band(top, st, mu_null, color="tab:blue", logx=logx)
   top.axhline(float(np.nanmean(i_ly)), color="tab:blue", linestyle=":", linewidth=1,
               label="I(L;Y)")
-  plot_band(bottom, st, acc_f, "acc(F_t)", color="black", logx=logx)
+  plot_band(bottom, st, acc_f, "acc(F_t)", color="black", logx=logx, limits=ACC_LIMITS)
   bottom.axhline(float(np.nanmean(acc_l)), color="tab:blue", linestyle=":", linewidth=1,
                  label="acc(L)")
   t0 = _mean_positive(t0_steps)
@@ -138,10 +163,12 @@ def plot_linear_phase(steps: ArrayLike, i_fy: ArrayLike, mu: ArrayLike, i_ly: Ar
 
 def plot_ladder(steps: ArrayLike, i_fy: ArrayLike, mus: Mapping[str, ArrayLike],
                 plateau_steps: Mapping[str, ArrayLike | float] | None = None,
-                title: str = "", logx: bool = True, cmap: str = "viridis") -> Figure:
+                title: str = "", logx: bool = True, cmap: str = "viridis",
+                nulls: Mapping[str, ArrayLike] | None = None) -> Figure:
   """Fig. 5: I(F_t;Y) and μ_Y(F_t;G_i) per reference (dict order = complexity order).
 
-  ``plateau_steps[name]``: step(s) of the plateau (mean of non-negative entries is marked).
+  ``plateau_steps[name]``: step(s) of the plateau (mean of non-negative entries is marked);
+  ``nulls[name]``: optional [P, S, E] null draws, a hatched band in the rung's colour.
   """
   st = np.asarray(steps, dtype=np.float64).ravel()
   fig, axes = _new_figure(panel=(5.0, 3.2))
@@ -150,6 +177,9 @@ def plot_ladder(steps: ArrayLike, i_fy: ArrayLike, mus: Mapping[str, ArrayLike],
   colors = _sequential_colors(len(mus), cmap)
   for color, (name, mu) in zip(colors, mus.items()):
     plot_band(ax, st, mu, f"μ_Y(F_t;{name})", color=color, logx=logx)
+    if nulls and name in nulls:
+      plot_null_band(ax, st, nulls[name], color=color, logx=logx,
+                     label="null: F ⊥ G_i | Y (95%)" if name == next(iter(nulls)) else None)
     p = _mean_positive(None if plateau_steps is None else plateau_steps.get(name))
     if p is not None:
       ax.axvline(p, color=color, linestyle=":", linewidth=1)
@@ -163,11 +193,13 @@ def _sequential_colors(n: int, cmap: str) -> list:
 
 
 def plot_retention(steps: ArrayLike, curves_by_noise: Mapping[float, Mapping[str, ArrayLike]],
-                   train_acc_by_noise: Mapping[float, ArrayLike], logx: bool = True) -> Figure:
+                   train_acc_by_noise: Mapping[float, ArrayLike], logx: bool = True,
+                   nulls: Mapping[float, ArrayLike] | None = None) -> Figure:
   """Retention with label noise: one column per noise rate p.
 
   Top row: the curves of ``curves_by_noise[p]`` (e.g. {"I(F_t;Y)": .., "μ_Y(F_t;L)": ..,
-  "μ_Y(F_t;F_T0)": ..}, each [S, E]); bottom row: train accuracy on the noisy labels.
+  "μ_Y(F_t;F_T0)": ..}, each [S, E]) and, from ``nulls[p]`` ([P, S, E]), the null band of
+  μ_Y(F_t;L); bottom row: train accuracy on the noisy labels.
   """
   st = np.asarray(steps, dtype=np.float64).ravel()
   noises = list(curves_by_noise)
@@ -181,8 +213,10 @@ def plot_retention(steps: ArrayLike, curves_by_noise: Mapping[float, Mapping[str
   for j, p in enumerate(noises):
     for k, (name, curve) in enumerate(curves_by_noise[p].items()):
       plot_band(axes[0, j], st, curve, name, color=palette[k % len(palette)], logx=logx)
+    if nulls and p in nulls:
+      plot_null_band(axes[0, j], st, nulls[p], color="tab:blue", logx=logx)
     plot_band(axes[1, j], st, train_acc_by_noise[p], "train acc (noisy labels)",
-              color="tab:red", logx=logx)
+              color="tab:red", logx=logx, limits=ACC_LIMITS)
     _style(axes[0, j], ylabel="information [bits]" if j == 0 else None,
            title=f"label noise p={p}", legend=j == 0)
     _style(axes[1, j], xlabel=STEP_LABEL, ylabel="train accuracy" if j == 0 else None,
@@ -273,9 +307,10 @@ def plot_theorem1(steps: ArrayLike, train_acc: Mapping[str, ArrayLike],
   ax = axes[0, 0]
   for k, label in enumerate(test_acc):
     color = f"C{k % 10}"
-    plot_band(ax, st, test_acc[label], f"{label} (test, clean)", color=color, logx=logx)
+    plot_band(ax, st, test_acc[label], f"{label} (test, clean)", color=color, logx=logx,
+              limits=ACC_LIMITS)
     plot_band(ax, st, train_acc[label], f"{label} (train, noisy)", color=color, logx=logx,
-              linestyle="--")
+              linestyle="--", limits=ACC_LIMITS)
   _style(ax, xlabel=STEP_LABEL, ylabel="accuracy", legend=True)
   return fig
 

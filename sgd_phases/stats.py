@@ -190,6 +190,88 @@ def summarize(values: ArrayLike, level: float = 0.95) -> dict[str, Any]:
   return {"mean": float(mean), "lo": float(lo), "hi": float(hi), "std": std, "n": int(v.size)}
 
 
+# ----------------------------------------------------------------------------- the null
+def at_index(x: ArrayLike, index: ArrayLike) -> NDArray[np.float64]:
+  """``x[..., s, index[s]]`` per seed: [..., S, E] -> [..., S] float64, NaN where index = −1.
+
+  Works for per-seed curves [S, E] and for null draws [P, S, E] alike.
+  """
+  arr = np.asarray(x, dtype=np.float64)
+  idx = np.asarray(index, dtype=np.int64)
+  if arr.ndim < 2 or idx.shape != arr.shape[-2:-1]:
+    raise ValueError(f"index must have shape [S={arr.shape[-2] if arr.ndim >= 2 else '?'}] for "
+                     f"x of shape {arr.shape}, got {idx.shape}")
+  vals = np.take_along_axis(arr, np.broadcast_to(np.maximum(idx, 0)[:, None],
+                                                 arr.shape[:-1] + (1,)), axis=-1)[..., 0]
+  return np.where(idx >= 0, vals, np.nan)
+
+
+def versus_null(observed: ArrayLike, null: ArrayLike, denominator: ArrayLike | None = None,
+                level: float = 0.95) -> dict[str, Any]:
+  """A per-seed headline beside its null distribution.
+
+  ``observed``: [S] (e.g. μ at T_0); ``null``: [P, S] draws of the same quantity under the
+  null (e.g. ``scoring.null_mu`` at the same evaluation); ``denominator``: optional [S] to report
+  ratios (e.g. I(F;Y) there, the same for observed and null: permuting L leaves it unchanged).
+  Seeds where any input is NaN are dropped from all of them (``n`` counts the rest).
+
+  Returns ``{"value": summarize(obs/den), "null": {...}, "excess": summarize(...)}`` where
+  ``null`` describes the *seed mean* under the null: its mean, the ``level`` range of the
+  seed-mean over draws (``lo``, ``hi``), and the one-sided permutation p-value
+  (1 + #{draws whose seed mean ≥ the observed seed mean}) / (1 + P); ``p_values`` are the same
+  per seed. ``excess`` is the per-seed share of what is left above the null,
+  (v − v₀)/(1 − v₀) for ratios v (= (μ − μ₀)/(I − μ₀)), or v − v₀ without a denominator, with
+  v₀ that seed's null mean.
+  """
+  obs = np.asarray(observed, dtype=np.float64)
+  nul = np.asarray(null, dtype=np.float64)
+  if obs.ndim != 1 or nul.ndim != 2 or nul.shape[1] != obs.shape[0]:
+    raise ValueError(f"observed must be [S] and null [P, S]; got {obs.shape} and {nul.shape}")
+  den = None if denominator is None else np.asarray(denominator, dtype=np.float64)
+  if den is not None and den.shape != obs.shape:
+    raise ValueError(f"denominator must have shape {obs.shape}, got {den.shape}")
+  keep = np.isfinite(obs) & np.isfinite(nul).all(axis=0)
+  if den is not None:
+    keep &= np.isfinite(den) & (den > 0)
+  obs, nul = obs[keep], nul[:, keep]
+  if den is not None:
+    obs, nul = obs / den[keep], nul / den[keep]
+  nan = float("nan")
+  if obs.size == 0 or nul.shape[0] == 0:
+    empty = {"mean": nan, "lo": nan, "hi": nan, "p_value": nan, "p_values": [],
+             "num_draws": int(nul.shape[0])}
+    return {"value": summarize(obs), "null": empty, "excess": summarize(obs)}
+  seed_mean = nul.mean(axis=1)  # [P]
+  q = 50.0 * (1.0 - level), 50.0 * (1.0 + level)
+  lo, hi = np.percentile(seed_mean, q)
+  p_all = (1.0 + np.sum(seed_mean >= obs.mean())) / (1.0 + nul.shape[0])
+  p_seed = (1.0 + np.sum(nul >= obs[None, :], axis=0)) / (1.0 + nul.shape[0])
+  base = nul.mean(axis=0)  # [S]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    excess = (obs - base) / (1.0 - base) if den is not None else obs - base
+  return {
+      "value": summarize(obs, level),
+      "null": {"mean": float(seed_mean.mean()), "lo": float(lo), "hi": float(hi),
+               "p_value": float(p_all), "p_values": [float(p) for p in p_seed],
+               "num_draws": int(nul.shape[0])},
+      "excess": summarize(excess, level),
+  }
+
+
+def null_band(null: ArrayLike, level: float = 0.95
+              ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+  """(mean, lo, hi) [E] of the seed mean under the null, from draws [P, S, E] (NaN seeds
+  dropped per draw): the band a figure draws beside the measured mean curve."""
+  nul = np.asarray(null, dtype=np.float64)
+  if nul.ndim != 3:
+    raise ValueError(f"null must be [P, S, E], got shape {nul.shape}")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns -> NaN
+    seed_mean = np.nanmean(nul, axis=1)  # [P, E]
+    lo, hi = np.nanpercentile(seed_mean, [50.0 * (1.0 - level), 50.0 * (1.0 + level)], axis=0)
+    return np.nanmean(seed_mean, axis=0), lo, hi
+
+
 # ----------------------------------------------------------------------------- indices
 def _rows(a: ArrayLike, name: str) -> NDArray[np.float64]:
   arr = np.asarray(a, dtype=np.float64)

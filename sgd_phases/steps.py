@@ -128,10 +128,24 @@ def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax
   if perm is not None:  # the cond in ``body`` refreshes it when ``start`` begins an epoch
     state, perm, bad = jax.lax.fori_loop(start, stop, body, (state, perm.astype(jnp.int32),
                                                              jnp.int32(-1)))
-    return state, bad, perm
+    return state, mark_nonfinite(state, bad, stop - 1), perm
   perm0 = epoch_permutation(data_key, start // per_epoch, n)
   state, _, bad = jax.lax.fori_loop(start, stop, body, (state, perm0, jnp.int32(-1)))
-  return state, bad
+  return state, mark_nonfinite(state, bad, stop - 1)
+
+
+def mark_nonfinite(state: TrainState, bad: jax.Array, last_step: jax.Array) -> jax.Array:
+  """``bad`` (first step with a non-finite loss, or −1), set to ``last_step`` when the state
+  left by the segment's last update is non-finite although every loss was finite.
+
+  The loss of step t is computed *before* its update, so a non-finite update at a segment's
+  last step shows in no loss of that segment; checking the state once per segment (not per
+  step: a reduction over every parameter) makes sure no such state is recorded or saved.
+  """
+  leaves = [x for x in jax.tree.leaves((state.params, state.opt_state, state.batch_stats))
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+  return jnp.where((bad < 0) & ~finite, jnp.asarray(last_step, jnp.int32), bad)
 
 
 def predict_logits(tr: Trainer, state: TrainState, x: jax.Array) -> jax.Array:

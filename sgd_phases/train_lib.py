@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from sgd_phases import checkpointing, config_lib, eval_lib, io_lib, optim, sharding, steps, stats
+from sgd_phases import (checkpointing, config_lib, eval_lib, io_lib, optim, scoring, sharding,
+                        steps, stats)
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import models as models_lib
 from sgd_phases import mutual_info
@@ -73,6 +74,12 @@ class Results:
     if reference not in self.reference_names:
       raise ValueError(f"reference={reference!r} not in {self.reference_names}")
     return {f: self.arrays[f"mi/{reference}/{f}"] for f in mutual_info.InfoMeasures._fields}
+
+  def null(self, reference: str) -> np.ndarray | None:
+    """[P, S, E] draws of μ_Y(F_t;L) under F ⟂ L | Y for one reference, or None when the run
+    has none (``config.null.num_permutations = 0``; ``analysis.add_null`` adds them)."""
+    self.measures(reference)  # validates the name
+    return self.arrays.get(f"null/{reference}/mu")
 
 
 # Dense models with at least this many parameters per seed are mapped over seeds on CPU.
@@ -234,12 +241,13 @@ class _StepLoop:
   """The SGD segment of the "unroll" strategy: steps driven from Python, one call of a jitted
   all-seeds step program each (same signature and results as the ``fori_loop`` segment)."""
   step: Any
+  check: Any  # (states, bad, last step) -> bad: steps.mark_nonfinite over seeds
 
   def __call__(self, states, perm, data_keys, labels, x_train, start, stop):
     bad = jnp.full((perm.shape[0],), -1, jnp.int32)
     for t in range(int(start), int(stop)):
       states, perm, bad = self.step(states, perm, bad, data_keys, labels, x_train, jnp.int32(t))
-    return states, bad, perm
+    return states, self.check(states, bad, jnp.int32(int(stop) - 1)), perm
 
 
 @functools.lru_cache(maxsize=8)
@@ -260,8 +268,11 @@ def _programs(tr: steps.Trainer, strategy: str, mesh: Any, extra: tuple[str, ...
     def one_step(state, perm, bad, data_key, labels, x_train, t):
       return steps.segment_step(tr, t, (state, perm, bad), data_key, labels, x_train)
 
-    segment = _StepLoop(jax.jit(sharding.shard_seeds(steps.over_seeds(one_step, strategy, 5),
-                                                     mesh, 5, 2), donate_argnums=(0, 1, 2)))
+    segment = _StepLoop(
+        jax.jit(sharding.shard_seeds(steps.over_seeds(one_step, strategy, 5), mesh, 5, 2),
+                donate_argnums=(0, 1, 2)),
+        jax.jit(sharding.shard_seeds(steps.over_seeds(steps.mark_nonfinite, "vmap", 2), mesh,
+                                     2, 1)))
   else:
     segment = jax.jit(sharding.shard_seeds(steps.over_seeds(one_segment, strategy, 4), mesh, 4,
                                            3), donate_argnums=(0, 1))
@@ -399,27 +410,35 @@ def num_train_steps(config: ml_collections.ConfigDict, n_train: int) -> int:
   return max(1, int(round(config.num_epochs * (n_train // config.batch_size))))
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: Path) -> Results | None:
-  """Refuses a workdir holding another config; returns the results of a finished same run."""
+def _check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> Results | None:
+  """Refuses a workdir holding another config; returns the results of a finished same run.
+
+  Writes nothing but the folder itself. A workdir whose config differs but that holds no
+  training progress (no checkpoint, reference or results file: e.g. a run that failed on bad
+  input) is treated as fresh, so the corrected rerun is never blocked by its own failed attempt.
+  """
   io_lib.check_writable(workdir)
   path = workdir / io_lib.CONFIG_FILE
-  new = config_lib.to_dict(config)
-  if path.exists():
-    changed = config_lib.diff(io_lib.read_json(path), new)
-    if changed and not config.overwrite:
-      raise ValueError(f"workdir {str(workdir)!r} holds a run with a different config:\n  "
-                       + "\n  ".join(changed) + "\nuse a new workdir or --config.overwrite=True")
-    if changed:
-      logging.warning("overwriting the run in %s (config changed: %s)", workdir, changed)
-      import shutil
-      for sub in ("checkpoints", "references", "tensorboard"):
-        shutil.rmtree(workdir / sub, ignore_errors=True)
-      (workdir / io_lib.RESULTS_FILE).unlink(missing_ok=True)
-    elif (workdir / io_lib.RESULTS_FILE).exists():
-      logging.info("%s already holds the finished run; not retraining", workdir)
-      return Results(io_lib.read_npz(workdir / io_lib.RESULTS_FILE), workdir)
-  if jax.process_index() == 0:  # multi-host: one writer
-    io_lib.write_json(path, new)
+  if not path.exists():
+    return None
+  changed = config_lib.diff(io_lib.read_json(path), config_lib.to_dict(config))
+  progress = [sub for sub in ("checkpoints", "references", io_lib.RESULTS_FILE)
+              if (workdir / sub).exists() and any((workdir / sub).iterdir()
+                                                   if (workdir / sub).is_dir() else [True])]
+  if changed and not progress:
+    logging.info("%s holds a config but no training progress; starting afresh", workdir)
+  elif changed and not config.overwrite:
+    raise ValueError(f"workdir {str(workdir)!r} holds a run with a different config:\n  "
+                     + "\n  ".join(changed) + "\nuse a new workdir or --config.overwrite=True")
+  elif changed:
+    logging.warning("overwriting the run in %s (config changed: %s)", workdir, changed)
+    import shutil
+    for sub in ("checkpoints", "references", "tensorboard"):
+      shutil.rmtree(workdir / sub, ignore_errors=True)
+    (workdir / io_lib.RESULTS_FILE).unlink(missing_ok=True)
+  elif (workdir / io_lib.RESULTS_FILE).exists():
+    logging.info("%s already holds the finished run; not retraining", workdir)
+    return Results(io_lib.read_npz(workdir / io_lib.RESULTS_FILE), workdir)
   return None
 
 
@@ -462,11 +481,7 @@ def compute_measures(predictions: np.ndarray, ref_predictions: np.ndarray, y_tes
                      num_classes: int, bias_correction: str | None = None
                      ) -> dict[str, np.ndarray]:
   """Every InfoMeasures field [S, E] of F's predictions [S, E, N] against L's [S, N] or [N]."""
-  ref = ref_predictions[:, None, :] if ref_predictions.ndim == 2 else ref_predictions
-  m = mutual_info.information_measures(jnp.asarray(predictions), jnp.asarray(ref),
-                                       jnp.asarray(y_test), num_classes,
-                                       bias_correction=bias_correction)
-  return {f: sharding.to_host(getattr(m, f)) for f in mutual_info.InfoMeasures._fields}
+  return scoring.measures(predictions, ref_predictions, y_test, num_classes, bias_correction)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Results:
@@ -476,16 +491,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
     jax.distributed.initialize()
   workdir = Path(workdir) if workdir is not None else None
   if workdir is not None:
-    done = _prepare_workdir(config, workdir)
+    done = _check_workdir(config, workdir)
     if done is not None:
       return done
+  # Everything that can fail on bad input runs before config.json is written.
   ds = datasets_lib.get_dataset(config.dataset)
-  probe = None
-  if config.eval.probe_grid:
-    if ds.x_train.shape[1:] != (2,):
-      raise ValueError(f"config.eval.probe_grid needs 2-D inputs; {ds.name} has shape "
-                       f"{ds.x_train.shape[1:]}")
-    probe = probe_grid(config.eval.probe_grid)
+  config_lib.validate_for_data(config, ds.x_train.shape, ds.num_classes)
+  probe = probe_grid(config.eval.probe_grid) if config.eval.probe_grid else None
   data = _Data.create(ds, config.eval.train_eval_size, probe)
   num_steps = num_train_steps(config, len(ds.y_train))
   eval_at = eval_lib.eval_steps(num_steps, config.eval.schedule, config.eval.num_points,
@@ -495,10 +507,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
   need = {r.trained_on for r in refs.values()}
   train_preds = ("all" if "predictions_at_T0" in need else
                  "final" if "final_predictions" in need else "none")
-  writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and jax.process_index() == 0)
-  writer.write_hparams(config_lib.to_dict(config))
   tr, strategy = _trainer(config, config.model, config.model_kwargs, config.optimizer,
                           config.loss, config.batch_size, num_steps, ds)
+  if workdir is not None and jax.process_index() == 0:  # multi-host: one writer
+    io_lib.write_json(workdir / io_lib.CONFIG_FILE, config_lib.to_dict(config))
+  writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and jax.process_index() == 0)
+  writer.write_hparams(config_lib.to_dict(config))
   lookup = _F_LOOKUP.get()  # F trained elsewhere (sgd_phases.sweep), or None: train it here
   f_dev = None if lookup is None else lookup(config, train_preds)
   f_dev = f_dev if f_dev is not None else run_seeds(
@@ -522,21 +536,31 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
       ref_out[name] = train_reference(config, name, data, ds, seed_ids,
                                       _reference_labels(ref, f_out, None), workdir)
   t0 = _t0(config, arrays, ref_out, ds.num_classes)
-  for name, ref in refs.items():
-    if ref.trained_on == "snapshot_at_T0":
-      idx = np.where(t0 >= 0, t0, len(eval_at) - 1)
-      ref_out[name] = {"predictions": f_out["predictions"][seed_ids, idx],
-                       "test_acc": f_out["test_acc"][seed_ids, idx]}
-    elif ref.trained_on == "predictions_at_T0":
-      ref_out[name] = train_reference(config, name, data, ds, seed_ids,
-                                      _reference_labels(ref, f_out, np.maximum(t0, 0)), workdir)
+  late_refs = [name for name, ref in refs.items() if ref.trained_on in late]
+  reached = t0 >= 0
+  if late_refs and not reached.all():
+    logging.warning("T_0 never reached by seeds %s: their T_0-dependent references %s are "
+                    "undefined (predictions -1, measures NaN)",
+                    [int(i) for i in seed_ids[~reached]], late_refs)
+  rows = np.arange(len(seed_ids))  # positions, whatever the seed ids are
+  at_t0 = np.where(reached, t0, len(eval_at) - 1)  # stand-in index, masked out below
+  for name in late_refs:
+    if refs[name].trained_on == "snapshot_at_T0":
+      out = {"predictions": f_out["predictions"][rows, at_t0].copy(),
+             "test_acc": f_out["test_acc"][rows, at_t0]}
+    else:
+      out = train_reference(config, name, data, ds, seed_ids,
+                            _reference_labels(refs[name], f_out, at_t0), workdir)
+      out = {k: np.array(v) for k, v in out.items()}
+    out["predictions"][~reached] = scoring.UNDEFINED
+    out["test_acc"] = np.where(reached, out["test_acc"], np.nan)
+    ref_out[name] = out
   arrays["reference_names"] = np.array(list(refs.keys()), dtype=str)
   for name, out in ref_out.items():
     arrays[f"ref/{name}/predictions"] = out["predictions"]
     arrays[f"ref/{name}/test_acc"] = out["test_acc"]
-    for f, v in compute_measures(f_dev["predictions"], out["predictions"], ds.y_test,
-                                 ds.num_classes, config.bias_correction).items():
-      arrays[f"mi/{name}/{f}"] = v
+    arrays.update(score_reference(config, name, f_dev["predictions"], out["predictions"],
+                                  ds.y_test, ds.num_classes))
   arrays["t0_index"] = t0
   arrays["t0_step"] = np.where(t0 >= 0, eval_at[np.maximum(t0, 0)], -1)
   arrays["t0_reference"] = np.array(config.t0.reference or "")
@@ -546,6 +570,22 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None) -> Resu
     io_lib.write_npz(workdir / io_lib.RESULTS_FILE, arrays)
   writer.close()
   return results
+
+
+def score_reference(config: ml_collections.ConfigDict, name: str, predictions: Any,
+                    ref_predictions: np.ndarray, y_test: np.ndarray, num_classes: int
+                    ) -> dict[str, np.ndarray]:
+  """``mi/<name>/<field>`` [S, E] and, with ``config.null.num_permutations`` > 0, the
+  conditional-independence null ``null/<name>/mu`` [P, S, E] of F's predictions against one
+  reference (rows of −1 = undefined for that seed: NaN)."""
+  bc = config.get("bias_correction")
+  out = {f"mi/{name}/{f}": v for f, v in scoring.measures(
+      predictions, ref_predictions, y_test, num_classes, bc).items()}
+  p = int(config.null.num_permutations)
+  if p > 0:
+    out[f"null/{name}/mu"] = scoring.null_mu(predictions, ref_predictions, y_test, num_classes,
+                                             scoring.null_key(config.seed, name), p, bc)
+  return out
 
 
 def _t0(config, arrays, ref_out, num_classes) -> np.ndarray:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
+import re
+import shutil
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from sgd_phases import checkpointing, config_lib, datasets, io_lib, steps, train_lib
@@ -64,10 +70,23 @@ def test_finished_run_is_not_retrained(tiny_run, monkeypatch):
 
 
 def test_different_config_refused_then_overwritten(tiny_run, tmp_path):
-  _, workdir = tiny_run
-  with pytest.raises(ValueError, match=r"optimizer.learning_rate: 0.1 -> 0.05"):
-    train_lib.train(tiny_config(optimizer=config_lib.optimizer_config(learning_rate=0.05)),
-                    workdir)
+  first, original = tiny_run
+  workdir = tmp_path / "copy"
+  shutil.copytree(original, workdir)  # the module's fixture stays untouched
+  changed = tiny_config(optimizer=config_lib.optimizer_config(learning_rate=0.05))
+  with pytest.raises(ValueError, match=r"optimizer\.learning_rate: 0\.1 -> 0\.05"):
+    train_lib.train(changed, workdir)
+  assert io_lib.read_json(workdir / "config.json")["optimizer"]["learning_rate"] == 0.1
+  changed.overwrite = True
+  res = train_lib.train(changed, workdir)
+  assert io_lib.read_json(workdir / "config.json")["optimizer"]["learning_rate"] == 0.05
+  on_disk = io_lib.read_npz(workdir / "results.npz")
+  np.testing.assert_array_equal(on_disk["train_loss"], res.arrays["train_loss"])
+  assert not np.array_equal(on_disk["train_loss"], first.arrays["train_loss"])  # retrained
+  # an independent run of the new config in a fresh workdir gives the same numbers
+  changed.overwrite = False
+  fresh = train_lib.train(changed, tmp_path / "fresh")
+  np.testing.assert_array_equal(fresh.arrays["predictions"], on_disk["predictions"])
 
 
 def test_seed_alone_equals_seed_in_batch():
@@ -136,16 +155,39 @@ def test_segment_compiled_once(monkeypatch):
   assert len(traces) == 1  # one trace for F, reused by every evaluation interval
 
 
+def count_trained_steps(monkeypatch) -> list[int]:
+  """Records the SGD steps of F that each reported evaluation interval trained in this process.
+
+  ``train_lib._report(pending, bar, writer, desc)`` sees every evaluation k > 0 once, after the
+  segment from ``eval_at[k-1]`` to ``eval_at[k]`` ran; evaluation 0 trains nothing. References
+  (desc "ref:<name> ...") are not counted.
+  """
+  trained: list[int] = []
+  orig = train_lib._report
+
+  def counting(pending, bar, writer, desc):
+    k, step, prev_step = pending[:3]
+    if k > 0 and desc.startswith("F "):
+      trained.append(step - prev_step)
+    return orig(pending, bar, writer, desc)
+
+  monkeypatch.setattr(train_lib, "_report", counting)
+  return trained
+
+
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
   c = tiny_config(checkpoint_every=2, num_seeds=2, seeds_per_chunk=1)
+  trained = count_trained_steps(monkeypatch)
   full = train_lib.train(c, tmp_path / "full")
+  assert sum(trained) == 2 * c.num_steps  # two chunks of one seed, every step
+  trained.clear()
   saves = []
   orig_save = checkpointing.ChunkCheckpointer.save
 
   def crashing_save(self, k, *args, **kwargs):
     orig_save(self, k, *args, **kwargs)
     saves.append(k)
-    if len(saves) == 5:  # inside the second chunk
+    if len(saves) == 9:  # chunk 0 saved evaluations 0, 2, ..., 12; chunk 1 then 0 and 2
       self.wait()
       raise KeyboardInterrupt("simulated preemption")
 
@@ -154,7 +196,12 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     train_lib.train(c, tmp_path / "resumed")
   monkeypatch.setattr(checkpointing.ChunkCheckpointer, "save", orig_save)
   assert not (tmp_path / "resumed" / "results.npz").exists()
+  trained.clear()
   resumed = train_lib.train(c, tmp_path / "resumed")
+  # the crash came after chunk 1 saved evaluation 2: the restart trains only chunk 1's steps
+  # after it, neither chunk 0 again nor chunk 1 from scratch
+  assert len(full.steps) == 13 and saves[-1] == 2
+  assert sum(trained) == c.num_steps - int(full.steps[2])
   assert set(full.arrays) == set(resumed.arrays)
   for k, v in full.arrays.items():
     np.testing.assert_array_equal(v, resumed.arrays[k], err_msg=k)
@@ -169,11 +216,17 @@ def test_references_on_predictions_and_snapshot():
   res = train_lib.train(c, None)
   a = res.arrays
   assert set(res.reference_names) == {"linear", "on_final", "on_t0", "f_t0"}
-  idx = np.where(a["t0_index"] >= 0, a["t0_index"], len(a["steps"]) - 1)
-  np.testing.assert_array_equal(a["ref/f_t0/predictions"], a["predictions"][np.arange(2), idx])
-  # L := F_T0 makes μ_Y(F_T0; L) = I(F_T0; Y).
-  mu, ify = a["mi/f_t0/mu"], a["mi/f_t0/i_fy"]
-  np.testing.assert_allclose(mu[np.arange(2), idx], ify[np.arange(2), idx], atol=1e-5)
+  for s in range(2):  # T_0 by its definition, one seed at a time
+    reached = [e for e, acc in enumerate(a["test_acc"][s]) if acc >= a["ref/linear/test_acc"][s]]
+    t0 = reached[0] if reached else -1
+    assert a["t0_index"][s] == t0
+    if t0 < 0:
+      assert (a["ref/f_t0/predictions"][s] == -1).all() and np.isnan(a["mi/f_t0/mu"][s]).all()
+      continue
+    np.testing.assert_array_equal(a["ref/f_t0/predictions"][s], a["predictions"][s, t0])
+    # L := F_T0 makes μ_Y(F_T0; L) = I(F_T0; Y).
+    assert a["mi/f_t0/mu"][s, t0] == pytest.approx(a["mi/f_t0/i_fy"][s, t0], abs=1e-5)
+  assert (a["t0_index"] >= 0).any()  # the run exercises the defined case
   # A linear model fit to F_T's own predictions agrees with F_T more than chance.
   agree = (a["ref/on_final/predictions"] == a["predictions"][:, -1]).mean()
   assert agree > 0.7
@@ -207,22 +260,22 @@ def test_nan_loss_names_seed_and_step():
 def test_bad_config_names_field(field, value):
   c = tiny_config()
   c[field] = value
-  with pytest.raises(ValueError, match=f"config.{field}"):
+  with pytest.raises(ValueError, match=rf"^config\.{re.escape(field)}\b"):
     train_lib.train(c, None)
 
 
 def test_bad_nested_config_names_field():
   c = tiny_config()
   c.optimizer.learning_rate = -1.0
-  with pytest.raises(ValueError, match="config.optimizer.learning_rate"):
+  with pytest.raises(ValueError, match=r"^config\.optimizer\.learning_rate\b"):
     config_lib.validate(c)
   c = tiny_config()
   c.references.linear.trained_on = "vibes"
-  with pytest.raises(ValueError, match="config.references.linear.trained_on"):
+  with pytest.raises(ValueError, match=r"^config\.references\.linear\.trained_on\b"):
     config_lib.validate(c)
   c = tiny_config()
   c.t0.reference = "nope"
-  with pytest.raises(ValueError, match="config.t0.reference"):
+  with pytest.raises(ValueError, match=r"^config\.t0\.reference\b"):
     config_lib.validate(c)
 
 
@@ -247,3 +300,78 @@ def test_deterministic_on_cpu():
   a, b = train_lib.train(c, None).arrays, train_lib.train(c, None).arrays
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_nonfinite_update_at_the_last_step_of_a_segment_is_never_checkpointed(tmp_path):
+  """The loss of step t is taken before its update, so an exploding update at a segment's last
+  step shows in no loss of that segment: the state check must catch it before the save."""
+  c = tiny_config()
+  ds = datasets.get_dataset(c.dataset)
+  data = train_lib._Data.create(ds, 256)
+  tr = train_lib.make_trainer("mlp", dict(width=32, depth=2), c.optimizer, "cross_entropy", 32,
+                              100, 2)
+  explode_at = 49  # the last step of the segment 0 -> 50
+  lr = lambda count: jnp.where(count == explode_at, jnp.inf, 0.1)  # noqa: E731
+  tr = dataclasses.replace(tr, tx=optax.sgd(lr))
+  ckpt = tmp_path / "ckpt"
+  with pytest.raises(FloatingPointError, match=rf"\bat step {explode_at}\b"):
+    train_lib.run_seeds(tr, data, ds.y_train, 0, np.arange(2), np.array([0, 50, 100]),
+                        strategy="vmap", ckpt_dir=ckpt, checkpoint_every=1)
+  mngr = checkpointing.ChunkCheckpointer(next(ckpt.iterdir()))
+  assert mngr.latest() == 0  # evaluation 1 (step 50, NaN state) was never saved
+  mngr.close()
+
+
+def test_seeds_that_never_reach_t0_have_undefined_t0_references(caplog):
+  """F at lr 1e-5 for 20 steps stays at chance; L reaches > 0.7: T_0 is never reached. The
+  T_0 references are then undefined (−1 predictions, NaN measures), not F at some stand-in."""
+  c = tiny_config(num_seeds=2, num_steps=20)
+  c.optimizer.learning_rate = 1e-5
+  c.references.f_t0 = config_lib.reference_config("linear", "snapshot_at_T0")
+  c.references.on_t0 = config_lib.reference_config("linear", "predictions_at_T0", num_steps=20)
+  with caplog.at_level(logging.WARNING):
+    res = train_lib.train(c, None)
+  a = res.arrays
+  assert (a["t0_index"] == -1).all() and (a["t0_step"] == -1).all()
+  assert (a["ref/linear/test_acc"] > a["test_acc"].max(axis=1)).all()
+  warnings_ = [r.getMessage() for r in caplog.records if "T_0 never reached" in r.getMessage()]
+  assert len(warnings_) == 1 and "[0, 1]" in warnings_[0]
+  for name in ("f_t0", "on_t0"):
+    assert (a[f"ref/{name}/predictions"] == -1).all()
+    assert np.isnan(a[f"ref/{name}/test_acc"]).all()
+    assert np.isnan(a[f"mi/{name}/mu"]).all() and np.isnan(a[f"null/{name}/mu"]).all()
+  assert np.isfinite(a["mi/linear/mu"]).all()  # the T_0-free reference is unaffected
+  from sgd_phases import analysis
+  h = analysis.headline(res, "linear")
+  assert h["t0_step"]["n"] == 0 and h["mu_over_i_at_t0"]["n"] == 0
+  assert h["mu_over_i_at_t0_vs_null"]["value"]["n"] == 0
+  assert h["mu_end_over_i_ly_vs_null"]["value"]["n"] == 2
+
+
+def test_batch_larger_than_train_set_refused_before_the_workdir_is_written(tmp_path):
+  c = tiny_config(batch_size=1000)  # n_train = 256
+  with pytest.raises(ValueError, match=r"^config\.batch_size\b.*256 training examples"):
+    train_lib.train(c, tmp_path / "wd")
+  assert not (tmp_path / "wd" / "config.json").exists()
+  c = tiny_config()
+  c.references.linear.batch_size = 512
+  with pytest.raises(ValueError, match=r"^config\.references\.linear\.batch_size\b"):
+    train_lib.train(c, None)
+  c = tiny_config()
+  c.model_kwargs.widht = 3
+  with pytest.raises(ValueError, match=r"^config\.model_kwargs\b.*\bwidht\b"):
+    train_lib.train(c, tmp_path / "wd")
+  assert not (tmp_path / "wd" / "config.json").exists()
+
+
+def test_workdir_without_progress_is_fresh(tmp_path):
+  """A config.json left by a run that failed before training blocks nothing."""
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  io_lib.write_json(wd / "config.json", config_lib.to_dict(tiny_config(num_seeds=7)))
+  res = train_lib.train(tiny_config(num_seeds=2, num_steps=20), wd)
+  assert res.arrays["predictions"].shape[0] == 2
+  assert io_lib.read_json(wd / "config.json")["num_seeds"] == 2
+  # with progress on disk, a different config is refused as before
+  with pytest.raises(ValueError, match=r"\bnum_seeds: 2 -> 3\b"):
+    train_lib.train(tiny_config(num_seeds=3, num_steps=20), wd)
