@@ -6,7 +6,7 @@
 
 Peak: a jitted ``jnp.dot`` of two 2048x2048 float32 matrices (2·2048³ FLOP), median of rounds,
 timed in the same process and interleaved with the training measurements (and ``torch.mm`` for
-reference when torch is installed). Training: ``train_lib.run_seeds`` (strategy auto) for T
+reference when torch is installed). Training: ``engine.run_seeds`` (strategy auto) for T
 steps of S seeds with a single final evaluation on 256 test examples, after a warm-up call.
 FLOPs per seed-step are counted two ways:
   analytic   forward 2·B·Σ d_in·d_out; backward 2·B·Σ d_in·d_out (weight gradients) plus
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common, train_throughput
-from sgd_phases import steps, train_lib
+from sgd_phases import engine, steps
 
 TARGET = 0.5
 
@@ -48,7 +48,7 @@ def analytic_flops(batch: int, layers: list[tuple[int, int]]) -> float:
 
 def xla_flops(tr: steps.Trainer, seeds: int, x_shape: tuple[int, ...]) -> float | None:
   """XLA's cost-analysis FLOPs of one vmapped SGD step, per seed (None if unavailable)."""
-  ik, _ = train_lib.seed_keys(0, np.arange(seeds))
+  ik, _ = engine.seed_keys(0, np.arange(seeds))
   x0 = jnp.zeros(x_shape, jnp.float32)
   states = jax.vmap(lambda k: steps.create_state(tr, k, x0))(ik)
   xb = jnp.zeros((seeds, tr.batch_size) + x_shape, jnp.float32)
@@ -62,18 +62,36 @@ def xla_flops(tr: steps.Trainer, seeds: int, x_shape: tuple[int, ...]) -> float 
   return float(cost["flops"]) / seeds
 
 
-def matmul_fns(n: int) -> dict[str, Any]:
-  """Callables doing one n x n float32 matmul: jnp.dot (jitted) and torch.mm if available."""
-  a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  fns: dict[str, Any] = {"jnp.dot": lambda: dot(a, b)}
+def matmul_fns(n: int, dtypes: tuple[str, ...] = ("float32",)) -> dict[str, Any]:
+  """Callables doing one n x n matmul per dtype: jnp.dot (jitted) and torch.mm if available.
+
+  Names: "jnp.dot" / "torch.mm" for float32 (the peak the fractions use), "jnp.dot[bfloat16]"
+  etc. for the other dtypes. torch runs on the GPU when JAX does and torch sees one.
+  """
+  fns: dict[str, Any] = {}
   try:
     import torch  # pylint: disable=import-outside-toplevel
-    ta, tb = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))  # writable copies
-    fns["torch.mm"] = lambda: torch.mm(ta, tb)
   except ImportError:
-    pass
+    torch = None
+  on_gpu = jax.default_backend() == "gpu" and torch is not None and torch.cuda.is_available()
+  for dtype in dtypes:
+    tag = "" if dtype == "float32" else f"[{dtype}]"
+    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32).astype(dtype)
+    dot = jax.jit(jnp.dot)
+    fns[f"jnp.dot{tag}"] = lambda a=a, b=b, dot=dot: dot(a, b).block_until_ready()
+    if torch is not None:
+      ta, tb = (torch.from_numpy(np.array(x, np.float32)).to(getattr(torch, dtype)) for x in (a, b))
+      if on_gpu:
+        ta, tb = ta.cuda(), tb.cuda()
+
+        def mm(ta=ta, tb=tb):
+          out = torch.mm(ta, tb)
+          torch.cuda.synchronize()
+          return out
+      else:
+        mm = lambda ta=ta, tb=tb: torch.mm(ta, tb)  # noqa: E731
+      fns[f"torch.mm{tag}"] = mm
   return fns
 
 
@@ -82,24 +100,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--seeds", default=None, help="comma-separated seed counts (default 1,4,16)")
   p.add_argument("--steps", type=int, default=None, help="steps per measurement")
   p.add_argument("--matmul-size", type=int, default=None, help="peak matmul size (2048)")
+  p.add_argument("--dtypes", default="float32",
+                 help="comma-separated matmul dtypes for the peak (e.g. float32,bfloat16)")
   args = p.parse_args(argv)
   seed_counts = [int(s) for s in (args.seeds or ("2" if args.quick else "1,4,16")).split(",")]
   rounds = args.rounds or (1 if args.quick else 5)
   n = args.matmul_size or (256 if args.quick else 2048)
   ds, source = common.mnist_binary(*((512, 256) if args.quick else (None, None)),
                                    synthetic=args.quick)
-  # pylint: disable-next=protected-access
-  data = train_lib._Data.create(train_throughput.subset_test(ds, 256), 256)
+  data = engine.EvalData.create(train_throughput.subset_test(ds, 256), 256)
   layers = mlp_layer_dims()
   fl_analytic = analytic_flops(train_throughput.BATCH, layers)
   env = common.environment()
-  fns: dict[str, Any] = {f"matmul:{k}": f for k, f in matmul_fns(n).items()}
+  fns: dict[str, Any] = {f"matmul:{k}": f
+                         for k, f in matmul_fns(n, tuple(args.dtypes.split(","))).items()}
   cells = {}
   for s in seed_counts:
     t = args.steps or (4 if args.quick else max(100, 4800 // s))
     tr = train_throughput.make_trainer("mlp", t)
-    strategy = train_lib.resolve_strategy(
-        "auto", "mlp", num_params=train_lib.num_params(tr, ds.x_train[0]))
+    strategy = engine.resolve_strategy(
+        "auto", "mlp", num_params=engine.num_params(tr, ds.x_train[0]))
     fns[f"train:{s}"] = train_throughput.engine_fn(tr, data, ds.y_train, s, t, strategy)
     cells[s] = dict(steps=t, strategy=strategy, xla_flops_per_seed_step=xla_flops(
         tr, s, tuple(ds.x_train.shape[1:])))

@@ -4,7 +4,7 @@
     python -m benchmarks.scaling --seeds 1,4,16 --sizes 1000,100000
     python -m benchmarks.scaling --quick             # tiny, seconds (smoke test)
 
-Seeds: ``train_lib.run_seeds`` (strategy auto, and ``--strategies`` to compare) on MNIST-shaped
+Seeds: ``engine.run_seeds`` (strategy auto, and ``--strategies`` to compare) on MNIST-shaped
 data, MLP 784-512-512-2, batch 64, T steps per seed, final evaluation on 256 test examples; the
 time of one call after a warm-up call (median of rounds). Ideal batching: time grows linearly
 in the number of seeds with a per-seed cost that falls (or stays flat) as seeds are batched.
@@ -26,19 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common, train_throughput
-from sgd_phases import mutual_info, train_lib
+from sgd_phases import engine, mutual_info
 
 
 def seed_scaling(seed_counts: list[int], steps: int, strategies: list[str], rounds: int,
                  ds: Any) -> list[dict[str, Any]]:
   """One row per (strategy, seeds): median seconds of a ``run_seeds`` call and per-seed cost."""
-  # pylint: disable-next=protected-access
-  data = train_lib._Data.create(train_throughput.subset_test(ds, 256), 256)
+  data = engine.EvalData.create(train_throughput.subset_test(ds, 256), 256)
   tr = train_throughput.make_trainer("mlp", steps)
   fns = {}
   for strategy in strategies:
-    resolved = train_lib.resolve_strategy(strategy, "mlp",
-                                          num_params=train_lib.num_params(tr, ds.x_train[0]))
+    resolved = engine.resolve_strategy(strategy, "mlp",
+                                          num_params=engine.num_params(tr, ds.x_train[0]))
     for s in seed_counts:
       fns[(strategy, resolved, s)] = train_throughput.engine_fn(tr, data, ds.y_train, s, steps,
                                                                 resolved)

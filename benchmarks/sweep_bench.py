@@ -6,7 +6,7 @@
 
 Both sides train F exactly as ``train_lib.train`` does (``run_seeds``: compile, SGD segments,
 every evaluation recorded on device), on the same data, seeds and steps:
-  * sequential: for each learning rate, the engine's trainer (``train_lib.make_trainer``) and
+  * sequential: for each learning rate, the engine's trainer (``engine.make_trainer``) and
     one ``run_seeds`` call over the 4 seeds (3 compilations, 3 programs);
   * nested: ``sgd_phases.sweep.train_f_nested``: one ``run_seeds`` call over 12 entries with
     the learning rate in each entry's optimizer state (``optax.inject_hyperparams``).
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from sgd_phases import config_lib, eval_lib, sweep, train_lib
+from sgd_phases import config_lib, engine, eval_lib, sweep
 from sgd_phases import datasets as datasets_lib
 
 
@@ -60,16 +60,17 @@ def make_configs(lrs: list[float], num_seeds: int, num_steps: int, width: int, n
 
 
 def sequential(configs: list[Any]) -> list[dict[str, np.ndarray]]:
-  """F of each config by its own ``run_seeds`` call (what train_lib.train does per point)."""
+  """F of each config by its own ``run_seeds`` call (what ``train_lib.train`` does per point)."""
   outs = []
   for c in configs:
     ds = datasets_lib.get_dataset(c.dataset)
-    data = train_lib._Data.create(ds, c.eval.train_eval_size)
+    data = engine.EvalData.create(ds, c.eval.train_eval_size)
     eval_at = eval_lib.eval_steps(c.num_steps, c.eval.schedule, c.eval.num_points)
-    tr = train_lib.make_trainer(c.model, c.model_kwargs, c.optimizer, c.loss, c.batch_size,
+    tr = engine.make_trainer(c.model, c.model_kwargs, c.optimizer, c.loss, c.batch_size,
                                 c.num_steps, ds.num_classes, c.eval.batch_size)
-    out = train_lib.run_seeds(tr, data, ds.y_train, c.seed, np.arange(c.num_seeds), eval_at,
-                              strategy=train_lib.resolve_strategy(c.seed_strategy, c.model))
+    out = engine.run_seeds(tr, data, ds.y_train, engine.SeedSet(c.seed, np.arange(c.num_seeds)),
+                           eval_at, engine.RunOptions(
+                               strategy=engine.resolve_strategy(c.seed_strategy, c.model)))
     outs.append({k: np.asarray(v) for k, v in out.items()})
   return outs
 

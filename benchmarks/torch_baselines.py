@@ -183,3 +183,29 @@ def train_func_vmap(name: str, x: np.ndarray, y: np.ndarray, num_seeds: int, num
     with torch.no_grad():
       torch._foreach_add_([params[k] for k in keys], [grads[k] for k in keys], alpha=-lr)
   return loss.detach().numpy().astype(np.float32)
+
+
+def check_parameter_counts(shapes: tuple[tuple[int, int, int], ...] = ((28, 28, 1), (32, 32, 3))
+                           ) -> None:
+  """Raises AssertionError unless every PyTorch twin has its Flax model's parameter count."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from sgd_phases import models  # pylint: disable=import-outside-toplevel
+
+  for name in MODELS:
+    for shape in shapes:
+      tree = jax.eval_shape(models.get_model(name, 2).init, jax.random.key(0),
+                            jnp.zeros((1,) + shape))
+      want = models.count_params(tree["params"])
+      got = sum(p.numel() for p in make_model(name, shape, 2).parameters())
+      assert got == want, f"{name} on {shape}: PyTorch {got} parameters, Flax {want}"
+
+
+if __name__ == "__main__":
+  import sys
+
+  if sys.argv[1:] != ["--check"]:
+    sys.exit("usage: python -m benchmarks.torch_baselines --check")
+  check_parameter_counts()
+  print(f"parameter counts equal for {list(MODELS)}")

@@ -17,7 +17,7 @@ Task: MNIST 0-4 vs 5-9 (the offline IDX files of ``datasets.shared_data_dir()``,
 synthetic images of the same shape: timings do not depend on pixel values), batch 64, plain
 SGD lr 0.05, the same number of steps for every variant of a (model, seeds) cell:
 
-  engine_vmap / _map / _unroll   ``train_lib.run_seeds`` with that seed strategy; eval_at = [0, T]
+  engine_vmap / _map / _unroll   ``engine.run_seeds`` with that seed strategy; eval_at = [0, T]
                              on a 256-example test subset (the two evaluations cost < 1%);
                              ``engine_auto`` is whichever ``resolve_strategy("auto")`` picks.
   jax_loop                   the same per-seed JAX step (``steps.train_step``, jitted, state
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from sgd_phases import config_lib, steps, train_lib
+from sgd_phases import config_lib, engine, steps
 
 BATCH, LR = 64, 0.05
 # seed-steps per measurement (about 8-20 s per variant on 2 cores) -> steps = budget / seeds.
@@ -65,17 +65,17 @@ def num_steps(model: str, seeds: int, quick: bool) -> int:
 
 def make_trainer(model: str, steps_: int, model_kwargs: dict[str, Any] | None = None,
                  unroll: bool = False) -> steps.Trainer:
-  return train_lib.make_trainer(model, model_kwargs or {},
+  return engine.make_trainer(model, model_kwargs or {},
                                 config_lib.optimizer_config(learning_rate=LR), "cross_entropy",
                                 BATCH, steps_, 2, eval_batch_size=256, unroll=unroll)
 
 
 def engine_fn(tr: steps.Trainer, data: Any, labels: np.ndarray, seeds: int, steps_: int,
               strategy: str) -> Callable[[], Any]:
-  """One ``train_lib.run_seeds`` call: ``seeds`` seeds, ``steps_`` steps, final evaluation."""
+  """One ``engine.run_seeds`` call: ``seeds`` seeds, ``steps_`` steps, final evaluation."""
   at = np.array([0, steps_])
-  return lambda: train_lib.run_seeds(tr, data, labels, 0, np.arange(seeds), at,
-                                     strategy=strategy)["test_acc"]
+  return lambda: engine.run_seeds(tr, data, labels, engine.SeedSet(0, np.arange(seeds)), at,
+                                  engine.RunOptions(strategy=strategy))["test_acc"]
 
 
 def jax_loop_fn(tr: steps.Trainer, x_train: jax.Array, labels: jax.Array, seeds: int,
@@ -83,7 +83,7 @@ def jax_loop_fn(tr: steps.Trainer, x_train: jax.Array, labels: jax.Array, seeds:
   """Seeds one after another; each a Python loop of the jitted ``steps.train_step``."""
   n = x_train.shape[0]
   per_epoch = n // tr.batch_size
-  init_keys, data_keys = train_lib.seed_keys(0, np.arange(seeds))
+  init_keys, data_keys = engine.seed_keys(0, np.arange(seeds))
   create = jax.jit(functools.partial(steps.create_state, tr))
   perm_fn = jax.jit(steps.epoch_permutation, static_argnums=2)
 
@@ -110,8 +110,16 @@ def jax_loop_fn(tr: steps.Trainer, x_train: jax.Array, labels: jax.Array, seeds:
 def torch_fns(model: str, x: np.ndarray, y: np.ndarray, seeds: int, steps_: int
               ) -> dict[str, Callable[[], Any]]:
   from benchmarks import torch_baselines as tb
+  _check_twins_once()
   return {"torch_loop": lambda: tb.train_loop(model, x, y, seeds, steps_, BATCH, LR),
           "torch_vmap": lambda: tb.train_func_vmap(model, x, y, seeds, steps_, BATCH, LR)}
+
+
+@functools.lru_cache(maxsize=1)
+def _check_twins_once() -> None:
+  """The PyTorch twins must have the engine models' parameter counts before they are timed."""
+  from benchmarks import torch_baselines as tb
+  tb.check_parameter_counts()
 
 
 def _have_torch() -> bool:
@@ -127,9 +135,9 @@ def run_cell(model: str, seeds: int, steps_: int, ds: Any, rounds: int,
              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
   """Times every variant of one (model, seeds) cell round-robin; one row per variant."""
   tr = make_trainer(model, steps_, model_kwargs)
-  data = train_lib._Data.create(subset_test(ds, 256), 256)  # pylint: disable=protected-access
-  auto = train_lib.resolve_strategy("auto", model,
-                                    num_params=train_lib.num_params(tr, ds.x_train[0]))
+  data = engine.EvalData.create(subset_test(ds, 256), 256)
+  auto = engine.resolve_strategy("auto", model,
+                                    num_params=engine.num_params(tr, ds.x_train[0]))
   fns: dict[str, Callable[[], Any]] = {}
   for v in variants:
     if v == "engine_unroll":  # its own trainer: native convolutions, unrolled evaluation

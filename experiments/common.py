@@ -1,21 +1,66 @@
-"""What every experiment module shares: the summary header and how a run is finished."""
+"""What the experiment modules share (experiments import only this module, never each other):
+the summary header, how a run is finished, task parsing, offline data, the CPU budgets, and the
+linear-phase headline that several experiments report."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
 import ml_collections
+import numpy as np
 
-from sgd_phases import io_lib
+from sgd_phases import analysis, cli, datasets, io_lib, stats
+
+LINEAR_LR = 0.05  # learning rate of L (softmax regression; inputs in [0, 1] or unit variance)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One named task of an experiment: the data, F, and how F is trained (by keyword, e.g.
+  ``Task(dataset="mnist", model="mlp", model_kwargs={"width": 512, "depth": 2},
+  learning_rate=0.05, num_steps=10_000)``). ``reference_steps``: SGD steps of the references;
+  ``ladder``/``k``: the complexity ladder's family and number of rungs; ``dataset_overrides``:
+  dataset fields set on top of the dataset's defaults."""
+  dataset: str
+  model: str
+  num_steps: int
+  learning_rate: float
+  model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  momentum: float = 0.0
+  batch_size: int = 64
+  reference_steps: int = 10_000
+  dataset_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  ladder: str = ""
+  k: int = 0
+
+
+def task_base_config(task: Task) -> ml_collections.ConfigDict:
+  """The engine config of ``task`` (5 seeds; offline MNIST / Fashion-MNIST where present)."""
+  from sgd_phases import config_lib  # local import: keeps experiment modules light to import
+
+  c = config_lib.base_config(task.dataset, task.model, **task.model_kwargs)
+  for field, value in task.dataset_overrides.items():
+    c.dataset[field] = value
+  if task.dataset in ("mnist", "fashion_mnist"):
+    c.dataset.data_dir = offline_data_dir(task.dataset)
+  c.optimizer.learning_rate = task.learning_rate
+  c.optimizer.momentum = task.momentum
+  c.batch_size = task.batch_size
+  c.num_steps = task.num_steps
+  c.num_seeds = 5
+  return c
 
 
 def header(name: str, config: ml_collections.ConfigDict, results: Any) -> dict[str, Any]:
-  """First fields of a summary.json: experiment, task, data, model, seeds, steps, quick."""
+  """First fields of a summary.json: experiment, task, data, model, seeds, steps, quick, and
+  the resolved ``auto`` choices."""
   return {
       "experiment": name, "task": config.task, "dataset": config.dataset.name,
       "model": config.model, "num_seeds": int(config.num_seeds), "quick": bool(config.quick),
       "num_steps": int(results.arrays["steps"][-1]),
+      "resolved": results.resolved,  # what the run's ``auto`` choices became
   }
 
 
@@ -38,3 +83,57 @@ def finish(workdir: str | Path, summary: dict[str, Any],
   io_lib.write_json(Path(workdir) / "summary.json", summary)
   summary["figures"] = make_figures(str(workdir))
   return summary
+
+
+def offline_data_dir(dataset: str) -> str | None:
+  """The shared IDX folder for mnist / fashion_mnist if present, else None (TFDS download)."""
+  root = datasets.shared_data_dir()
+  if dataset in ("mnist", "fashion_mnist") and root is not None and (root / dataset).is_dir():
+    return str(root / dataset)
+  return None
+
+
+def parse_task(arg: str | None, tasks: Any, default: str) -> tuple[str, bool]:
+  """``"mnist_mlp,quick"`` -> ("mnist_mlp", True); one ValueError naming a bad task."""
+  parts = cli.parse_arg(arg)
+  quick = "quick" in parts
+  names = sorted(parts - {"quick"})
+  if len(names) > 1 or (names and names[0] not in tasks):
+    raise ValueError(f"config arg {arg!r}: task must be one of {sorted(tasks)} (plus ',quick')")
+  return (names[0] if names else default), quick
+
+
+def cpu_eval_budget(c: ml_collections.ConfigDict) -> None:
+  """CNNs on a 2-core CPU: 30 evaluations on a balanced 5000-example test subset (MI bias at
+  K = 2 is ~1e-4 bits) and 1000 train examples for train accuracy."""
+  c.dataset.test_size = 5000
+  c.eval.num_points = 30
+  c.eval.train_eval_size = 1000
+
+
+def early_ratio_min(mu: np.ndarray, i_fy: np.ndarray, t0: np.ndarray, min_bits: float
+                    ) -> np.ndarray:
+  """Per seed: min of μ/I(F_t;Y) over evaluations t ≤ T_0 with I > min_bits (NaN if none)."""
+  e = np.arange(mu.shape[1])[None, :]
+  ok = (e <= t0[:, None]) & (i_fy > min_bits) & (t0[:, None] >= 0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ratio = np.where(ok, mu / np.where(ok, i_fy, 1.0), np.inf)
+  out = ratio.min(axis=1)
+  return np.where(np.isfinite(out), out, np.nan)
+
+
+def summarize_linear_phase(results: Any, reference: str, min_bits: float) -> dict[str, Any]:
+  """Headline numbers of a run against ``reference`` (the fields of ``analysis.headline``
+  and a few more; means with 95% CIs over seeds)."""
+  a = results.arrays
+  m = results.measures(reference)
+  t0 = a["t0_index"]
+  dep = np.asarray(stats.departure_index(m["mu"], m["i_fy"], delta=0.1, floor=min_bits))
+  return {
+      "t0_found": int((t0 >= 0).sum()),
+      **analysis.headline(results, reference),
+      "mu_over_i_min_before_t0": stats.summarize(early_ratio_min(m["mu"], m["i_fy"], t0, min_bits)),
+      "departure_step": stats.summarize(np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan)),
+      "i_fy_at_t0": stats.summarize(stats.at_index(m["i_fy"], t0)),
+      "test_acc_at_t0": stats.summarize(stats.at_index(a["test_acc"], t0)),
+  }

@@ -48,43 +48,39 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments import common, linear_phase
+from experiments import common
 from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
 
 NAME = "complexity_ladder"
-# task -> (dataset, F model, F kwargs, lr, momentum, batch, steps, ladder family, k)
-TASKS: dict[str, tuple[str, str, dict[str, Any], float, float, int, int, str, int]] = {
-    "mnist": ("mnist", "cnn6", dict(channels=16), 0.05, 0.0, 64, 1_000, "cnn", 4),
-    "fashion": ("fashion_mnist", "cnn6", dict(channels=16), 0.05, 0.0, 64, 1_000, "cnn", 4),
-    "sinusoid_hd": ("sinusoid_hd", "mlp", dict(width=256, depth=4), 0.05, 0.0, 64, 20_000,
-                    "mlp", 3),
-    "cifar10": ("cifar10", "vgg11", {}, 0.05, 0.9, 128, 20_000, "cnn", 4),
+TASKS: dict[str, common.Task] = {
+    "mnist": common.Task("mnist", "cnn6", 1_000, 0.05, dict(channels=16), ladder="cnn", k=4),
+    "fashion": common.Task("fashion_mnist", "cnn6", 1_000, 0.05, dict(channels=16),
+                           ladder="cnn", k=4),
+    "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 20_000, 0.05, dict(width=256, depth=4),
+                               ladder="mlp", k=3),
+    "cifar10": common.Task("cifar10", "vgg11", 20_000, 0.05, momentum=0.9, batch_size=128,
+                           ladder="cnn", k=4),
 }
 
 
 def default_task() -> str:
   """``mnist`` when the offline MNIST files are present, else the synthetic ``sinusoid_hd``."""
-  return "mnist" if linear_phase.offline_data_dir("mnist") else "sinusoid_hd"
+  return "mnist" if common.offline_data_dir("mnist") else "sinusoid_hd"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config of Figure 5: ``arg`` = "<task>[,quick]" (see the module docstring)."""
-  task, quick = linear_phase.parse_task(arg, TASKS, default_task())
-  dataset, model, kw, lr, momentum, batch, steps, family, k = TASKS[task]
-  c = config_lib.base_config(dataset, model, **kw)
-  if dataset in ("mnist", "fashion_mnist"):
-    c.dataset.data_dir = linear_phase.offline_data_dir(dataset)
-  c.optimizer.learning_rate = lr
-  c.optimizer.momentum = momentum
-  c.batch_size = batch
-  c.num_steps = steps
-  c.num_seeds = 5
+  task, quick = common.parse_task(arg, TASKS, default_task())
+  t = TASKS[task]
+  dataset, kw, lr, momentum, steps, family = (t.dataset, t.model_kwargs, t.learning_rate,
+                                              t.momentum, t.num_steps, t.ladder)
+  c = common.task_base_config(t)
   c.t0.reference = "linear"         # T_0 from the linear rung (as in Figure 4)
   c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
   c.task = task                     # which row of TASKS this config came from
   c.quick = quick                   # shrunken settings for tests / smoke runs
   c.ladder = family                 # cnn: G_i = cnn{i}; mlp: G_i = MLP with i hidden layers
-  c.k = k                           # rungs G_1..G_k (plus G_0 = linear)
+  c.k = t.k                         # rungs G_1..G_k (plus G_0 = linear)
   c.ladder_width = 256              # hidden width of the mlp rungs (ignored for cnn)
   c.ladder_channels = kw.get("channels", 32)  # conv channels of the cnn rungs (ignored for mlp)
   c.references_trained_on = "labels"  # labels | final_predictions (F_T's train predictions)
@@ -96,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.plateau_tol = 0.05              # plateau: first point within tol·rise of the curve's max
   c.plateau_smooth = 3              # running-median window before the plateau search
   if dataset in ("mnist", "fashion_mnist"):  # CPU budget: fewer, cheaper evaluations
-    linear_phase.cpu_eval_budget(c)
+    common.cpu_eval_budget(c)
   if quick:  # seconds on CPU
     common.quick_budget(c, 300, max(lr, 0.05))
     c.k = 2
@@ -189,17 +185,22 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
   }
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains F and every rung per seed; writes summary.json and the figure; returns the summary."""
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        trained_f: Any = None) -> dict[str, Any]:
+  """Trains F and every rung per seed; writes summary.json and the figure; returns the summary.
+
+  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
+  nested programs); None trains F here.
+  """
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   names = rung_names(config)
-  results = train_lib.train(training_config(config), workdir)
+  results = train_lib.train(training_config(config), workdir, trained_f=trained_f)
   summary: dict[str, Any] = {
       **common.header(NAME, config, results),
       "references_trained_on": config.references_trained_on,
       **summarize_ladder(results, names, float(config.plateau_tol), int(config.plateau_smooth)),
-      "linear_phase": linear_phase.summarize_run(results, "linear", 0.05),
+      "linear_phase": common.summarize_linear_phase(results, "linear", 0.05),
   }
   return common.finish(workdir, summary, make_figures)
 

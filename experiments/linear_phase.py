@@ -27,8 +27,8 @@ too slowly for a CPU budget; we use lr 0.05, which reaches ~97% test accuracy on
 On Fashion-MNIST the same network is still below the linear classifier (89.4% vs 91.2%) after
 1000 steps, so T_0 is never reached there; ``fashion_cnn`` therefore trains for 4000 steps.
 On a GPU use e.g. ``--config.num_steps=47000`` (50 epochs). paper_cnn runs are evaluated 30 times
-on a balanced 5000-example test subset (``cpu_eval_budget``). MNIST / Fashion-MNIST are read from
-``datasets.shared_data_dir()`` when that folder exists (offline IDX files), else through the
+on a balanced 5000-example test subset (``common.cpu_eval_budget``). MNIST / Fashion-MNIST are read from
+``datasets.shared_data_dir()`` when that folder exists (``common.offline_data_dir``) (offline IDX files), else through the
 normal TFDS download. CIFAR-10 needs TFDS (download) and is meant for a GPU/TPU (the engine has
 no data augmentation); it is tested on mock data only.
 
@@ -47,71 +47,39 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from experiments import common
-from sgd_phases import analysis, cli, config_lib, datasets, io_lib, plotting, stats
+from sgd_phases import analysis, cli, config_lib, io_lib, plotting
 
 NAME = "linear_phase"
 DEFAULT_TASK = "sinusoid_hd"
-# task -> (dataset, model, model kwargs, learning rate, momentum, batch size, F steps, L steps)
-TASKS: dict[str, tuple[str, str, dict[str, Any], float, float, int, int, int]] = {
-    "sinusoid_hd": ("sinusoid_hd", "mlp", dict(width=256, depth=2), 0.05, 0.0, 64, 20_000, 10_000),
-    "mnist_mlp": ("mnist", "mlp", dict(width=512, depth=2), 0.05, 0.0, 64, 10_000, 10_000),
-    "fashion_mlp": ("fashion_mnist", "mlp", dict(width=512, depth=2), 0.05, 0.0, 64, 10_000,
-                    10_000),
-    "mnist_cnn": ("mnist", "paper_cnn", {}, 0.05, 0.0, 64, 1_000, 10_000),
-    "fashion_cnn": ("fashion_mnist", "paper_cnn", {}, 0.05, 0.0, 64, 4_000, 10_000),
-    "cifar10_vgg": ("cifar10", "vgg11", {}, 0.05, 0.9, 128, 20_000, 20_000),
-    "cifar10_resnet": ("cifar10", "resnet20", {}, 0.05, 0.9, 128, 20_000, 20_000),
+_MLP = dict(width=512, depth=2)
+TASKS: dict[str, common.Task] = {
+    "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 20_000, 0.05, dict(width=256, depth=2)),
+    "mnist_mlp": common.Task("mnist", "mlp", 10_000, 0.05, _MLP),
+    "fashion_mlp": common.Task("fashion_mnist", "mlp", 10_000, 0.05, _MLP),
+    "mnist_cnn": common.Task("mnist", "paper_cnn", 1_000, 0.05),
+    "fashion_cnn": common.Task("fashion_mnist", "paper_cnn", 4_000, 0.05),
+    "cifar10_vgg": common.Task("cifar10", "vgg11", 20_000, 0.05, momentum=0.9, batch_size=128,
+                               reference_steps=20_000),
+    "cifar10_resnet": common.Task("cifar10", "resnet20", 20_000, 0.05, momentum=0.9,
+                                  batch_size=128, reference_steps=20_000),
 }
-LINEAR_LR = 0.05  # learning rate of L (softmax regression; inputs in [0, 1] or unit variance)
-
-
-def offline_data_dir(dataset: str) -> str | None:
-  """The shared IDX folder for mnist / fashion_mnist if present, else None (TFDS download)."""
-  root = datasets.shared_data_dir()
-  if dataset in ("mnist", "fashion_mnist") and root is not None and (root / dataset).is_dir():
-    return str(root / dataset)
-  return None
-
-
-def parse_task(arg: str | None, tasks: Any, default: str) -> tuple[str, bool]:
-  """``"mnist_mlp,quick"`` -> ("mnist_mlp", True); one ValueError naming a bad task."""
-  parts = cli.parse_arg(arg)
-  quick = "quick" in parts
-  names = sorted(parts - {"quick"})
-  if len(names) > 1 or (names and names[0] not in tasks):
-    raise ValueError(f"config arg {arg!r}: task must be one of {sorted(tasks)} (plus ',quick')")
-  return (names[0] if names else default), quick
-
-
-def cpu_eval_budget(c: ml_collections.ConfigDict) -> None:
-  """CNNs on a 2-core CPU: 30 evaluations on a balanced 5000-example test subset (MI bias at
-  K = 2 is ~1e-4 bits) and 1000 train examples for train accuracy."""
-  c.dataset.test_size = 5000
-  c.eval.num_points = 30
-  c.eval.train_eval_size = 1000
 
 
 def task_config(task: str, quick: bool) -> ml_collections.ConfigDict:
   """The training config of one task of Figure 4, with the linear reference L."""
   if task not in TASKS:
     raise ValueError(f"task={task!r} is not one of {sorted(TASKS)}")
-  dataset, model, kw, lr, momentum, batch, steps, l_steps = TASKS[task]
-  c = config_lib.base_config(dataset, model, **kw)
-  if dataset in ("mnist", "fashion_mnist"):
-    c.dataset.data_dir = offline_data_dir(dataset)
-  c.optimizer.learning_rate = lr
-  c.optimizer.momentum = momentum
-  c.batch_size = batch
-  c.num_steps = steps
-  c.num_seeds = 5
+  t = TASKS[task]
+  dataset, model, lr = t.dataset, t.model, t.learning_rate
+  c = common.task_base_config(t)
   c.references.linear = config_lib.reference_config(
-      "linear", trained_on="labels", num_steps=l_steps, batch_size=64, learning_rate=LINEAR_LR)
+      "linear", trained_on="labels", num_steps=t.reference_steps, batch_size=64,
+      learning_rate=common.LINEAR_LR)
   c.t0.reference = "linear"
   if model == "paper_cnn":  # CPU budget: fewer, cheaper evaluations on a 5000-example test set
-    cpu_eval_budget(c)
+    common.cpu_eval_budget(c)
   if quick:  # seconds on CPU: small data, few steps, two seeds
     common.quick_budget(c, 600, max(lr, 0.1))
     c.references.linear.num_steps = 150
@@ -127,7 +95,7 @@ def task_config(task: str, quick: bool) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config of Figure 4 for one task: ``arg`` = "<task>[,quick]" (see the module docstring)."""
-  task, quick = parse_task(arg, TASKS, DEFAULT_TASK)
+  task, quick = common.parse_task(arg, TASKS, DEFAULT_TASK)
   c = task_config(task, quick)
   c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
   c.task = task                     # which row of TASKS this config came from
@@ -136,42 +104,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def early_ratio_min(mu: np.ndarray, i_fy: np.ndarray, t0: np.ndarray, min_bits: float
-                    ) -> np.ndarray:
-  """Per seed: min of μ/I(F_t;Y) over evaluations t ≤ T_0 with I > min_bits (NaN if none)."""
-  e = np.arange(mu.shape[1])[None, :]
-  ok = (e <= t0[:, None]) & (i_fy > min_bits) & (t0[:, None] >= 0)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    ratio = np.where(ok, mu / np.where(ok, i_fy, 1.0), np.inf)
-  out = ratio.min(axis=1)
-  return np.where(np.isfinite(out), out, np.nan)
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        trained_f: Any = None) -> dict[str, Any]:
+  """Trains F and L for every seed, writes summary.json and the figure; returns the summary.
 
-
-def summarize_run(results: Any, reference: str, min_bits: float) -> dict[str, Any]:
-  """Headline numbers of a run against ``reference`` (the fields of ``analysis.headline``
-  and a few more; means with 95% CIs over seeds)."""
-  a = results.arrays
-  m = results.measures(reference)
-  t0 = a["t0_index"]
-  dep = np.asarray(stats.departure_index(m["mu"], m["i_fy"], delta=0.1, floor=min_bits))
-  return {
-      "t0_found": int((t0 >= 0).sum()),
-      **analysis.headline(results, reference),
-      "mu_over_i_min_before_t0": stats.summarize(early_ratio_min(m["mu"], m["i_fy"], t0, min_bits)),
-      "departure_step": stats.summarize(np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan)),
-      "i_fy_at_t0": stats.summarize(stats.at_index(m["i_fy"], t0)),
-      "test_acc_at_t0": stats.summarize(stats.at_index(a["test_acc"], t0)),
-  }
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains F and L for every seed, writes summary.json and the figure; returns the summary."""
+  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
+  nested programs); None trains F here.
+  """
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
-  results = train_lib.train(config, workdir)
+  results = train_lib.train(config, workdir, trained_f=trained_f)
   summary: dict[str, Any] = {
       **common.header(NAME, config, results),
-      **summarize_run(results, "linear", float(config.min_bits)),
+      **common.summarize_linear_phase(results, "linear", float(config.min_bits)),
   }
   return common.finish(workdir, summary, make_figures)
 

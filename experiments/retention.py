@@ -36,42 +36,34 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments import common, linear_phase
+from experiments import common
 from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
 
 NAME = "retention"
-# task -> (dataset, dataset overrides, model kwargs, lr, batch size, F steps)
-TASKS: dict[str, tuple[str, dict[str, Any], dict[str, Any], float, int, int]] = {
-    "mnist": ("mnist", dict(train_size=4000), dict(width=512, depth=2), 0.1, 64, 8_000),
-    "fashion": ("fashion_mnist", dict(train_size=4000), dict(width=512, depth=2), 0.1, 64,
-                8_000),
-    "sinusoid_hd": ("sinusoid_hd", dict(n_train=2000, dim=20), dict(width=512, depth=2), 0.1, 64,
-                    15_000),
+_MLP = dict(width=512, depth=2)
+TASKS: dict[str, common.Task] = {
+    "mnist": common.Task("mnist", "mlp", 8_000, 0.1, _MLP, dataset_overrides=dict(train_size=4000)),
+    "fashion": common.Task("fashion_mnist", "mlp", 8_000, 0.1, _MLP,
+                           dataset_overrides=dict(train_size=4000)),
+    "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 15_000, 0.1, _MLP,
+                               dataset_overrides=dict(n_train=2000, dim=20)),
 }
 
 
 def default_task() -> str:
   """``mnist`` when the offline MNIST files are present, else ``sinusoid_hd``."""
-  return "mnist" if linear_phase.offline_data_dir("mnist") else "sinusoid_hd"
+  return "mnist" if common.offline_data_dir("mnist") else "sinusoid_hd"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config of the retention experiment: ``arg`` = "<task>[,quick]"."""
-  task, quick = linear_phase.parse_task(arg, TASKS, default_task())
-  dataset, data_kw, kw, lr, batch, steps = TASKS[task]
-  c = config_lib.base_config(dataset, "mlp", **kw)
-  for field, value in data_kw.items():
-    c.dataset[field] = value
-  if dataset in ("mnist", "fashion_mnist"):
-    c.dataset.data_dir = linear_phase.offline_data_dir(dataset)
-  c.optimizer.learning_rate = lr
-  c.batch_size = batch
-  c.num_steps = steps
-  c.num_seeds = 5
+  task, quick = common.parse_task(arg, TASKS, default_task())
+  dataset = TASKS[task].dataset
+  c = common.task_base_config(TASKS[task])
   c.eval.train_eval_size = 10_000   # >= the train set: train accuracy over every example
   c.references.linear = config_lib.reference_config(
       "linear", trained_on="labels", num_steps=10_000, batch_size=64,
-      learning_rate=linear_phase.LINEAR_LR)
+      learning_rate=common.LINEAR_LR)
   c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
   c.t0.reference = "linear"
   c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
@@ -155,8 +147,13 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
   return row
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """One engine run per noise rate, then summary.json and the figure; returns the summary."""
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        trained_f: Any = None) -> dict[str, Any]:
+  """One engine run per noise rate, then summary.json and the figure; returns the summary.
+
+  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
+  nested programs); None trains F here.
+  """
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   if not config.noise_rates or any(not 0.0 <= p < 0.5 for p in config.noise_rates):
@@ -164,7 +161,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      f"{list(config.noise_rates)}")
   rows = []
   for p in config.noise_rates:
-    results = train_lib.train(noise_config(config, p), run_dir(workdir, p))
+    results = train_lib.train(noise_config(config, p), run_dir(workdir, p),
+                              trained_f=trained_f)
     rows.append(noise_row(results, p, float(config.target_train_acc)))
   summary: dict[str, Any] = {
       **common.header(NAME, config, results), "noise_rates": list(config.noise_rates),

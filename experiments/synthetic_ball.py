@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats, train_lib
+from sgd_phases import analysis, cli, config_lib, io_lib, plotting, results, stats, train_lib
 from sgd_phases import datasets as datasets_lib
 
 NAME = "synthetic_ball"
@@ -91,16 +91,21 @@ def pick_snapshots(steps: np.ndarray, requested: list[int], num: int) -> list[in
   return sorted({int(np.argmin(np.abs(logs - np.log1p(float(s))))) for s in requested})
 
 
-def agreement_with(results: train_lib.Results, reference: str) -> np.ndarray:
+def agreement_with(results: results.Results, reference: str) -> np.ndarray:
   """[S, E] fraction of test points where F_t and the reference predict the same class."""
   a = results.arrays
   return np.mean(a["predictions"] == a[f"ref/{reference}/predictions"][:, None, :], axis=-1)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains F and L, writes summary.json and the figures; returns the headline numbers."""
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        trained_f: Any = None) -> dict[str, Any]:
+  """Trains F and L, writes summary.json and the figures; returns the headline numbers.
+
+  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
+  nested programs); None trains F here.
+  """
   tcfg = training_config(config)
-  train_lib.train(tcfg, workdir)
+  train_lib.train(tcfg, workdir, trained_f=trained_f)
   ds = datasets_lib.get_dataset(tcfg.dataset)
   io_lib.write_npz(Path(workdir) / POINTS_FILE, {"x_train": ds.x_train, "y_train": ds.y_train,
                                                  "flipped": ds.flipped})

@@ -33,7 +33,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from experiments import common
-from sgd_phases import cli, config_lib, io_lib, plotting, stats, steps, train_lib
+from sgd_phases import cli, config_lib, engine, io_lib, plotting, stats, steps, train_lib
 
 NAME = "theorem1"
 EXPERIMENT_FIELDS = ("experiment", "quick", "noise_rates", "inits", "epsilon")
@@ -111,9 +111,9 @@ def training_config(config: ml_collections.ConfigDict, p: float,
 
 def initial_weights(tcfg: ml_collections.ConfigDict, x_example: np.ndarray) -> np.ndarray:
   """[S, dim] the engine's initial d = w₁ − w₀ for every seed (same keys as train_lib)."""
-  tr = train_lib.make_trainer(tcfg.model, tcfg.model_kwargs, tcfg.optimizer, tcfg.loss,
+  tr = engine.make_trainer(tcfg.model, tcfg.model_kwargs, tcfg.optimizer, tcfg.loss,
                               tcfg.batch_size, tcfg.num_steps, 2)
-  init_keys, _ = train_lib.seed_keys(tcfg.seed, np.arange(tcfg.num_seeds))
+  init_keys, _ = engine.seed_keys(tcfg.seed, np.arange(tcfg.num_seeds))
   create = jax.vmap(lambda k: steps.create_state(tr, k, x_example).params)
   kernel = np.asarray(jax.tree.leaves(create(init_keys))[0])  # [S, dim, 2]
   return kernel[..., 1] - kernel[..., 0]
@@ -129,8 +129,13 @@ def conditions(d0: np.ndarray, n: int, p: float, eps: float) -> dict[str, Any]:
           "first_ok": first_ok, "rest_ok": bool(rest_ok), "satisfied": first_ok and rest_ok}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """One engine run per (p, init); summary.json with final accuracies and the figures."""
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        trained_f: Any = None) -> dict[str, Any]:
+  """One engine run per (p, init); summary.json with final accuracies and the figures.
+
+  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
+  nested programs); None trains F here.
+  """
   _validate(config)
   wd = io_lib.check_writable(workdir)
   settings = []
@@ -138,7 +143,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for init in config.inits:
       tcfg = training_config(config, p, init)
       name = setting_name(p, init)
-      res = train_lib.train(tcfg, wd / name).arrays
+      res = train_lib.train(tcfg, wd / name, trained_f=trained_f).arrays
       d0 = initial_weights(tcfg, np.zeros(tcfg.dataset.dim, np.float32))
       last = len(res["steps"]) - 1
       sig, var, n = tcfg.dataset.signal, tcfg.dataset.noise_std ** 2, tcfg.dataset.n_train

@@ -1,6 +1,6 @@
 """Re-scoring finished runs without retraining F.
 
-    res = analysis.load("/tmp/run")                        # train_lib.Results
+    res = analysis.load("/tmp/run")                        # Results
     m = analysis.measures_against(res, my_predictions)     # μ of every F_t against a new L
     res = analysis.add_null(res, num_permutations=100)     # the F ⟂ L | Y null, every reference
     res2 = analysis.add_reference(res, config, "cnn2",     # train a new reference, per seed,
@@ -12,25 +12,19 @@ predictions, e.g. from another run's ``ref/<name>/predictions`` or a scikit-lear
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ml_collections
 import numpy as np
 
-from sgd_phases import config_lib, io_lib, scoring, stats, train_lib
+from sgd_phases import config_lib, engine, scoring, stats, train_lib
 from sgd_phases import datasets as datasets_lib
+from sgd_phases import results as results_lib
+from sgd_phases.results import Results
 
 
-def load(workdir: str | Path) -> train_lib.Results:
-  """The Results of a finished run (``results.npz`` in ``workdir``, or the file itself)."""
-  path = Path(workdir)
-  path = path / io_lib.RESULTS_FILE if path.is_dir() else path
-  if not path.exists():
-    raise ValueError(f"workdir: no results file at {path}")
-  return train_lib.Results(io_lib.read_npz(path), path.parent)
+load = results_lib.load  # the one results reader (sgd_phases.results.load)
 
 
-def measures_against(results: train_lib.Results, ref_predictions: np.ndarray,
+def measures_against(results: Results, ref_predictions: np.ndarray,
                      bias_correction: str | None = None) -> dict[str, np.ndarray]:
   """Every information measure [S, E] of the stored F_t predictions against new ones."""
   a = results.arrays
@@ -38,12 +32,12 @@ def measures_against(results: train_lib.Results, ref_predictions: np.ndarray,
   s, _, n = a["predictions"].shape
   if ref.shape not in ((n,), (s, n)):
     raise ValueError(f"ref_predictions: shape {ref.shape} must be [N]={n,} or [S, N]={(s, n)}")
-  return train_lib.compute_measures(a["predictions"], ref, a["y_test"], int(a["num_classes"]),
+  return scoring.measures(a["predictions"], ref, a["y_test"], int(a["num_classes"]),
                                     bias_correction)
 
 
-def add_reference(results: train_lib.Results, config: ml_collections.ConfigDict, name: str,
-                  reference: ml_collections.ConfigDict) -> train_lib.Results:
+def add_reference(results: Results, config: ml_collections.ConfigDict, name: str,
+                  reference: ml_collections.ConfigDict) -> Results:
   """Trains a new reference (on the training labels) per seed and adds its measures.
 
   ``config`` is the run's config (``config.json`` as a ConfigDict). F is not retrained.
@@ -55,7 +49,7 @@ def add_reference(results: train_lib.Results, config: ml_collections.ConfigDict,
   config.references[name] = reference
   config_lib.validate(config)
   ds = datasets_lib.get_dataset(config.dataset)
-  data = train_lib._Data.create(ds, config.eval.train_eval_size)
+  data = engine.EvalData.create(ds, config.eval.train_eval_size)
   out = train_lib.train_reference(config, name, data, ds, results.arrays["seed_ids"])
   arrays = dict(results.arrays)
   arrays["reference_names"] = np.array(list(results.reference_names) + [name], dtype=str)
@@ -63,11 +57,11 @@ def add_reference(results: train_lib.Results, config: ml_collections.ConfigDict,
   arrays[f"ref/{name}/test_acc"] = out["test_acc"]
   for f, v in measures_against(results, out["predictions"], config.bias_correction).items():
     arrays[f"mi/{name}/{f}"] = v
-  return train_lib.Results(arrays, results.workdir)
+  return Results(arrays, results.workdir)
 
 
-def add_null(results: train_lib.Results, num_permutations: int = 100, seed: int = 0,
-             bias_correction: str | None = None) -> train_lib.Results:
+def add_null(results: Results, num_permutations: int = 100, seed: int = 0,
+             bias_correction: str | None = None) -> Results:
   """The conditional-independence null ``null/<ref>/mu`` [P, S, E] of every reference, computed
   from the stored predictions (no retraining; seconds). ``seed`` and ``bias_correction`` should
   be the run's ``config.seed`` and ``config.bias_correction`` (then the draws equal the
@@ -78,10 +72,10 @@ def add_null(results: train_lib.Results, num_permutations: int = 100, seed: int 
     arrays[f"null/{name}/mu"] = scoring.null_mu(
         a["predictions"], a[f"ref/{name}/predictions"], a["y_test"], int(a["num_classes"]),
         scoring.null_key(seed, name), num_permutations, bias_correction)
-  return train_lib.Results(arrays, results.workdir)
+  return Results(arrays, results.workdir)
 
 
-def headline(results: train_lib.Results, reference: str) -> dict[str, dict[str, float]]:
+def headline(results: Results, reference: str) -> dict[str, dict[str, float]]:
   """The numbers of the README table (means with 95% CIs over seeds).
 
   With null draws in the run, ``*_vs_null`` entries give the two ratios of the paper's claims

@@ -16,14 +16,24 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-SEED_STRATEGIES = ("auto", "vmap", "map", "unroll")
+from sgd_phases import stats, steps
+
+SEED_STRATEGIES = ("auto",) + steps.SEED_STRATEGIES
 LOSSES = ("cross_entropy", "squared")
 TRAINED_ON = ("labels", "final_predictions", "predictions_at_T0", "snapshot_at_T0")
-T0_RULES = ("acc_reaches_reference", "mu_ratio")
+T0_RULES = stats.T0_RULES
 EVAL_SCHEDULES = ("log", "every")
-# Fields that do not change what is computed: a resumed run may differ in them.
-NON_SEMANTIC_FIELDS = ("overwrite", "progress", "seeds_per_chunk", "checkpoint_every",
-                       "distributed", "quick")
+
+# What a run *is*: the fields that change the trained networks and what they record.
+# F_FIELDS decide F's training (sgd_phases.sweep shares one trained F between configs equal on
+# them); RUN_FIELDS add the references and T_0 (which decides what "F at T_0" references are).
+# Every other field is an analysis or operational option (bias_correction, null, the
+# experiments' summary options, progress, checkpoint_every, ...): a finished run is re-scored
+# from its stored predictions when only those change (train_lib.train), never retrained.
+F_FIELDS = ("dataset", "model", "model_kwargs", "loss", "optimizer", "batch_size", "num_steps",
+            "num_epochs", "seed", "num_seeds", "eval")
+RUN_FIELDS = F_FIELDS + ("seed_strategy", "references", "t0")
+SCORING_FIELDS = ("bias_correction", "null")  # change results.npz, re-scored without training
 
 
 def optimizer_config(name: str = "sgd", learning_rate: float = 0.1, momentum: float = 0.0,
@@ -209,17 +219,25 @@ def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json())
 
 
-def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "",
-         ignore: Iterable[str] = NON_SEMANTIC_FIELDS) -> list[str]:
+def identity(config: ml_collections.ConfigDict | dict[str, Any],
+             fields: Iterable[str] = RUN_FIELDS) -> dict[str, Any] | None:
+  """The sub-config that identifies a run (``RUN_FIELDS``; ``F_FIELDS`` for F alone), as a
+  JSON-friendly dict; None when ``config`` is not a training config (lacks one of them)."""
+  d = to_dict(config) if isinstance(config, ml_collections.ConfigDict) else config
+  fields = tuple(fields)
+  if not all(f in d for f in fields):
+    return None
+  return {f: d[f] for f in fields}
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
   """Dotted paths whose values differ between two nested dicts, as 'path: a -> b'."""
   out = []
   for k in sorted(set(a) | set(b)):
     path = f"{prefix}{k}"
-    if not prefix and k in ignore:
-      continue
     va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
     if isinstance(va, dict) and isinstance(vb, dict):
-      out += diff(va, vb, prefix=path + ".", ignore=())
+      out += diff(va, vb, prefix=path + ".")
     elif va != vb:
       out.append(f"{path}: {va!r} -> {vb!r}")
   return out

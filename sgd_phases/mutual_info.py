@@ -25,34 +25,11 @@ and ``num_classes`` are always checked (they are static); the label *range* is c
 when the inputs are concrete (eager calls; this reads two scalars per array back to the
 host). Under ``jit``/``vmap`` out-of-range labels are not detected and give meaningless counts.
 
-How the table is built (``method``). Measured on the dev machine (2-core AMD EPYC VM shared
-with other jobs, load avg 1-4, jax 0.10.2 CPU; table only, medians of 7-9 runs; f [8,100,10^4]
-int32, l [8,1,10^4], y [10^4]; numpy = one ``np.bincount`` over flat indices + pair offsets,
-30-60 ms):
-
-* ``"scatter"``: flat index f·K² + l·K + y (+ pair offset) then one int32 scatter-add
-  (``jnp.bincount``-style, ``mode="drop"``): ~45 ms for every K in 2..16. Memory O(pairs·N).
-  (Also tried: vmapped per-pair bincount ~50 ms, float32 accumulation ~50 ms, sort +
-  searchsorted ~200-280 ms, compare-and-sum over K³ cells ~95 ms at K=2.)
-* ``"onehot"``: one-hot(f) contracted with one-hot(l·K + y) over N with ``dot_general``;
-  axes where (l, y) are broadcast become free matmul dims, so the (l, y) one-hot is shared by
-  all checkpoints. Exact integer accumulation, int8 → int32 on CPU (float32 one-hots were
-  2-9× slower, bf16 1.2-3×). K = 2/3/4/5/10/16: 4/9/24/49/160/520 ms. Without sharing (l, y
-  as large as f) it is 2-10× slower than scatter even at K = 2.
-* ``"auto"`` (default): on CPU ``onehot`` when K ≤ 4 and the (l, y) one-hot is shared by ≥ 8
-  pairs, else ``scatter``. On GPU/TPU (NOT measured: no accelerator was available) ``onehot``
-  (bf16 → f32, exact for N < 2^24) when K ≤ 8, N < 2^24 and its one-hots stay under 1 GiB,
-  because scatter-adds into few bins serialise there; else ``scatter``.
-
-Full InfoMeasures end to end (``python -m benchmarks.mi_bench``, same machine): K=2 ~5 ms,
-K=10 ~45 ms for the [8,100,10^4] call, vs numpy 40-65 ms and a scikit-learn loop 4-15 s.
-
-Limits measured (CPU, one jitted call on one pair): K = 100, N = 10^6: 11 ms, table 10^6
-int32 cells = 4 MB per pair (plus the N-element int32 index); K = 10, N = 10^6: 2 ms. Peak RSS
-of a process doing one eager K=100, N=10^6 call is ~100 MB above a bare jax process (inputs
-and compilation included). Tables cost K³·4 bytes per leading index, so [8, 100] pairs at
-K = 100 need 3.2 GB: chunk the leading axes. ``num_classes`` is limited to K³ < 2^31
-(K ≤ 1290) so indices fit in int32; counts are exact int32.
+How the table is built (``method``): ``"scatter"`` (one int32 scatter-add of flat indices) or
+``"onehot"`` (one-hots contracted over N by ``dot_general``, exact integer accumulation);
+``"auto"`` picks per backend and shape (``resolve_method``; the CPU timings behind the rule:
+``benchmarks/results/mi_kernel_methods_cpu.md``; GPU/TPU not measured). Tables cost K³·4 bytes
+per leading index; K³ < 2^31 (K ≤ 1290) so indices fit in int32; counts are exact int32.
 """
 
 from __future__ import annotations
@@ -71,8 +48,8 @@ ArrayLike = Any
 _LN2 = math.log(2.0)
 _METHODS = ("auto", "scatter", "onehot")
 _BIAS_CORRECTIONS = (None, "miller_madow")
-_CPU_ONEHOT_MAX_K = 4  # measured crossover vs scatter: K=4 24 ms vs 44 ms, K=5 49 vs 50 ms.
-_CPU_ONEHOT_MIN_SHARE = 8  # unshared one-hot was 2-10x slower than scatter (see docstring).
+_CPU_ONEHOT_MAX_K = 4  # measured crossover vs scatter (benchmarks/results/mi_kernel_methods_cpu.md)
+_CPU_ONEHOT_MIN_SHARE = 8  # unshared one-hot was 2-10x slower than scatter (same file).
 _ACCEL_ONEHOT_MAX_K = 8  # unmeasured heuristic for GPU/TPU.
 _ACCEL_ONEHOT_MAX_BYTES = 1 << 30
 
@@ -210,6 +187,13 @@ def _choose_method(k: int, n: int, lead: tuple[int, ...], ly_shape: tuple[int, .
   onehot_bytes = 2 * n * (pairs * k + ly_pairs * k * k)
   ok = k <= _ACCEL_ONEHOT_MAX_K and n < 2**24 and onehot_bytes <= _ACCEL_ONEHOT_MAX_BYTES
   return "onehot" if ok else "scatter"
+
+
+def resolve_method(num_classes: int, n: int, lead: tuple[int, ...],
+                   ly_shape: tuple[int, ...]) -> str:
+  """What ``method="auto"`` becomes on this backend for f ``[*lead, n]`` against (l, y) of
+  leading shape ``ly_shape[:-1]`` (recorded with a run's results)."""
+  return _choose_method(num_classes, n, tuple(lead), tuple(ly_shape))
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "method"))
@@ -363,43 +347,28 @@ def _check_num_permutations(num_permutations: Any) -> int:
   return int(num_permutations)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_permutations"))
-def _permutation_null(f, l, y, key, num_classes: int, num_permutations: int) -> jax.Array:
-  l = jnp.asarray(l)
-
-  def one(k):
-    perm = jax.random.permutation(k, l.shape[-1])
-    return _information_measures(f, jnp.take(l, perm, axis=-1), y, num_classes=num_classes).mu
-
-  # lax.map (sequential) keeps memory at one call's worth instead of num_permutations×.
-  return lax.map(one, jax.random.split(key, num_permutations))
-
-
 def permutation_null(
     f: ArrayLike, l: ArrayLike, y: ArrayLike, num_classes: int, key: jax.Array,
     num_permutations: int,
 ) -> jax.Array:
-  """μ_Y(F;L) with L's examples shuffled over *all* examples: ``[num_permutations, ...]``.
+  """μ_Y(F;L) with L shuffled over *all* examples: ``[num_permutations, ...]`` draws.
 
-  This is the null of **marginal independence, L ⟂ (F, Y)**: it destroys L's relation to Y as
-  well, so any better-than-chance L rejects it. It does *not* answer "does F share more with L
-  than any two classifiers of these accuracies would?"; use :func:`conditional_null` for that.
-  Each draw applies one random permutation of the N axis to ``l`` (the same one for all of
-  l's leading indices), keeping the (F, Y) pairing; ``key`` is a ``jax.random.key``.
+  The null of **marginal independence, L ⟂ (F, Y)**: it breaks L's relation to Y too, so any
+  better-than-chance L rejects it, and it cannot tell whether F shares more with L than any two
+  classifiers of these accuracies would: that is :func:`conditional_null`'s question.
   """
   num_permutations = _check_num_permutations(num_permutations)
   validate(f, l, y, num_classes)
-  return _permutation_null(f, l, y, key, num_classes=num_classes,
-                           num_permutations=num_permutations)
+  return _null(f, l, y, key, num_classes=num_classes, num_permutations=num_permutations,
+               bias_correction=None, within_class=False)
 
 
 def within_class_permutation(key: jax.Array, y: jax.Array) -> jax.Array:
   """A uniformly random permutation of the last axis of ``y`` [..., N] that maps every example
-  to one of the same class (independently per leading index). int32 [..., N].
+  to one of its own class (independently per leading index). int32 [..., N].
 
-  ``a`` = positions sorted by class (stable), ``b`` = positions sorted by class with random
-  order inside each class (lexsort on (class, uniform)); both list each class's positions in
-  the same slots, so ``perm[a[i]] = b[i]`` only ever pairs examples of one class.
+  ``a`` sorts positions by class, ``b`` by class then a random key: both list each class in the
+  same slots, so ``perm[a[i]] = b[i]`` pairs examples of one class only.
   """
   y = jnp.asarray(y).astype(jnp.int32)
   u = jax.random.uniform(key, y.shape)
@@ -409,10 +378,10 @@ def within_class_permutation(key: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.take_along_axis(b, jnp.argsort(a, axis=-1), axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("num_classes", "num_permutations", "bias_correction"))
-def _conditional_null(f, l, y, key, num_classes: int, num_permutations: int,
-                      bias_correction: str | None) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("num_classes", "num_permutations",
+                                             "bias_correction", "within_class"))
+def _null(f, l, y, key, num_classes: int, num_permutations: int, bias_correction: str | None,
+          within_class: bool = True) -> jax.Array:
   f, l, y = (jnp.asarray(x).astype(jnp.int32) for x in (f, l, y))
   n = l.shape[-1]
   # One permutation per leading index of (l, y) broadcast: draws are independent across seeds.
@@ -420,8 +389,8 @@ def _conditional_null(f, l, y, key, num_classes: int, num_permutations: int,
   l_b = jnp.broadcast_to(l, ly_lead + (n,))
   y_b = jnp.broadcast_to(y, ly_lead + (n,))
 
-  def one(k):
-    perm = within_class_permutation(k, y_b)
+  def one(k):  # a within-class permutation of one class is a plain shuffle
+    perm = within_class_permutation(k, y_b if within_class else jnp.zeros_like(y_b))
     l_perm = jnp.take_along_axis(l_b, perm, axis=-1)
     return _information_measures(f, l_perm, y_b, num_classes=num_classes,
                                  bias_correction=bias_correction).mu
@@ -438,17 +407,14 @@ def conditional_null(
   """μ_Y(F;L) under **conditional independence F ⟂ L | Y**: ``[num_permutations, ...]`` draws.
 
   Each draw permutes L's predictions *within each class of Y* (:func:`within_class_permutation`,
-  a fresh permutation per leading index of (l, y)). That keeps acc(L), I(L;Y) and the (F, Y)
-  pairing, and breaks any dependence between F and L beyond what both share with Y. Under
-  F ⟂ L | Y the co-information is μ = I(F;L) > 0 for any two accurate classifiers, so this — not
-  :func:`permutation_null` — is the baseline a measured μ_Y(F;L) must beat for "F computes what
-  L computes" to mean more than "both predict Y". Same broadcasting as
-  :func:`information_measures` (outputs ``[num_permutations, *lead]``), jit-able, and computed
-  with the same ``bias_correction`` as the μ it is compared with. Memory: one draw at a time
-  (``lax.map``), so no ``[P, ..., N]`` array is formed.
+  a fresh permutation per leading index of (l, y)): acc(L), I(L;Y) and the (F, Y) pairing are
+  kept, any F–L dependence beyond Y is broken. Under F ⟂ L | Y, μ = I(F;L) > 0 for any two
+  accurate classifiers: this is the baseline a measured μ_Y(F;L) must beat. Same broadcasting as
+  :func:`information_measures`, jit-able, the same ``bias_correction`` as the μ it is compared
+  with, and one draw at a time (``lax.map``): no ``[P, ..., N]`` array is formed.
   """
   num_permutations = _check_num_permutations(num_permutations)
   _check_choice("bias_correction", bias_correction, _BIAS_CORRECTIONS)
   validate(f, l, y, num_classes)
-  return _conditional_null(f, l, y, key, num_classes=num_classes,
-                           num_permutations=num_permutations, bias_correction=bias_correction)
+  return _null(f, l, y, key, num_classes=num_classes, num_permutations=num_permutations,
+               bias_correction=bias_correction)

@@ -11,12 +11,13 @@ points keep their true step values (0 included) and the rest is log-scaled as in
 
 Usage::
 
-    from sgd_phases import plotting, stats
+    from sgd_phases import plotting, results
 
-    res = stats.load_results(workdir)
-    m = stats.measures_for(res, "linear")
-    fig = plotting.plot_linear_phase(res["steps"], m["i_fy"], m["mu"], m["i_ly"], m["acc_f"],
-                                     res["ref/linear/test_acc"], t0_steps=res["t0_step"])
+    res = results.load(workdir)
+    m, a = res.measures("linear"), res.arrays
+    fig = plotting.plot_linear_phase(a["steps"], m["i_fy"], m["mu"], m["i_ly"], m["acc_f"],
+                                     a["ref/linear/test_acc"], t0_steps=a["t0_step"],
+                                     mu_null=res.null("linear"))
     plotting.save_figure(fig, f"{workdir}/linear_phase.png")
 """
 

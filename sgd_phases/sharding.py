@@ -61,10 +61,13 @@ def to_host(x: jax.Array | np.ndarray) -> np.ndarray:
   return np.asarray(x)
 
 
-def shard_seeds(fn: Callable[..., Any], mesh: Mesh | None, num_seeded: int,
-                num_shared: int) -> Callable[..., Any]:
-  """``fn(*seeded, *shared)`` run per device on its block of seeds (identity without mesh)."""
+def shard_seeds(fn: Callable[[Any, Any, Any], Any], mesh: Mesh | None) -> Callable[..., Any]:
+  """``fn(carry, seeded, shared)`` run per device on its block of seeds (identity without mesh).
+
+  Prefix specs over the three pytrees: every leaf of ``carry`` and ``seeded`` is split on its
+  leading (seed) axis, every leaf of ``shared`` is replicated; outputs are split by seed.
+  """
   if mesh is None:
     return fn
-  specs = (P(SEED_AXIS),) * num_seeded + (P(),) * num_shared
-  return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(SEED_AXIS), check_vma=False)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(P(SEED_AXIS), P(SEED_AXIS), P()),
+                       out_specs=P(SEED_AXIS), check_vma=False)

@@ -1,15 +1,14 @@
 """Statistics over seeds and evaluation points for the ``results.npz`` of a run.
 
 Pure numpy (no scipy): confidence intervals, the end of the linear phase T_0, plateau and
-departure indices of information curves, and loading of the engine's ``results.npz``.
+departure indices of information curves, and headlines beside the conditional null.
 
-Usage::
+Usage (``res = sgd_phases.results.load(workdir)``, the one reader of a run's results)::
 
     from sgd_phases import stats
 
-    res = stats.load_results(workdir)                  # dict[str, np.ndarray]
-    m = stats.measures_for(res, "linear")              # {"i_fy": [S,E], "mu": [S,E], ...}
-    t0 = stats.t0_index(m["acc_f"], res["ref/linear/test_acc"])
+    m = res.measures("linear")                         # {"i_fy": [S,E], "mu": [S,E], ...}
+    t0 = stats.t0_index(m["acc_f"], res.arrays["ref/linear/test_acc"])
     ratio = stats.ratio_at(m["mu"], m["i_fy"], t0)     # [S] μ/I at T_0
     stats.summarize(ratio)                             # {"mean", "lo", "hi", "std", "n"}
     mean, lo, hi = stats.mean_ci(m["i_fy"], axis=0)    # [E] each, 95% Student-t band
@@ -23,9 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import warnings
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -403,38 +400,3 @@ def plateau_index(curve: ArrayLike, *, tol: float = 0.05,
     thresh = r[top_at] - tol * (r[top_at] - bottom)
     out[s] = int(np.argmax(r >= thresh))
   return int(out[0]) if np.ndim(curve) == 1 else out
-
-
-# ----------------------------------------------------------------------------- results.npz
-def load_results(path_or_workdir: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Load a ``results.npz`` (or ``<workdir>/results.npz``) into a plain dict of arrays."""
-  path = os.fspath(path_or_workdir)
-  if os.path.isdir(path):
-    path = os.path.join(path, "results.npz")
-  try:
-    data = np.load(path, allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
-      raise ValueError("not an .npz archive")
-    with data:
-      return {k: np.array(data[k]) for k in data.files}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-    raise ValueError(f"cannot read results file {path!r}: {e}") from e
-
-
-def available_references(results: dict[str, np.ndarray]) -> list[str]:
-  """Reference names with ``mi/<r>/...`` entries in ``results``."""
-  names = {k.split("/")[1] for k in results if k.startswith("mi/") and k.count("/") >= 2}
-  if "reference_names" in results:
-    order = [str(r) for r in np.atleast_1d(results["reference_names"])]
-    return [r for r in order if r in names] + sorted(names - set(order))
-  return sorted(names)
-
-
-def measures_for(results: dict[str, np.ndarray], reference: str) -> dict[str, np.ndarray]:
-  """All ``mi/<reference>/<field>`` arrays ([S, E]) as {field: array}."""
-  prefix = f"mi/{reference}/"
-  out = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
-  if not out:
-    raise ValueError(f"unknown reference {reference!r}; available: "
-                     f"{available_references(results)}")
-  return out

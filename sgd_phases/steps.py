@@ -192,9 +192,9 @@ def predict(tr: Trainer, state: TrainState, x: jax.Array) -> jax.Array:
 SEED_STRATEGIES = ("vmap", "map", "unroll")
 
 
-def over_seeds(fn: Callable[..., Any], strategy: str,
-               num_seeded: int) -> Callable[..., Any]:
-  """Lifts ``fn(*seeded, *shared)`` to seeded args with a leading seed axis.
+def over_seeds(fn: Callable[[Any, Any, Any], Any], strategy: str) -> Callable[[Any, Any, Any], Any]:
+  """Lifts ``fn(carry, seeded, shared)`` of one seed to ``carry`` and ``seeded`` pytrees with a
+  leading seed axis (``shared`` is the same for every seed).
 
   ``vmap``: one batched program; ``map``: ``lax.map``, seeds one after another inside the same
   compiled program (faster for convolutions on CPU, where vmap turns them into grouped convs);
@@ -204,15 +204,14 @@ def over_seeds(fn: Callable[..., Any], strategy: str,
   if strategy not in SEED_STRATEGIES:
     raise ValueError(f"seed_strategy must be one of {SEED_STRATEGIES}, got {strategy!r}")
 
-  def lifted(*args):
-    seeded, shared = args[:num_seeded], args[num_seeded:]
-    one = lambda s: fn(*s, *shared)
+  def lifted(carry, seeded, shared):
+    one = lambda cs: fn(cs[0], cs[1], shared)  # noqa: E731
     if strategy == "vmap":
-      return jax.vmap(one)(seeded)
+      return jax.vmap(one)((carry, seeded))
     if strategy == "unroll":
-      num = jax.tree.leaves(seeded)[0].shape[0]
-      outs = [one(jax.tree.map(lambda a, i=i: a[i], seeded)) for i in range(num)]
+      num = jax.tree.leaves(carry)[0].shape[0]
+      outs = [one(jax.tree.map(lambda a, i=i: a[i], (carry, seeded))) for i in range(num)]
       return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-    return jax.lax.map(one, seeded)
+    return jax.lax.map(one, (carry, seeded))
 
   return lifted

@@ -7,11 +7,8 @@
     rows = sweep.run_sweep(linear_phase, config, grid, "/tmp/sweep")  # one row per point
     # /tmp/sweep/{summary.csv, summary.json, sweep.png, <point>/{summary.json, ...}}
 
-Field names (``resolve_field``): a dotted path that exists in the config is used as is;
-otherwise the name is matched against the *ends* of every field path and the shallowest match
-wins (``label_noise`` -> ``dataset.label_noise``, ``learning_rate`` -> ``optimizer.learning_rate``
-rather than ``references.linear.optimizer.learning_rate``); two equally shallow matches or none
-are a ValueError naming the field. Values are converted to the field's type (``convert_value``).
+Grids (``make_grid``, ``resolve_field``, ``convert_value``, ``point_name``, ``apply_overrides``)
+are built by :mod:`sgd_phases.grid`; they are re-exported here.
 
 Points are the Cartesian product of the value lists, each run by the experiment's
 ``run(config, DIR/<point>)`` (the engine resumes from checkpoints); a point whose
@@ -21,23 +18,21 @@ marked ``failed`` and does not stop the others.
 Nested vmap (``vectorize``): pending points whose F differs only in ``VECTORIZABLE`` fields
 (learning rate and weight decay with a constant schedule, via ``optax.inject_hyperparams`` in
 each seed's optimizer state; label-noise rate, via per-seed training labels) are trained as one
-compiled program over a (point × seed) axis by ``train_f_nested`` on ``train_lib.run_seeds``;
-each point's ``train_lib.train`` then takes its share (``train_lib.precomputed_f``) and trains
-only the references. Points with the same F share it. ``auto`` nests where the engine vmaps
-seeds (``train_lib.resolve_strategy``; where ``benchmarks/sweep_bench.py`` measured it faster),
+compiled program over a (point × seed) axis by ``train_f_nested`` on ``engine.run_seeds``;
+each point's ``run(config, workdir, trained_f=...)`` hands its share to ``train_lib.train``,
+which then trains only the references. Points with the same F share it. ``auto`` nests where the engine vmaps
+seeds (``engine.resolve_strategy``; where ``benchmarks/sweep_bench.py`` measured it faster),
 ``on`` wherever possible, ``off`` never. A nested program that fails (e.g. one learning rate
 diverges) is retried point by point, so each point still succeeds or fails on its own.
 """
 
 from __future__ import annotations
 
-import ast
 import csv
+import inspect
 import io
-import itertools
 import json
 import logging
-import re
 import shutil
 import traceback
 import zlib
@@ -50,132 +45,22 @@ import ml_collections
 import numpy as np
 import optax
 
-from sgd_phases import config_lib, eval_lib, io_lib, plotting, steps, train_lib
+from sgd_phases import config_lib, engine, eval_lib, io_lib, plotting, steps, train_lib
 from sgd_phases import datasets as datasets_lib
+from sgd_phases.grid import (apply_overrides, convert_value, format_value,  # noqa: F401
+                             make_grid, point_name, resolve_field)
 
 VECTORIZE = ("auto", "on", "off")
 VECTORIZABLE = ("optimizer.learning_rate", "optimizer.weight_decay", "dataset.label_noise")
-# Fields that determine F's training (and so its predictions) in train_lib.train.
-F_FIELDS = ("dataset", "model", "model_kwargs", "loss", "optimizer", "batch_size", "num_steps",
-            "num_epochs", "seed", "num_seeds", "eval")
 DEFAULT_METRICS = ("mu_over_i_at_t0", "mu_end", "test_acc_end", "max_abs_error_bits")
 SUMMARY_FILE, CSV_FILE, FIGURE_FILE, ERROR_FILE = ("summary.json", "summary.csv", "sweep.png",
                                                    "error.txt")
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-# ------------------------------------------------------------------------------ the grid
-def _paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-  out = []
-  for k, v in config.items():
-    out += _paths(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict) else []
-    out.append(f"{prefix}{k}")
-  return out
-
-
-def _node(config: ml_collections.ConfigDict, path: str) -> tuple[Any, str]:
-  *parents, leaf = path.split(".")
-  node = config
-  for p in parents:
-    node = node[p]
-  return node, leaf
-
-
-def resolve_field(config: ml_collections.ConfigDict, name: str) -> str:
-  """The dotted config path that sweep field ``name`` denotes (rule: module docstring)."""
-  paths = _paths(config)
-  if name in paths:
-    return name
-  matches = [p for p in paths if p.endswith("." + name)]
-  if not matches:
-    raise ValueError(f"sweep field {name!r}: no such config field")
-  depth = min(p.count(".") for p in matches)
-  best = [p for p in matches if p.count(".") == depth]
-  if len(best) > 1:
-    raise ValueError(f"sweep field {name!r} is ambiguous: {best}; give the dotted path")
-  return best[0]
-
-
-def convert_value(config: ml_collections.ConfigDict, path: str, value: Any) -> Any:
-  """``value`` (a command-line string or a JSON value) as the type of field ``path``."""
-  node, leaf = _node(config, path)
-  kind = node.get_type(leaf) if isinstance(node, ml_collections.ConfigDict) else type(node[leaf])
-  text = value.strip() if isinstance(value, str) else None
-  try:
-    if kind is bool:
-      return value if isinstance(value, bool) else _BOOLS[(text or "").lower()]
-    if kind in (int, float):
-      out = kind(text if text is not None else value)
-      if isinstance(value, bool) or (text is None and out != value):
-        raise ValueError(value)
-      return out
-    if kind is str:
-      if text is None:
-        raise ValueError(value)
-      return value
-    if kind in (list, tuple):
-      out = ast.literal_eval(text) if text is not None else value
-      if not isinstance(out, (list, tuple)):
-        raise ValueError(value)
-      return kind(out)
-    if text is not None and node[leaf] is None:  # untyped placeholder: a literal, else text
-      try:
-        return ast.literal_eval(text)
-      except (ValueError, SyntaxError):
-        return value
-    return value
-  except (KeyError, TypeError, ValueError, SyntaxError) as e:
-    raise ValueError(f"sweep field {path}: cannot use {value!r} for a {kind.__name__} "
-                     "field") from e
-
-
-def make_grid(config: ml_collections.ConfigDict,
-              sweep: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-  """Cartesian product of ``sweep`` (field -> values): one {dotted path: value} per point."""
-  if not sweep:
-    raise ValueError("sweep: no fields to sweep (give --sweep.<field>=v1,v2 or --sweep_file)")
-  axes: dict[str, list[Any]] = {}
-  for name, values in sweep.items():
-    path = resolve_field(config, name)
-    if path in axes:
-      raise ValueError(f"sweep field {name!r}: {path} is swept twice")
-    if isinstance(values, (str, bytes)) or not len(values):
-      raise ValueError(f"sweep field {name!r}: needs a non-empty list of values")
-    axes[path] = [convert_value(config, path, v) for v in values]
-  return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-
-
-def _fmt(v: Any) -> str:
-  return repr(v) if isinstance(v, float) else str(v)
-
-
-def point_name(overrides: Mapping[str, Any]) -> str:
-  """Filesystem-safe folder name, e.g. ``dataset.label_noise=0.1,optimizer.learning_rate=0.01``."""
-  name = ",".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
-  name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)
-  if len(name) > 180:
-    name = f"{name[:150]}-{zlib.crc32(name.encode()):08x}"
-  return name
-
-
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with the overrides set (the input is not modified)."""
-  c = config.copy_and_resolve_references()
-  c.unlock()
-  for path, value in overrides.items():
-    node, leaf = _node(c, path)
-    node[leaf] = value
-  return c
 
 
 # --------------------------------------------------------------------------- nested vmap
 def _f_dict(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """F's defining fields as a dict; None when ``config`` is not a training config."""
-  if not all(f in config for f in F_FIELDS):
-    return None
-  d = config_lib.to_dict(config)
-  return {f: d[f] for f in F_FIELDS}
+  """F's defining fields (``config_lib.F_FIELDS``) as a dict; None for a non-training config."""
+  return config_lib.identity(config, config_lib.F_FIELDS)
 
 
 def f_key(config: ml_collections.ConfigDict) -> str | None:
@@ -228,19 +113,19 @@ def auto_nests(config: ml_collections.ConfigDict, backend: str | None = None,
                ds: datasets_lib.Dataset | None = None) -> bool:
   """``vectorize=auto``: nest where the engine vmaps seeds (benchmarks/sweep_bench.py measured
   the nested program faster there); not where it maps them (convolutions, and dense models of
-  ``train_lib.CPU_MAP_MIN_PARAMS`` or more parameters, on CPU). ``ds``: the dataset, to count
+  ``engine.CPU_MAP_MIN_PARAMS`` or more parameters, on CPU). ``ds``: the dataset, to count
   the model's parameters (default: loaded from ``config.dataset``)."""
   ds = ds if ds is not None else datasets_lib.get_dataset(config.dataset)
-  tr = train_lib.make_trainer(config.model, config.model_kwargs, config.optimizer, config.loss,
+  tr = engine.make_trainer(config.model, config.model_kwargs, config.optimizer, config.loss,
                               config.batch_size, 1, ds.num_classes)
-  return train_lib.resolve_strategy(config.seed_strategy, config.model, backend,
-                                    train_lib.num_params(tr, ds.x_train[0])) == "vmap"
+  return engine.resolve_strategy(config.seed_strategy, config.model, backend,
+                                    engine.num_params(tr, ds.x_train[0])) == "vmap"
 
 
 def _nested_trainer(c0: ml_collections.ConfigDict, num_classes: int, num_steps: int,
                     hparams: Sequence[str]) -> steps.Trainer:
   """The engine's trainer, with ``hparams`` injected into the optimizer state."""
-  tr = train_lib.make_trainer(c0.model, c0.model_kwargs, c0.optimizer, c0.loss, c0.batch_size,
+  tr = engine.make_trainer(c0.model, c0.model_kwargs, c0.optimizer, c0.loss, c0.batch_size,
                               num_steps, num_classes, c0.eval.batch_size)
   if not hparams:
     return tr
@@ -282,8 +167,8 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path 
       if not np.array_equal(getattr(ds, a), getattr(dss[0], a)):
         raise ValueError(f"configs: dataset {c.dataset.to_dict()} changes {a}, not only the "
                          "training labels; cannot train them as one program")
-  probe = train_lib.probe_grid(c0.eval.probe_grid) if c0.eval.probe_grid else None
-  data = train_lib._Data.create(dss[0], c0.eval.train_eval_size, probe)
+  probe = engine.probe_grid(c0.eval.probe_grid) if c0.eval.probe_grid else None
+  data = engine.EvalData.create(dss[0], c0.eval.train_eval_size, probe)
   num_steps = train_lib.num_train_steps(c0, len(dss[0].y_train))
   eval_at = eval_lib.eval_steps(num_steps, c0.eval.schedule, c0.eval.num_points, c0.eval.every)
   s, p = int(c0.num_seeds), len(configs)
@@ -298,13 +183,16 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path 
     hp = dict(opt.hyperparams, **{h: jnp.asarray(v[rows]) for h, v in per_entry.items()})
     return states.replace(opt_state=opt._replace(hyperparams=hp))
 
-  out = train_lib.run_seeds(
-      tr, data, np.repeat(np.stack([ds.y_train for ds in dss]), s, axis=0), c0.seed,
-      np.tile(np.arange(s), p), eval_at,
-      strategy=train_lib.config_strategy(c0, c0.model, tr, dss[0].x_train[0]),
-      seeds_per_chunk=c0.seeds_per_chunk, ckpt_dir=ckpt_dir,
-      checkpoint_every=c0.checkpoint_every if ckpt_dir is not None else 0,
-      progress=c0.progress, desc=f"F x{p}", train_predictions=_train_predictions(c0),
+  strategy = engine.resolve_strategy(c0.seed_strategy, c0.model,
+                                     num_params=engine.num_params(tr, dss[0].x_train[0]))
+  out = engine.run_seeds(
+      tr, data, np.repeat(np.stack([ds.y_train for ds in dss]), s, axis=0),
+      engine.SeedSet(c0.seed, np.tile(np.arange(s), p)), eval_at,
+      engine.RunOptions(strategy=strategy, seeds_per_chunk=c0.seeds_per_chunk,
+                        ckpt_dir=ckpt_dir,
+                        checkpoint_every=c0.checkpoint_every if ckpt_dir is not None else 0,
+                        progress=c0.progress, desc=f"F x{p}",
+                        train_predictions=_train_predictions(c0)),
       init_transform=set_hparams if hparams else None)
   out = {k: np.asarray(v) for k, v in out.items()}
   return [{k: v[i * s:(i + 1) * s] for k, v in out.items()} for i in range(p)]
@@ -391,21 +279,21 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
 
   meta = dict(experiment="sweep", module=module.__name__, fields=list(grid[0]) if grid else [],
               metric=metric, vectorize=vectorize, nested_points=len(nested))
-  with train_lib.precomputed_f(lookup):
-    for name, o, cfg in pending:
-      pdir = root / name
-      try:
-        module.run(cfg, str(pdir))
-        summary = io_lib.read_json(pdir / SUMMARY_FILE)
-        (pdir / ERROR_FILE).unlink(missing_ok=True)
-        rows[name] = _row(o, name, "done", flatten_summary(summary))
-      except Exception as e:  # reported, and the other points go on
-        logging.exception("sweep point %s failed", name)
-        pdir.mkdir(parents=True, exist_ok=True)
-        (pdir / SUMMARY_FILE).unlink(missing_ok=True)  # written before the failure: retry it
-        (pdir / ERROR_FILE).write_text(traceback.format_exc())
-        rows[name] = _row(o, name, "failed", {"error": f"{type(e).__name__}: {e}"[:300]})
-      write_summary(root, [rows[n] for n in names if n in rows], meta)
+  takes_f = "trained_f" in inspect.signature(module.run).parameters
+  for name, o, cfg in pending:
+    pdir = root / name
+    try:
+      module.run(cfg, str(pdir), **({"trained_f": lookup} if takes_f else {}))
+      summary = io_lib.read_json(pdir / SUMMARY_FILE)
+      (pdir / ERROR_FILE).unlink(missing_ok=True)
+      rows[name] = _row(o, name, "done", flatten_summary(summary))
+    except Exception as e:  # reported, and the other points go on
+      logging.exception("sweep point %s failed", name)
+      pdir.mkdir(parents=True, exist_ok=True)
+      (pdir / SUMMARY_FILE).unlink(missing_ok=True)  # written before the failure: retry it
+      (pdir / ERROR_FILE).write_text(traceback.format_exc())
+      rows[name] = _row(o, name, "failed", {"error": f"{type(e).__name__}: {e}"[:300]})
+    write_summary(root, [rows[n] for n in names if n in rows], meta)
   ordered = [rows[n] for n in names]
   write_summary(root, ordered, meta)
   try:  # the table is written: a plotting problem must not lose the sweep
@@ -448,7 +336,7 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], metri
   """``metric`` (mean with CI) against the first swept field, one line per other combination.
 
   Lists (e.g. from a sweep file) are shown as their text, on categorical positions."""
-  key = lambda v: _fmt(v) if isinstance(v, (list, tuple, dict)) else v
+  key = lambda v: format_value(v) if isinstance(v, (list, tuple, dict)) else v
   xf, others = fields[0], list(fields[1:])
   xs = list(dict.fromkeys(key(r[xf]) for r in rows))
   combo_of = lambda r: tuple(key(r[f]) for f in others)
@@ -468,7 +356,7 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], metri
   fig = plotting.plot_sweep(xs, *curve(combos[0]), xlabel=xf, ylabel=metric, logx=logx)
   if others:
     ax = fig.axes[0]
-    label = lambda combo: ", ".join(f"{f}={_fmt(v)}" for f, v in zip(others, combo))
+    label = lambda combo: ", ".join(f"{f}={format_value(v)}" for f, v in zip(others, combo))
     ax.containers[0].set_label(label(combos[0]))
     for k, combo in enumerate(combos[1:], start=1):
       m, lo, hi = curve(combo)

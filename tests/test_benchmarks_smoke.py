@@ -1,16 +1,23 @@
 """Smoke tests of the benchmarks: each ``--quick`` mode runs and writes valid JSON (no timings
-are asserted: the numbers depend on the machine and its load)."""
+are asserted: the numbers depend on the machine and its load).
+
+PyTorch (the ``bench`` extra) is optional: without it the torch variants are left out of the
+runs and these tests check everything else, so they run in CI. The PyTorch twins' parameter
+counts are checked by ``python -m benchmarks.torch_baselines --check`` where torch is installed
+(and by ``train_throughput`` before it times them).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
 import pytest
 
-pytest.importorskip("torch")  # the ``bench`` extra
+from benchmarks import common, eval_overhead, roofline, scaling, train_throughput
 
-from benchmarks import common, eval_overhead, roofline, scaling, train_throughput  # noqa: E402
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def _load(path):
@@ -31,8 +38,8 @@ def test_train_throughput_quick(tmp_path):
   train_throughput.main(["--quick", "--out", str(out)])
   data = _load(out)
   variants = {r["variant"] for r in data["rows"]}
-  assert {"engine_vmap", "engine_map", "engine_auto", "jax_loop", "torch_loop",
-          "torch_vmap"} <= variants
+  assert {"engine_vmap", "engine_map", "engine_auto", "jax_loop"} <= variants
+  assert ({"torch_loop", "torch_vmap"} <= variants) == HAVE_TORCH
   for r in data["rows"]:
     assert _positive(r["examples_per_s"]) and r["batch"] == 64
     assert r["examples_per_s"] == pytest.approx(r["seeds"] * r["steps"] * 64 / r["median_s"])
@@ -79,32 +86,16 @@ def test_scaling_quick(tmp_path):
 
 
 def test_interleaved_rejects_zero_rounds():
-  with pytest.raises(ValueError, match="rounds"):
+  with pytest.raises(ValueError, match=r"\brounds\b"):
     common.interleaved({"a": lambda: None}, rounds=0)
 
 
 def test_auto_strategy_rule_measured_by_train_throughput():
-  from sgd_phases import train_lib
-  big = train_lib.CPU_MAP_MIN_PARAMS
-  assert train_lib.resolve_strategy("auto", "mlp", "cpu", num_params=665_602) == "map"
-  assert train_lib.resolve_strategy("auto", "mlp", "cpu", num_params=big - 1) == "vmap"
-  assert train_lib.resolve_strategy("auto", "linear", "cpu", num_params=1570) == "vmap"
-  assert train_lib.resolve_strategy("auto", "paper_cnn", "cpu", num_params=10) == "map"
-  assert train_lib.resolve_strategy("auto", "mlp", "gpu", num_params=big * 10) == "vmap"
-  assert train_lib.resolve_strategy("vmap", "mlp", "cpu", num_params=big * 10) == "vmap"
-
-
-@pytest.mark.parametrize("name", ["mlp", "paper_cnn", "cnn1", "cnn3", "cnn4", "cnn6"])
-@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
-def test_torch_baselines_have_the_engine_models_parameter_counts(name, shape):
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-  from benchmarks import torch_baselines  # pylint: disable=import-outside-toplevel
-  from sgd_phases import models  # pylint: disable=import-outside-toplevel
-
-  flax_model = models.get_model(name, 2)
-  shapes = jax.eval_shape(flax_model.init, jax.random.key(0), jnp.zeros((1,) + shape))
-  torch_model = torch_baselines.make_model(name, shape, 2)
-  assert sum(p.numel() for p in torch_model.parameters()) == models.count_params(
-      shapes["params"])
+  from sgd_phases import engine
+  big = engine.CPU_MAP_MIN_PARAMS
+  assert engine.resolve_strategy("auto", "mlp", "cpu", num_params=665_602) == "map"
+  assert engine.resolve_strategy("auto", "mlp", "cpu", num_params=big - 1) == "vmap"
+  assert engine.resolve_strategy("auto", "linear", "cpu", num_params=1570) == "vmap"
+  assert engine.resolve_strategy("auto", "paper_cnn", "cpu", num_params=10) == "map"
+  assert engine.resolve_strategy("auto", "mlp", "gpu", num_params=big * 10) == "vmap"
+  assert engine.resolve_strategy("vmap", "mlp", "cpu", num_params=big * 10) == "vmap"

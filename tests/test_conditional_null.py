@@ -110,7 +110,7 @@ def test_null_memory_does_not_grow_with_the_number_of_draws():
   y = jnp.zeros((n,), jnp.int32)
 
   def temp_bytes(p):
-    compiled = mi._conditional_null.lower(f, l, y, jax.random.key(0), num_classes=2,
+    compiled = mi._null.lower(f, l, y, jax.random.key(0), num_classes=2,
                                           num_permutations=p, bias_correction=None).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 

@@ -213,13 +213,13 @@ ERRORS = [
 
 @pytest.mark.parametrize("config, field", ERRORS)
 def test_errors_name_the_field(config, field):
-  with pytest.raises(ValueError, match=field):
+  with pytest.raises(ValueError, match=rf"\b{field}\b"):
     datasets.get_dataset(config)
 
 
 def test_data_dir_missing_files(tmp_path):
   (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
-  with pytest.raises(ValueError, match="data_dir") as err:
+  with pytest.raises(ValueError, match=r"\bdata_dir\b") as err:
     datasets.get_dataset({"name": "mnist", "data_dir": str(tmp_path),
                           "tfds_dir": str(tmp_path / "cache")})
   for f in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
@@ -232,7 +232,7 @@ def test_data_dir_bad_magic(tmp_path):
   for f in local_idx.IDX_FILES.values():  # labels everywhere: image files have the wrong magic
     with gzip.open(tmp_path / f, "wb") as fh:
       fh.write(struct.pack(">II", 2049, 2) + bytes([1, 2]))
-  with pytest.raises(ValueError, match="data_dir.*magic"):
+  with pytest.raises(ValueError, match=r"\bdata_dir\b.*\bmagic\b"):
     datasets.get_dataset({"name": "mnist", "data_dir": str(tmp_path),
                           "tfds_dir": str(tmp_path / "cache")})
   assert not list((tmp_path / "cache").glob("*/local_mnist"))  # nothing half-built kept
@@ -243,7 +243,7 @@ def test_data_dir_not_gzip(tmp_path):
   from sgd_phases.datasets import local_idx
   for f in local_idx.IDX_FILES.values():
     (tmp_path / f).write_bytes(b"not a gzip file")
-  with pytest.raises(ValueError, match="data_dir"):
+  with pytest.raises(ValueError, match=r"\bdata_dir\b"):
     datasets.get_dataset({"name": "fashion_mnist", "data_dir": str(tmp_path),
                           "tfds_dir": str(tmp_path / "cache")})
 

@@ -316,7 +316,7 @@ def test_cnn_channels_per_layer():
 
 
 def test_unknown_name_lists_registry():
-  with pytest.raises(ValueError, match="name") as info:
+  with pytest.raises(ValueError, match=r"\bname\b") as info:
     models.get_model("resnet1000", num_classes=2)
   assert "resnet1000" in str(info.value) and "paper_cnn" in str(info.value)
 
@@ -340,14 +340,14 @@ def test_unknown_name_lists_registry():
     ],
 )
 def test_bad_kwargs_name_the_argument(name, kwargs, match):
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match=rf"\b{match}\b"):
     models.get_model(name, num_classes=2, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["linear", "resnet20"])
 @pytest.mark.parametrize("num_classes", [1, 0])
 def test_num_classes_below_two_rejected(name, num_classes):
-  with pytest.raises(ValueError, match="num_classes"):
+  with pytest.raises(ValueError, match=r"\bnum_classes\b"):
     models.get_model(name, num_classes=num_classes)
 
 

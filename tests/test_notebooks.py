@@ -84,7 +84,7 @@ def test_parameters_validated(path, monkeypatch):
                 "RETENTION_TASK": "retention"}[name]
       assert eval(rest) == list(ns[module].TASKS), name
     bad = src.replace(f"{name} = {default}", f"{name} = {_bad_value(rest, default)}", 1)
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
       exec(compile(bad, path.name, "exec"), {})
 
 

@@ -33,7 +33,7 @@ def uninterrupted(tmp_path_factory):
   return train_lib.train(tiny_run.config(STEPS), wd)
 
 
-def test_sigkill_then_resume(tmp_path, uninterrupted, caplog):
+def test_sigkill_then_resume(tmp_path, uninterrupted, caplog, monkeypatch):
   wd = tmp_path / "killed"
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   proc = subprocess.Popen([sys.executable, "tests/tiny_run.py", str(wd), str(STEPS)], cwd=ROOT,
@@ -51,10 +51,18 @@ def test_sigkill_then_resume(tmp_path, uninterrupted, caplog):
   partial = chunk / "999.orbax-checkpoint-tmp-1234"
   partial.mkdir()
   (partial / "junk").write_bytes(b"\x00" * 10)
-  with caplog.at_level(logging.WARNING):
+  # the last checkpoint the killed run committed (every chunk of this config is one chunk)
+  steps = uninterrupted.arrays["steps"]
+  committed = max(int(p.name) for p in _committed(wd))
+  trained = tiny_run.count_trained_steps(monkeypatch, steps)
+  with caplog.at_level(logging.INFO):
     resumed = train_lib.train(tiny_run.config(STEPS), wd)
   assert "partial checkpoint" in caplog.text
-  assert any("resumed from checkpoint" in r.getMessage() for r in caplog.records) or True
+  resumed_at = [r.getMessage() for r in caplog.records if "resumed from checkpoint" in
+                r.getMessage()]
+  assert resumed_at == [f"F seeds 0-2: resumed from checkpoint at step {steps[committed]}"]
+  # the restart trained only the steps after that checkpoint, not the run from scratch
+  assert sum(trained) == STEPS - int(steps[committed]) < STEPS
   for k, v in uninterrupted.arrays.items():
     np.testing.assert_array_equal(v, resumed.arrays[k], err_msg=k)
   np.testing.assert_array_equal(io_lib.read_npz(wd / "results.npz")["predictions"],

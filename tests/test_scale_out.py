@@ -27,26 +27,26 @@ def test_sharded_run_matches_single_device(tmp_path):
       import sys, jax, numpy as np
       sys.path.insert(0, "tests")
       import tiny_run
-      from sgd_phases import train_lib, sharding
+      from sgd_phases import engine, train_lib, sharding
       assert jax.device_count() == {n}
       c = tiny_run.config(120)
       c.references.f_t0 = tiny_run.config_lib.reference_config("linear", "snapshot_at_T0")
       train_lib.train(c, "{wd}")
       if {n} > 1:  # the engine's buffers really are split over the 4 devices
         ds = train_lib.datasets_lib.get_dataset(c.dataset)
-        data = train_lib._Data.create(ds, 256)
-        tr = train_lib.make_trainer("mlp", c.model_kwargs, c.optimizer, c.loss, 32, 120, 2)
-        out = train_lib.run_seeds(tr, data, ds.y_train, 0, np.arange(4), np.array([0, 10]),
-                                  strategy="vmap")
+        data = engine.EvalData.create(ds, 256)
+        tr = engine.make_trainer("mlp", c.model_kwargs, c.optimizer, c.loss, 32, 120, 2)
+        out = engine.run_seeds(tr, data, ds.y_train, engine.SeedSet(0, np.arange(4)),
+                               np.array([0, 10]), engine.RunOptions(strategy="vmap"))
         sh = out["predictions"].sharding
         assert len(sh.device_set) == 4, sh
         assert sh.spec[0] == sharding.SEED_AXIS, sh
         shapes = {{s.data.shape for s in out["predictions"].addressable_shards}}
         assert shapes == {{(1, 2, 512)}}, shapes
-        tr_u = train_lib.make_trainer("mlp", c.model_kwargs, c.optimizer, c.loss, 32, 120, 2,
+        tr_u = engine.make_trainer("mlp", c.model_kwargs, c.optimizer, c.loss, 32, 120, 2,
                                       unroll=True)
-        un = train_lib.run_seeds(tr_u, data, ds.y_train, 0, np.arange(4), np.array([0, 10]),
-                                 strategy="unroll")  # Python-driven steps, seeds sharded too
+        un = engine.run_seeds(tr_u, data, ds.y_train, engine.SeedSet(0, np.arange(4)),
+                              np.array([0, 10]), engine.RunOptions(strategy="unroll"))
         assert len(un["predictions"].sharding.device_set) == 4
         agree = np.mean(np.asarray(un["predictions"]) == np.asarray(out["predictions"]))
         assert agree > 0.99, agree
@@ -58,7 +58,10 @@ def test_sharded_run_matches_single_device(tmp_path):
   four = io_lib.read_npz(tmp_path / "four" / "results.npz")
   assert set(one) == set(four)
   np.testing.assert_array_equal(one["predictions"], four["predictions"])
+  assert (str(one["resolved/device_count"]), str(four["resolved/device_count"])) == ("1", "4")
   for k in one:  # float reductions may differ in the last bit between layouts
+    if k == "resolved/device_count":
+      continue
     if one[k].dtype.kind == "f":
       np.testing.assert_allclose(one[k], four[k], atol=1e-6, err_msg=k)
     else:

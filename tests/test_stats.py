@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from sgd_phases import stats
+from sgd_phases import results, stats
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -18,9 +18,9 @@ def test_t_quantile_matches_scipy(df, q):
 
 
 def test_t_quantile_bad_input():
-  with pytest.raises(ValueError, match="q"):
+  with pytest.raises(ValueError, match=r"\bq\b"):
     stats.t_quantile(1.0, 3)
-  with pytest.raises(ValueError, match="df"):
+  with pytest.raises(ValueError, match=r"\bdf\b"):
     stats.t_quantile(0.9, 0)
 
 
@@ -61,11 +61,11 @@ def test_mean_ci_single_seed_and_empty_give_nan_width():
 
 def test_mean_ci_bad_arguments():
   x = np.zeros((3, 2))
-  with pytest.raises(ValueError, match="level"):
+  with pytest.raises(ValueError, match=r"\blevel\b"):
     stats.mean_ci(x, level=1.5)
-  with pytest.raises(ValueError, match="method"):
+  with pytest.raises(ValueError, match=r"\bmethod\b"):
     stats.mean_ci(x, method="jackknife")
-  with pytest.raises(ValueError, match="rng"):
+  with pytest.raises(ValueError, match=r"\brng\b"):
     stats.mean_ci(x, method="bootstrap")
 
 
@@ -142,11 +142,11 @@ def test_t0_mu_ratio():
 
 def test_t0_errors():
   acc = np.zeros((2, 3))
-  with pytest.raises(ValueError, match="bogus"):
+  with pytest.raises(ValueError, match=r"\bbogus\b"):
     stats.t0_index(acc, 0.5, rule="bogus")
-  with pytest.raises(ValueError, match="mu"):
+  with pytest.raises(ValueError, match=r"\bmu\b"):
     stats.t0_index(acc, 0.5, rule="mu_ratio", i_fy=acc)
-  with pytest.raises(ValueError, match="acc_l"):
+  with pytest.raises(ValueError, match=r"\bacc_l\b"):
     stats.t0_index(acc, np.zeros(3))
 
 
@@ -156,7 +156,7 @@ def test_ratio_at():
   out = stats.ratio_at(mu, i_fy, np.array([1, -1, 0]))
   np.testing.assert_allclose(out[0], 0.5)
   assert np.isnan(out[1]) and np.isnan(out[2])
-  with pytest.raises(ValueError, match="index"):
+  with pytest.raises(ValueError, match=r"\bindex\b"):
     stats.ratio_at(mu, i_fy, np.array([3, 0, 0]))
 
 
@@ -186,7 +186,7 @@ def test_plateau_smoothing_resists_spike_and_edge_cases():
   assert abs(t[smoothed] - np.log(20.0)) < 0.3
   assert stats.plateau_index(np.full(5, 0.3)) == 0
   np.testing.assert_array_equal(stats.plateau_index(np.full((2, 4), np.nan)), [-1, -1])
-  with pytest.raises(ValueError, match="tol"):
+  with pytest.raises(ValueError, match=r"\btol\b"):
     stats.plateau_index(curve, tol=1.5)
 
 
@@ -218,31 +218,25 @@ def _fake_results(s=2, e=4, n=10):
   return out
 
 
-def test_load_results_round_trip(tmp_path):
+def test_results_load_round_trip(tmp_path):
   res = _fake_results()
   np.savez(tmp_path / "results.npz", **res)
   for source in (tmp_path, tmp_path / "results.npz", str(tmp_path)):
-    loaded = stats.load_results(source)
-    assert set(loaded) == set(res)
+    loaded = results.load(source)
+    assert set(loaded.arrays) == set(res)
     for k, v in res.items():
-      np.testing.assert_array_equal(loaded[k], v)
-      assert loaded[k].dtype == v.dtype
-  assert str(loaded["t0_reference"]) == "linear"
-  assert stats.available_references(loaded) == ["linear", "cnn2"]
-  m = stats.measures_for(loaded, "cnn2")
-  assert set(m) == {"i_fy", "mu", "acc_f"}
-  np.testing.assert_array_equal(m["mu"], res["mi/cnn2/mu"])
+      np.testing.assert_array_equal(loaded.arrays[k], v)
+      assert loaded.arrays[k].dtype == v.dtype
+  assert loaded.reference_names == ["linear", "cnn2"]
+  assert loaded.null("cnn2") is None
 
 
-def test_load_results_errors(tmp_path):
+def test_results_load_errors(tmp_path):
   bad = tmp_path / "results.npz"
   bad.write_bytes(b"this is not a zip archive")
-  with pytest.raises(ValueError, match="results.npz"):
-    stats.load_results(bad)
-  with pytest.raises(ValueError, match="missing"):
-    stats.load_results(tmp_path / "missing")
-  np.save(tmp_path / "plain.npy", np.zeros(3))
-  with pytest.raises(ValueError, match="plain.npy"):
-    stats.load_results(tmp_path / "plain.npy")
-  with pytest.raises(ValueError, match="cnn2"):  # lists the available references
-    stats.measures_for(_fake_results(), "resnet")
+  with pytest.raises(ValueError, match=r"\bresults\.npz\b"):
+    results.load(bad)
+  with pytest.raises(ValueError, match=r"\bmissing\b"):
+    results.load(tmp_path / "missing")
+  with pytest.raises(ValueError, match=r"\bresnet\b"):
+    results.Results(_fake_results()).measures("resnet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 import types
@@ -14,7 +15,7 @@ import pytest
 
 from experiments import mi_vs_accuracy
 from experiments import sweep as sweep_cli
-from sgd_phases import config_lib, io_lib, sweep, train_lib
+from sgd_phases import config_lib, engine, io_lib, sweep, train_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +39,10 @@ def test_resolve_field_rules():
   assert sweep.resolve_field(c, "learning_rate") == "optimizer.learning_rate"  # shallowest
   assert sweep.resolve_field(c, "references.linear.num_steps") == "references.linear.num_steps"
   assert sweep.resolve_field(c, "num_steps") == "num_steps"
-  with pytest.raises(ValueError, match="no_such_field"):
+  with pytest.raises(ValueError, match=r"\bno_such_field\b"):
     sweep.resolve_field(c, "no_such_field")
   c.references.other = config_lib.reference_config("linear")
-  with pytest.raises(ValueError, match="ambiguous"):
+  with pytest.raises(ValueError, match=r"\bambiguous\b"):
     sweep.resolve_field(c, "trained_on")  # references.linear.* and references.other.*
 
 
@@ -55,7 +56,7 @@ def test_convert_value_types():
   assert sweep.convert_value(c, "num_epochs", "2.5") == 2.5  # float placeholder
   for path, bad in [("num_steps", "0.5"), ("num_steps", True), ("progress", "maybe"),
                     ("optimizer.learning_rate", "fast"), ("loss", 3)]:
-    with pytest.raises(ValueError, match=path.replace(".", r"\.")):
+    with pytest.raises(ValueError, match=rf"\b{re.escape(path)}\b"):
       sweep.convert_value(c, path, bad)
 
 
@@ -64,7 +65,7 @@ def test_parse_argv_grid_and_names():
                                        "--config.num_seeds=2", "--sweep.batch_size=16,32"])
   assert rest == ["--workdir=/x", "--config.num_seeds=2"]
   assert grid == {"label_noise": ["0", "0.1"], "batch_size": ["16", "32"]}
-  with pytest.raises(ValueError, match="sweep.label_noise"):
+  with pytest.raises(ValueError, match=r"\bsweep\.label_noise\b"):
     sweep_cli.parse_sweep_argv(["--sweep.label_noise"])
   c = config_lib.base_config("ball2d_sinusoid", "mlp")
   points = sweep.make_grid(c, grid)
@@ -74,7 +75,7 @@ def test_parse_argv_grid_and_names():
   assert sweep.point_name({"model": "a/b c"}) == "model=a_b_c"
   new = sweep.apply_overrides(c, points[3])
   assert new.batch_size == 32 and c.batch_size == 64  # the input is not modified
-  with pytest.raises(ValueError, match="bogus"):
+  with pytest.raises(ValueError, match=r"\bbogus\b"):
     sweep.make_grid(c, {"bogus": [1]})
 
 
@@ -157,14 +158,14 @@ def test_nested_groups_rules():
   e.optimizer.schedule = f.optimizer.schedule = "cosine"
   assert sweep.nested_groups([e, f]) == [[0], [1]]  # a schedule: lr cannot be injected
   assert sweep.nested_groups([_mi_config()]) == []  # not a training config
-  with pytest.raises(ValueError, match="configs"):
+  with pytest.raises(ValueError, match=r"\bconfigs\b"):
     sweep.train_f_nested([a, d])
 
 
 class _Recorder:
   def __init__(self):
     self.calls = 0
-    self.original = train_lib.run_seeds
+    self.original = engine.run_seeds
 
   def __call__(self, *args, **kwargs):
     self.calls += 1
@@ -184,15 +185,15 @@ def test_auto_nests_follows_the_engine_strategy():
 
 
 def test_nested_sweep_matches_sequential(tmp_path, monkeypatch):
-  def run(config, workdir):  # a minimal experiment: train, then summary.json
-    res = train_lib.train(config, workdir)
+  def run(config, workdir, trained_f=None):  # a minimal experiment: train, then summary.json
+    res = train_lib.train(config, workdir, trained_f=trained_f)
     io_lib.write_json(Path(workdir) / "summary.json",
                       {"test_acc_end": float(res.arrays["test_acc"][:, -1].mean())})
     return {}
 
   module = types.SimpleNamespace(__name__="tiny_experiment", run=run)
   rec = _Recorder()
-  monkeypatch.setattr(train_lib, "run_seeds", rec)
+  monkeypatch.setattr(engine, "run_seeds", rec)
   grid = sweep.make_grid(_tiny(), {"learning_rate": [0.05, 0.5], "label_noise": [0.0, 0.3]})
   rows = sweep.run_sweep(module, _tiny(), grid, tmp_path, vectorize="on")
   assert [r["status"] for r in rows] == ["done"] * 4
@@ -214,8 +215,8 @@ def test_failed_nested_program_falls_back_to_points(tmp_path, monkeypatch):
 
   seen = []
 
-  def run(config, workdir):  # records what train_lib.train would be handed, trains nothing
-    seen.append(train_lib._F_LOOKUP.get()(config, "none"))
+  def run(config, workdir, trained_f):  # records what train_lib.train would be handed
+    seen.append(trained_f(config, "none"))
     if config.optimizer.learning_rate > 1:
       raise FloatingPointError("diverged")
     io_lib.write_json(Path(workdir) / "summary.json", {"x": 1.0})
@@ -225,5 +226,5 @@ def test_failed_nested_program_falls_back_to_points(tmp_path, monkeypatch):
   grid = sweep.make_grid(_tiny(), {"learning_rate": [0.1, 1e30]})
   rows = sweep.run_sweep(module, _tiny(), grid, tmp_path, vectorize="on")
   assert [r["status"] for r in rows] == ["done", "failed"] and seen == [None, None]
-  with pytest.raises(ValueError, match="vectorize"):
+  with pytest.raises(ValueError, match=r"\bvectorize\b"):
     sweep.run_sweep(module, _tiny(), grid, tmp_path, vectorize="yes")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,11 @@ import numpy as np
 import optax
 import pytest
 
-from sgd_phases import checkpointing, config_lib, datasets, io_lib, steps, train_lib
+from sgd_phases import (checkpointing, config_lib, datasets, engine, eval_lib, io_lib,
+                        mutual_info, results, steps, train_lib)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_run as tiny_run_lib  # noqa: E402
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -62,9 +67,27 @@ def test_end_to_end_outputs(tiny_run):
   np.testing.assert_array_equal(res.measures("linear")["mu"], a["mi/linear/mu"])
 
 
+def test_null_added_to_a_finished_run_equals_the_engines(tiny_run, monkeypatch):
+  """analysis.add_null re-scores stored predictions (no training) and gets the engine's draws."""
+  from sgd_phases import analysis
+  res, workdir = tiny_run
+  stored = analysis.load(workdir)
+  c = tiny_config()
+  assert stored.null("linear").shape == (c.null.num_permutations, 3, len(stored.steps))
+  bare = results.Results({k: v for k, v in stored.arrays.items()
+                            if not k.startswith("null/")}, workdir)
+  assert bare.null("linear") is None
+  monkeypatch.setattr(engine, "run_seeds", lambda *a, **k: pytest.fail("retrained"))
+  again = analysis.add_null(bare, c.null.num_permutations, seed=c.seed)
+  np.testing.assert_array_equal(again.null("linear"), stored.null("linear"))
+  # the null sits below the measured μ of two networks trained on the same labels
+  mu_end, null_end = stored.measures("linear")["mu"][:, -1], stored.null("linear")[:, :, -1]
+  assert (null_end.mean(axis=0) < mu_end).all()
+
+
 def test_finished_run_is_not_retrained(tiny_run, monkeypatch):
   _, workdir = tiny_run
-  monkeypatch.setattr(train_lib, "run_seeds", lambda *a, **k: pytest.fail("retrained"))
+  monkeypatch.setattr(engine, "run_seeds", lambda *a, **k: pytest.fail("retrained"))
   res = train_lib.train(tiny_config(), workdir)
   assert res.arrays["predictions"].shape[0] == 3
 
@@ -92,17 +115,18 @@ def test_different_config_refused_then_overwritten(tiny_run, tmp_path):
 def test_seed_alone_equals_seed_in_batch():
   c = tiny_config()
   ds = datasets.get_dataset(c.dataset)
-  data = train_lib._Data.create(ds, 256)
-  tr = train_lib.make_trainer("mlp", dict(width=32, depth=2), c.optimizer, "cross_entropy", 32,
+  data = engine.EvalData.create(ds, 256)
+  tr = engine.make_trainer("mlp", dict(width=32, depth=2), c.optimizer, "cross_entropy", 32,
                               200, 2)
   at = np.array([0, 50, 200])
-  run = functools.partial(train_lib.run_seeds, tr, data, ds.y_train, 0, eval_at=at,
-                          strategy="vmap")
+  run = lambda ids: engine.run_seeds(tr, data, ds.y_train, engine.SeedSet(0, ids), at,  # noqa
+                                     engine.RunOptions(strategy="vmap"))
   batch = run(np.arange(3))
   alone = run(np.array([2]))
   np.testing.assert_array_equal(alone["predictions"][0], batch["predictions"][2])
   np.testing.assert_allclose(alone["train_loss"][0], batch["train_loss"][2], atol=1e-5)
-  mapped = train_lib.run_seeds(tr, data, ds.y_train, 0, np.arange(3), at, strategy="map")
+  mapped = engine.run_seeds(tr, data, ds.y_train, engine.SeedSet(0, np.arange(3)), at,
+                            engine.RunOptions(strategy="map"))
   np.testing.assert_array_equal(mapped["predictions"], batch["predictions"])
 
 
@@ -114,17 +138,17 @@ def test_unroll_strategy_equals_map_for_a_cnn():
   y = (x[:, :6].mean(axis=(1, 2, 3)) > x[:, 6:].mean(axis=(1, 2, 3))).astype(np.int32)
   ds = datasets.Dataset(x_train=x, y_train=y, x_test=x[:40], y_test=y[:40], y_train_clean=y,
                         y_test_clean=y[:40], num_classes=2, name="random_images")
-  data = train_lib._Data.create(ds, 64)
+  data = engine.EvalData.create(ds, 64)
   opt = config_lib.optimizer_config(learning_rate=0.1)
   kw = dict(channels=4, dense=8)
   at = np.array([0, 3, 7, 10])  # 10 steps of batch 16: crosses an epoch (6 batches)
   out = {}
   for strategy in ("map", "unroll"):
-    tr = train_lib.make_trainer("cnn2", kw, opt, "cross_entropy", 16, 10, 2, eval_batch_size=16,
+    tr = engine.make_trainer("cnn2", kw, opt, "cross_entropy", 16, 10, 2, eval_batch_size=16,
                                 unroll=strategy == "unroll")
-    out[strategy] = jax.tree.map(np.asarray, train_lib.run_seeds(
-        tr, data, y, 0, np.arange(3), at, strategy=strategy))
-  assert train_lib.make_trainer("cnn2", kw, opt, "cross_entropy", 16, 10, 2,
+    out[strategy] = jax.tree.map(np.asarray, engine.run_seeds(
+        tr, data, y, engine.SeedSet(0, np.arange(3)), at, engine.RunOptions(strategy=strategy)))
+  assert engine.make_trainer("cnn2", kw, opt, "cross_entropy", 16, 10, 2,
                                 unroll=True).model.conv_impl == "lax"
   np.testing.assert_allclose(out["unroll"]["train_loss"], out["map"]["train_loss"], atol=2e-4)
   np.testing.assert_allclose(out["unroll"]["test_acc"], out["map"]["test_acc"], atol=1 / 40 + 1e-6)
@@ -155,29 +179,10 @@ def test_segment_compiled_once(monkeypatch):
   assert len(traces) == 1  # one trace for F, reused by every evaluation interval
 
 
-def count_trained_steps(monkeypatch) -> list[int]:
-  """Records the SGD steps of F that each reported evaluation interval trained in this process.
-
-  ``train_lib._report(pending, bar, writer, desc)`` sees every evaluation k > 0 once, after the
-  segment from ``eval_at[k-1]`` to ``eval_at[k]`` ran; evaluation 0 trains nothing. References
-  (desc "ref:<name> ...") are not counted.
-  """
-  trained: list[int] = []
-  orig = train_lib._report
-
-  def counting(pending, bar, writer, desc):
-    k, step, prev_step = pending[:3]
-    if k > 0 and desc.startswith("F "):
-      trained.append(step - prev_step)
-    return orig(pending, bar, writer, desc)
-
-  monkeypatch.setattr(train_lib, "_report", counting)
-  return trained
-
-
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
   c = tiny_config(checkpoint_every=2, num_seeds=2, seeds_per_chunk=1)
-  trained = count_trained_steps(monkeypatch)
+  trained = tiny_run_lib.count_trained_steps(
+      monkeypatch, eval_lib.eval_steps(c.num_steps, "log", c.eval.num_points))
   full = train_lib.train(c, tmp_path / "full")
   assert sum(trained) == 2 * c.num_steps  # two chunks of one seed, every step
   trained.clear()
@@ -238,11 +243,12 @@ def test_batchnorm_model_under_vmapped_seeds():
   y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
   ds = datasets.Dataset(x_train=x, y_train=y, x_test=x[:32], y_test=y[:32], y_train_clean=y,
                         y_test_clean=y[:32], num_classes=2, name="random_images")
-  data = train_lib._Data.create(ds, 64)
-  tr = train_lib.make_trainer("resnet20", {}, config_lib.optimizer_config(), "cross_entropy", 16,
+  data = engine.EvalData.create(ds, 64)
+  tr = engine.make_trainer("resnet20", {}, config_lib.optimizer_config(), "cross_entropy", 16,
                               3, 2, eval_batch_size=32)
   assert tr.has_batch_stats
-  out = train_lib.run_seeds(tr, data, y, 0, np.arange(2), np.array([0, 3]), strategy="vmap")
+  out = engine.run_seeds(tr, data, y, engine.SeedSet(0, np.arange(2)), np.array([0, 3]),
+                         engine.RunOptions(strategy="vmap"))
   assert out["predictions"].shape == (2, 2, 32)
   assert np.isfinite(out["test_loss"]).all()
 
@@ -280,10 +286,10 @@ def test_bad_nested_config_names_field():
 
 
 def test_strategy_auto_per_backend():
-  assert train_lib.resolve_strategy("auto", "mlp", "cpu") == "vmap"
-  assert train_lib.resolve_strategy("auto", "paper_cnn", "cpu") == "map"
-  assert train_lib.resolve_strategy("auto", "paper_cnn", "gpu") == "vmap"
-  assert train_lib.resolve_strategy("map", "mlp", "gpu") == "map"
+  assert engine.resolve_strategy("auto", "mlp", "cpu") == "vmap"
+  assert engine.resolve_strategy("auto", "paper_cnn", "cpu") == "map"
+  assert engine.resolve_strategy("auto", "paper_cnn", "gpu") == "vmap"
+  assert engine.resolve_strategy("map", "mlp", "gpu") == "map"
 
 
 def test_eval_schedule():
@@ -307,16 +313,16 @@ def test_nonfinite_update_at_the_last_step_of_a_segment_is_never_checkpointed(tm
   step shows in no loss of that segment: the state check must catch it before the save."""
   c = tiny_config()
   ds = datasets.get_dataset(c.dataset)
-  data = train_lib._Data.create(ds, 256)
-  tr = train_lib.make_trainer("mlp", dict(width=32, depth=2), c.optimizer, "cross_entropy", 32,
+  data = engine.EvalData.create(ds, 256)
+  tr = engine.make_trainer("mlp", dict(width=32, depth=2), c.optimizer, "cross_entropy", 32,
                               100, 2)
   explode_at = 49  # the last step of the segment 0 -> 50
   lr = lambda count: jnp.where(count == explode_at, jnp.inf, 0.1)  # noqa: E731
   tr = dataclasses.replace(tr, tx=optax.sgd(lr))
   ckpt = tmp_path / "ckpt"
   with pytest.raises(FloatingPointError, match=rf"\bat step {explode_at}\b"):
-    train_lib.run_seeds(tr, data, ds.y_train, 0, np.arange(2), np.array([0, 50, 100]),
-                        strategy="vmap", ckpt_dir=ckpt, checkpoint_every=1)
+    engine.run_seeds(tr, data, ds.y_train, engine.SeedSet(0, np.arange(2)), np.array([0, 50, 100]),
+                     engine.RunOptions(strategy="vmap", ckpt_dir=ckpt, checkpoint_every=1))
   mngr = checkpointing.ChunkCheckpointer(next(ckpt.iterdir()))
   assert mngr.latest() == 0  # evaluation 1 (step 50, NaN state) was never saved
   mngr.close()
@@ -375,3 +381,37 @@ def test_workdir_without_progress_is_fresh(tmp_path):
   # with progress on disk, a different config is refused as before
   with pytest.raises(ValueError, match=r"\bnum_seeds: 2 -> 3\b"):
     train_lib.train(tiny_config(num_seeds=3, num_steps=20), wd)
+
+
+def test_finished_run_is_rescored_not_retrained_under_new_scoring_options(tiny_run, tmp_path,
+                                                                         monkeypatch):
+  first, original = tiny_run
+  workdir = tmp_path / "copy"
+  shutil.copytree(original, workdir)
+  monkeypatch.setattr(engine, "run_seeds", lambda *a, **k: pytest.fail("retrained"))
+  c = tiny_config(bias_correction="miller_madow")
+  c.null.num_permutations = 7
+  c.plateau_tol = 0.2  # an experiment's analysis option: not part of the run's identity
+  res = train_lib.train(c, workdir)
+  np.testing.assert_array_equal(res.arrays["predictions"], first.arrays["predictions"])
+  assert res.null("linear").shape[0] == 7
+  # the stored measures are now the Miller–Madow ones of the stored predictions
+  a = first.arrays
+  mm = mutual_info.information_measures(a["predictions"], a["ref/linear/predictions"][:, None],
+                                        a["y_test"], 2, bias_correction="miller_madow")
+  np.testing.assert_allclose(res.measures("linear")["mu"], mm.mu, atol=1e-6)
+  assert not np.allclose(res.measures("linear")["mu"], first.measures("linear")["mu"])
+  on_disk = io_lib.read_npz(workdir / "results.npz")
+  assert on_disk["null/linear/mu"].shape[0] == 7
+  assert io_lib.read_json(workdir / "config.json")["plateau_tol"] == 0.2
+  # what changes the trained networks is still refused
+  with pytest.raises(ValueError, match=r"\bnum_steps: 200 -> 100\b"):
+    train_lib.train(tiny_config(num_steps=100), workdir)
+
+
+def test_resolved_choices_are_recorded(tiny_run):
+  res, _ = tiny_run
+  r = res.resolved
+  assert r["seed_strategy"] in ("vmap", "map") and r["backend"] == jax.default_backend()
+  assert r["mi_method"] in ("scatter", "onehot") and r["conv_impl"] == "none"  # an MLP
+  assert int(r["device_count"]) == jax.device_count()

@@ -1,11 +1,12 @@
-"""A tiny engine run in its own process (for the preemption and multi-device tests).
+"""A tiny engine run in its own process (for the preemption and multi-device tests), and a
+helper that counts the SGD steps a run trains.
 
     python tests/tiny_run.py WORKDIR [NUM_STEPS]      # writes WORKDIR/results.npz
 """
 
 import sys
 
-from sgd_phases import config_lib, train_lib
+from sgd_phases import config_lib, io_lib, train_lib
 
 
 def config(num_steps: int = 200):
@@ -21,6 +22,28 @@ def config(num_steps: int = 200):
   c.references.linear = config_lib.reference_config("linear", num_steps=100)
   c.progress = False
   return c
+
+
+def count_trained_steps(monkeypatch, steps) -> list[int]:
+  """Records the SGD steps of F that each reported evaluation interval trained in this process.
+
+  The engine reports every evaluation k it reaches once, through the run's metric writer
+  (``io_lib.MetricWriter.write_scalars``, keys "F/..."), after training the segment from
+  ``steps[k-1]`` to ``steps[k]``; evaluation 0 trains nothing. ``steps``: the run's evaluation
+  steps. References ("ref:<name>") and the final metrics.jsonl rows are not counted.
+  """
+  trained: list[int] = []
+  orig = io_lib.MetricWriter.write_scalars
+  index = {int(s): k for k, s in enumerate(steps)}
+
+  def counting(self, step, scalars):
+    k = index[int(step)]
+    if k > 0 and any(n.startswith("F/") for n in scalars):
+      trained.append(int(steps[k]) - int(steps[k - 1]))
+    return orig(self, step, scalars)
+
+  monkeypatch.setattr(io_lib.MetricWriter, "write_scalars", counting)
+  return trained
 
 
 if __name__ == "__main__":

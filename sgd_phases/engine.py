@@ -1,0 +1,381 @@
+"""The engine: many seeds of one network trained in one compiled program, evaluated on device.
+
+    from sgd_phases import engine
+    tr = engine.make_trainer("mlp", {"width": 64}, optimizer, "cross_entropy", batch_size=32,
+                             num_steps=1000, num_classes=2)
+    data = engine.EvalData.create(dataset, train_eval_size=2000)
+    out = engine.run_seeds(tr, data, dataset.y_train, engine.SeedSet(seed=0, ids=np.arange(8)),
+                           eval_at=np.array([0, 10, 100, 1000]),
+                           options=engine.RunOptions(strategy="vmap"))
+    out["predictions"]                     # [8 seeds, 4 evaluations, n_test] hard predictions
+
+``run_seeds`` trains the seeds chunk by chunk (``RunOptions.seeds_per_chunk``). Per chunk, four
+programs are compiled once (``_programs``): ``init`` (the seeds' states), ``segment`` (the SGD
+steps between two evaluations: a ``fori_loop``, or Python-driven steps for the "unroll"
+strategy), ``record`` (evaluate and write evaluation k into the recording buffers) and
+``predict``. Every program has one signature, ``fn(carry, seeded, shared)``: pytrees with a
+leading seed axis (``carry``: what the program updates, donated; ``seeded``: per-seed inputs)
+and ``shared`` inputs. ``steps.over_seeds`` lifts the per-seed function over the seed axis
+(vmap, ``lax.map`` or unrolled) and ``sharding.shard_seeds`` splits the seeds over devices with
+prefix specs on those three pytrees. Seed i always trains from ``fold_in(key(seed), i)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sgd_phases import checkpointing, eval_lib, io_lib, optim, sharding, steps
+from sgd_phases import datasets as datasets_lib
+from sgd_phases import models as models_lib
+
+BUFFER_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss", "train_acc_clean")
+# Dense models with at least this many parameters per seed are mapped over seeds on CPU.
+CPU_MAP_MIN_PARAMS = 100_000
+
+
+def resolve_strategy(strategy: str, model: str, backend: str | None = None,
+                     num_params: int | None = None) -> str:
+  """``auto`` -> "vmap" or "map" for this backend.
+
+  CPU: "map" for convolutional models (vmap turns convolutions into grouped ones) and for
+  dense models with at least ``CPU_MAP_MIN_PARAMS`` parameters per seed when ``num_params`` is
+  given (the stacked parameters and gradients of many seeds overflow the caches, while lax.map
+  keeps one seed's working set hot); "vmap" for small dense models, where batching the tiny
+  per-seed matmuls wins. Measured: ``benchmarks/results/train_throughput_cpu.json`` (MNIST MLP
+  and paper_cnn, map vs vmap at 16 seeds), ``train_throughput_cnn4_cpu.json``; the README's
+  performance section quotes them. GPU/TPU: "vmap" (not measured: no accelerator was lent).
+  """
+  if strategy != "auto":
+    return strategy
+  backend = backend or jax.default_backend()
+  if backend != "cpu":
+    return "vmap"
+  if model not in ("linear", "mlp"):
+    return "map"
+  return "map" if num_params is not None and num_params >= CPU_MAP_MIN_PARAMS else "vmap"
+
+
+def num_params(tr: steps.Trainer, x_example: Any) -> int:
+  """Parameters of one seed of ``tr.model`` on inputs shaped like ``x_example`` (no compute)."""
+  shapes = jax.eval_shape(tr.model.init, jax.random.key(0), jnp.zeros((1,) + x_example.shape,
+                                                                      jnp.float32))
+  return models_lib.count_params(shapes["params"])
+
+
+def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, loss: str,
+                 batch_size: int, num_steps: int, num_classes: int,
+                 eval_batch_size: int = 2000, unroll: bool = False) -> steps.Trainer:
+  """The static description of what ``run_seeds`` trains. ``unroll``: for the "unroll" seed
+  strategy (no loops in the programs), where convolutions default to XLA's native ones."""
+  kwargs = dict(model_kwargs)
+  if unroll and "conv_impl" in models_lib.model_kwargs(model):
+    if kwargs.get("conv_impl", "auto") == "auto":
+      kwargs["conv_impl"] = "lax"
+  module = models_lib.get_model(model, num_classes, **kwargs)
+  return steps.Trainer(model=module, tx=optim.make_optimizer(optimizer, num_steps), loss=loss,
+                       batch_size=batch_size, num_classes=num_classes,
+                       has_batch_stats=models_lib.has_batch_stats(module),
+                       eval_batch_size=eval_batch_size, unroll=unroll)
+
+
+def seed_keys(seed: int, seed_ids: np.ndarray, salt: str = "") -> tuple[jax.Array, jax.Array]:
+  """(init keys, data keys) [S] for these seed indices; ``salt`` separates references."""
+  base = jax.random.key(seed)
+  if salt:
+    base = jax.random.fold_in(base, zlib.crc32(salt.encode()) & 0x7FFFFFFF)
+  keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(seed_ids, jnp.uint32))
+  split = jax.vmap(jax.random.split)(keys)
+  return split[:, 0], split[:, 1]
+
+
+@flax.struct.dataclass
+class EvalData:
+  """Device copies of the arrays the programs read (replicated on every device).
+
+  ``x_train``: every training input; ``x_test``/``y_test``: the test set; ``x_tr``/``y_tr_clean``:
+  the fixed train-evaluation subset (the first ``train_eval_size`` examples) and its clean
+  labels; ``x_probe``: optional extra inputs whose predictions are recorded (a 2-D grid).
+  """
+  x_train: jax.Array
+  x_test: jax.Array
+  y_test: jax.Array
+  x_tr: jax.Array
+  y_tr_clean: jax.Array
+  x_probe: jax.Array | None = None
+
+  @classmethod
+  def create(cls, ds: datasets_lib.Dataset, train_eval_size: int,
+             x_probe: np.ndarray | None = None) -> "EvalData":
+    m = min(train_eval_size, len(ds.y_train))
+    return cls(jnp.asarray(ds.x_train), jnp.asarray(ds.x_test), jnp.asarray(ds.y_test),
+               jnp.asarray(ds.x_train[:m]), jnp.asarray(ds.y_train_clean[:m]),
+               None if x_probe is None else jnp.asarray(x_probe, jnp.float32))
+
+
+def probe_grid(size: int, extent: float = 1.1) -> np.ndarray:
+  """[size², 2] grid over [−extent, extent]² (row-major: x1 varies fastest)."""
+  g = np.linspace(-extent, extent, size, dtype=np.float32)
+  x1, x2 = np.meshgrid(g, g)
+  return np.stack([x1.ravel(), x2.ravel()], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedSet:
+  """Seeds ``ids`` of a run with base ``seed``; ``salt`` separates a reference's seeds from F's."""
+  seed: int
+  ids: np.ndarray
+  salt: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+  """How ``run_seeds`` runs: seed strategy (vmap | map | unroll, already resolved), seeds per
+  compiled program (0 = all), checkpoints (an Orbax checkpoint every ``checkpoint_every``
+  evaluations under ``ckpt_dir``), progress bar and metric writer, and which train-set
+  predictions to keep ("none", "final": at the end, "all": at every evaluation)."""
+  strategy: str = "vmap"
+  seeds_per_chunk: int = 0
+  ckpt_dir: Path | None = None
+  checkpoint_every: int = 0
+  progress: bool = False
+  desc: str = "train"
+  writer: io_lib.MetricWriter | None = None
+  train_predictions: str = "none"
+
+
+def run_seeds(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: SeedSet,
+              eval_at: np.ndarray, options: RunOptions = RunOptions(),
+              init_transform: Any = None) -> dict[str, jax.Array]:
+  """Trains ``seeds`` chunk by chunk; returns device arrays [S, E, ...] (``BUFFER_KEYS``,
+  ``predictions``, and ``train_predictions`` / ``probe_predictions`` when asked for).
+
+  With several devices each chunk's seeds are sharded over them (``sgd_phases.sharding``;
+  chunks are padded to a multiple of the device count and the padding dropped) and the
+  returned arrays stay sharded.
+
+  ``labels``: [n] shared or [S, n] per-seed training labels. ``eval_at``: steps at which to
+  record predictions and metrics (the last one is the end of training). ``init_transform``:
+  optional ``(states, rows) -> states`` applied to a chunk's fresh states (``rows``: positions
+  in ``seeds.ids``), e.g. per-seed hyperparameters of ``sgd_phases.sweep``'s nested runs.
+  """
+  mesh = sharding.seed_mesh()
+  data = sharding.put_replicated(data, mesh)
+  chunk = options.seeds_per_chunk or len(seeds.ids)
+  outs = []
+  for c, lo in enumerate(range(0, len(seeds.ids), chunk)):
+    ids = seeds.ids[lo:lo + chunk]
+    lab = labels if labels.ndim == 1 else labels[lo:lo + chunk]
+    padded = sharding.pad_seed_ids(ids, mesh)
+    if labels.ndim == 2 and len(padded) > len(ids):
+      lab = np.concatenate([lab, np.repeat(lab[-1:], len(padded) - len(ids), 0)])
+    ckpt = (None if options.ckpt_dir is None
+            else options.ckpt_dir / f"chunk_{c:03d}_seeds_{ids[0]}-{ids[-1]}")
+    opts = dataclasses.replace(options, ckpt_dir=ckpt,
+                               desc=f"{options.desc} seeds {ids[0]}-{ids[-1]}")
+    transform = None if init_transform is None else functools.partial(
+        init_transform, rows=np.resize(np.arange(lo, lo + len(ids)), len(padded)))
+    out = _run_chunk(tr, data, lab, dataclasses.replace(seeds, ids=padded), eval_at, opts, mesh,
+                     transform)
+    outs.append({k: v[:len(ids)] if len(padded) > len(ids) else v for k, v in out.items()})
+  if len(outs) == 1:
+    return outs[0]
+  return {k: jnp.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def _compile(fn, *args, what: str):
+  t = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  logging.info("compiled %s in %.1f s", what, time.perf_counter() - t)
+  return compiled
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepLoop:
+  """The SGD segment of the "unroll" strategy: steps driven from Python, one call of a jitted
+  all-seeds step program each (same signature and results as the ``fori_loop`` segment)."""
+  step: Any   # ((state, perm, bad), (data_key, labels), (x_train, t)) -> (state, perm, bad)
+  check: Any  # ((state, bad), (), last step) -> bad: steps.mark_nonfinite over seeds
+
+  def __call__(self, carry, seeded, shared):
+    (states, perm), (x_train, start, stop) = carry, shared
+    bad = jnp.full((perm.shape[0],), -1, jnp.int32)
+    for t in range(int(start), int(stop)):
+      states, perm, bad = self.step((states, perm, bad), seeded, (x_train, jnp.int32(t)))
+    return states, self.check((states, bad), (), jnp.int32(int(stop) - 1)), perm
+
+
+def _lift(fn, strategy: str, mesh: Any, **jit_kwargs) -> Any:
+  """``fn(carry, seeded, shared)`` of one seed -> a jitted program over every seed's."""
+  return jax.jit(sharding.shard_seeds(steps.over_seeds(fn, strategy), mesh), **jit_kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(tr: steps.Trainer, strategy: str, mesh: Any) -> tuple[Any, Any, Any, Any]:
+  """(init, segment, record, predict) jitted once per trainer: every chunk and call reuses them.
+
+  jit caches compiled executables per function object and input shapes, so building fresh
+  closures per chunk would recompile; data enter as arguments, never as closed-over arrays
+  (which XLA would embed in the program as constants: slow to compile, a copy in memory).
+  """
+  init = _lift(lambda key, _, x0: steps.create_state(tr, key, x0), "vmap", None)
+
+  if strategy == "unroll":
+    def one_step(carry, seeded, shared):
+      (data_key, labels), (x_train, t) = seeded, shared
+      return steps.segment_step(tr, t, carry, data_key, labels, x_train)
+
+    def check(carry, _, last_step):
+      return steps.mark_nonfinite(*carry, last_step)
+
+    segment = _StepLoop(_lift(one_step, strategy, mesh, donate_argnums=0),
+                        _lift(check, "vmap", mesh))
+  else:
+    def one_segment(carry, seeded, shared):
+      (state, perm), (data_key, labels), (x_train, start, stop) = carry, seeded, shared
+      return steps.run_segment(tr, state, data_key, labels, x_train, start, stop, perm=perm)
+
+    segment = _lift(one_segment, strategy, mesh, donate_argnums=0)
+
+  def one_eval(state, labels_tr, shared):
+    return steps.evaluate(tr, state, labels_tr, **shared)
+
+  evaluate = sharding.shard_seeds(steps.over_seeds(one_eval, strategy), mesh)
+
+  @functools.partial(jax.jit, donate_argnums=1)
+  def record(states, buffers, k, labels_tr, shared):
+    ev = evaluate(states, labels_tr, shared)
+    return {name: buf.at[:, k].set(ev[name]) for name, buf in buffers.items()}
+
+  predict = _lift(lambda state, _, x: steps.predict(tr, state, x), strategy, mesh)
+  return init, segment, record, predict
+
+
+def _first_perm(data_keys: jax.Array, start: int, n: int, batch_size: int, mesh: Any
+                ) -> jax.Array:
+  """[S, n] example order current before step ``start`` (unused zeros at an epoch start)."""
+  per_epoch = max(n // batch_size, 1)
+  if start % per_epoch == 0:
+    return sharding.put_seeded(jnp.zeros((data_keys.shape[0], n), jnp.int32), mesh)
+  perms = jax.jit(jax.vmap(steps.epoch_permutation, in_axes=(0, None, None)),
+                  static_argnums=2)(data_keys, jnp.int32(start // per_epoch), n)
+  return sharding.put_seeded(perms, mesh)
+
+
+def _buffers(tr: steps.Trainer, data: EvalData, s: int, e: int, train_predictions: str,
+             mesh: Any) -> dict[str, jax.Array]:
+  """Zeroed recording buffers [S, E, ...] (metrics, predictions, optional extras), sharded."""
+  pdtype = eval_lib.prediction_dtype(tr.num_classes)
+  buffers = {k: jnp.zeros((s, e), jnp.float32) for k in BUFFER_KEYS}
+  buffers["predictions"] = jnp.zeros((s, e, data.y_test.shape[0]), pdtype)
+  if train_predictions == "all":
+    buffers["train_predictions"] = jnp.zeros((s, e, data.x_train.shape[0]), pdtype)
+  if data.x_probe is not None:
+    buffers["probe_predictions"] = jnp.zeros((s, e, data.x_probe.shape[0]), pdtype)
+  return sharding.put_seeded(buffers, mesh)
+
+
+def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: SeedSet,
+               eval_at: np.ndarray, opts: RunOptions, mesh: Any, init_transform: Any = None
+               ) -> dict[str, jax.Array]:
+  ids, desc = seeds.ids, opts.desc
+  s, e, n_train = len(ids), len(eval_at), data.x_train.shape[0]
+  init_keys, data_keys = sharding.put_seeded(seed_keys(seeds.seed, ids, seeds.salt), mesh)
+  labels_sn = sharding.put_seeded(
+      jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (s, n_train)), mesh)
+  init, segment, record, predict = _programs(tr, opts.strategy, mesh)
+  states = init(init_keys, (), data.x_train[0])
+  states = sharding.put_seeded(states if init_transform is None else init_transform(states), mesh)
+  buffers = _buffers(tr, data, s, e, opts.train_predictions, mesh)
+  m = data.x_tr.shape[0]
+  shared = {"x_test": data.x_test, "y_test": data.y_test, "x_tr": data.x_tr,
+            "y_tr_clean": data.y_tr_clean}
+  if opts.train_predictions == "all":
+    shared["x_train_full"] = data.x_train
+  if data.x_probe is not None:
+    shared["x_probe"] = data.x_probe
+
+  ckpt, k0 = None, 0
+  if opts.ckpt_dir is not None and opts.checkpoint_every:
+    ckpt = checkpointing.ChunkCheckpointer(opts.ckpt_dir)
+    latest = ckpt.latest()
+    if latest is not None:
+      states, buffers, _ = ckpt.restore(latest, states, buffers)
+      k0 = latest + 1
+      logging.info("%s: resumed from checkpoint at step %d", desc, int(eval_at[latest]))
+  i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+  perm = _first_perm(data_keys, int(eval_at[k0 - 1]) if k0 else 0, n_train, tr.batch_size, mesh)
+  seeded = (data_keys, labels_sn)
+  if not isinstance(segment, _StepLoop):  # (its step program compiles at the first step)
+    segment = _compile(segment, (states, perm), seeded, (data.x_train, i32(0), i32(0)),
+                       what=f"{desc} SGD segment")
+  record = _compile(record, states, buffers, i32(0), labels_sn[:, :m], shared,
+                    what=f"{desc} evaluation")
+  bar = _progress_bar(opts.progress, int(eval_at[-1]), int(eval_at[k0 - 1]) if k0 else 0, desc)
+  bad = jnp.full((s,), -1, jnp.int32)
+  pending = None
+  try:
+    for k in range(k0, e):
+      if k > 0:
+        states, bad_k, perm = segment((states, perm), seeded,
+                                      (data.x_train, i32(eval_at[k - 1]), i32(eval_at[k])))
+        bad = jnp.where(bad < 0, bad_k, bad)
+      buffers = record(states, buffers, i32(k), labels_sn[:, :m], shared)
+      if pending is not None:  # host reads one evaluation late: no sync on the fresh work
+        _report(pending, bar, opts.writer, desc)
+      pending = (k, int(eval_at[k]), int(eval_at[k - 1]) if k else 0, bad,
+                 {n: buffers[n][:, k] for n in ("test_acc", "train_acc", "train_loss")}, ids)
+      if ckpt is not None and (k % opts.checkpoint_every == 0 or k == e - 1):
+        _check_finite(bad, ids, ckpt)  # never checkpoint a diverged state
+        ckpt.save(k, states, buffers, {"eval_index": k, "step": int(eval_at[k]),
+                                       "seed_ids": [int(i) for i in ids]})
+    if pending is not None:
+      _report(pending, bar, opts.writer, desc)
+  finally:
+    if bar is not None:
+      bar.close()
+    if ckpt is not None:
+      ckpt.close()
+  out = dict(buffers)
+  if opts.train_predictions == "final":
+    out["train_predictions"] = predict(states, (), data.x_train)
+  return out
+
+
+def _check_finite(bad: jax.Array, ids: np.ndarray, ckpt=None) -> None:
+  bad = sharding.to_host(bad)
+  if (bad >= 0).any():
+    j = int(np.argmax(bad >= 0))
+    last = ckpt.latest() if ckpt is not None else None
+    raise FloatingPointError(
+        f"non-finite loss in seed {int(ids[j])} at step {int(bad[j])}; the last good checkpoint "
+        f"is evaluation {last} (lower the learning rate, or rerun to resume from it)")
+
+
+def _report(pending, bar, writer, desc) -> None:
+  k, step, prev_step, bad, metrics, ids = pending
+  _check_finite(bad, ids)
+  means = {f"{desc.split()[0]}/{n}": float(np.mean(sharding.to_host(v)))
+           for n, v in metrics.items()}
+  if bar is not None:
+    bar.update(step - prev_step)
+    bar.set_postfix({n.split("/")[-1]: f"{v:.3f}" for n, v in means.items()})
+  if writer is not None:
+    writer.write_scalars(step, means)
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
+  if not enabled:
+    return None
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)

@@ -1,0 +1,68 @@
+"""What a run produced, and the one reader of a run's ``results.npz``.
+
+    res = results.load("/tmp/run")          # Results (also sgd_phases.analysis.load)
+    res.steps                                # [E] evaluation steps
+    res.measures("linear")["mu"]             # [S, E] μ_Y(F_t; L) in bits
+    res.null("linear")                       # [P, S, E] draws under F ⟂ L | Y, or None
+    res.resolved                             # {"seed_strategy": "map", "backend": "cpu", ...}
+
+The arrays (README: results format): ``steps``, ``seed_ids``, ``y_test``, ``num_classes``,
+``predictions`` [S, E, N], the metric buffers [S, E], ``reference_names``, and per reference
+``ref/<r>/predictions`` [S, N] (−1 rows: undefined for that seed), ``ref/<r>/test_acc``,
+``mi/<r>/<field>`` [S, E] and ``null/<r>/mu`` [P, S, E]; ``t0_index``, ``t0_step``; and
+``resolved/<choice>``: what the run's ``auto`` settings resolved to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from sgd_phases import io_lib, mutual_info
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+  """The arrays of one run's ``results.npz`` and the workdir they came from (if any)."""
+  arrays: dict[str, np.ndarray]
+  workdir: Path | None = None
+
+  @property
+  def steps(self) -> np.ndarray:
+    return self.arrays["steps"]
+
+  @property
+  def reference_names(self) -> list[str]:
+    return [str(r) for r in self.arrays["reference_names"]]
+
+  @property
+  def resolved(self) -> dict[str, str]:
+    """What the run's ``auto`` choices resolved to (seed strategy, MI kernel, conv, backend)."""
+    return {k.split("/", 1)[1]: str(v) for k, v in self.arrays.items()
+            if k.startswith("resolved/")}
+
+  def _check(self, reference: str) -> None:
+    if reference not in self.reference_names:
+      raise ValueError(f"reference={reference!r} not in {self.reference_names}")
+
+  def measures(self, reference: str) -> dict[str, np.ndarray]:
+    """InfoMeasures fields -> [seeds, evals] arrays against one reference."""
+    self._check(reference)
+    return {f: self.arrays[f"mi/{reference}/{f}"] for f in mutual_info.InfoMeasures._fields}
+
+  def null(self, reference: str) -> np.ndarray | None:
+    """[P, S, E] draws of μ_Y(F_t;L) under F ⟂ L | Y for one reference, or None when the run
+    has none (``config.null.num_permutations = 0``; ``analysis.add_null`` adds them)."""
+    self._check(reference)
+    return self.arrays.get(f"null/{reference}/mu")
+
+
+def load(workdir: str | Path) -> Results:
+  """The Results of a finished run (``results.npz`` in ``workdir``, or the file itself)."""
+  path = Path(workdir)
+  path = path / io_lib.RESULTS_FILE if path.is_dir() else path
+  if not path.exists():
+    raise ValueError(f"workdir: no results file at {path}")
+  return Results(io_lib.read_npz(path), path.parent)
