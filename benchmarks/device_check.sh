@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The accelerator one-shot (issue 17): every GPU measurement in one command.
 #
-#   bash benchmarks/device_check.sh --cpu-smoke   # here, on CPU: every step at tiny sizes (~2 min)
+#   bash benchmarks/device_check.sh --cpu-smoke   # here, on CPU: every step at tiny sizes (~6 min)
 #   bash benchmarks/device_check.sh               # on the GPU machine: the real sizes (< 8 min)
 #
 # On the device machine (see ../.library/device/README.md): the repo travels, ../shared does
@@ -50,7 +50,7 @@ step() {  # step NAME SECONDS CMD...: runs CMD under a time limit, records a fai
 if [ "$MODE" = --cpu-smoke ]; then
   export JAX_PLATFORMS=cpu
   SUF=cpusmoke
-  step train_throughput 240 "$PY" -m benchmarks.train_throughput --quick --models mlp,paper_cnn \
+  step train_throughput 420 "$PY" -m benchmarks.train_throughput --quick --models mlp,paper_cnn \
     --seeds 1,2 --variants engine_vmap,engine_map,engine_unroll,jax_loop,torch_loop,torch_vmap \
     --out "$DEST/train_throughput_$SUF.json"
   step eval_overhead 120 "$PY" -m benchmarks.eval_overhead --quick \

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = p.parse_args(own)
   with tempfile.TemporaryDirectory(prefix="run_summary.") as workdir:
     cmd = [sys.executable, "-m", f"experiments.{args.experiment}", f"--workdir={workdir}",
-           "--config.progress=False", *extra]
+           *extra, "--config.progress=False"]  # --config.* after --config=file (absl)
     t = time.perf_counter()
     proc = subprocess.run(cmd, check=False)
     wall = time.perf_counter() - t
