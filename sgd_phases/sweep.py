@@ -69,12 +69,6 @@ def f_key(config: ml_collections.ConfigDict) -> str | None:
   return None if d is None else json.dumps(d, sort_keys=True)
 
 
-def _train_predictions(config: ml_collections.ConfigDict) -> str:
-  need = {r.trained_on for r in config.references.values()}
-  return ("all" if "predictions_at_T0" in need else
-          "final" if "final_predictions" in need else "none")
-
-
 def _group_key(config: ml_collections.ConfigDict) -> str | None:
   d = _f_dict(config)
   if d is None:
@@ -82,7 +76,7 @@ def _group_key(config: ml_collections.ConfigDict) -> str | None:
   for path in VECTORIZABLE:
     head, leaf = path.split(".")
     d[head] = {k: v for k, v in d[head].items() if k != leaf}
-  return json.dumps([d, _train_predictions(config)], sort_keys=True)
+  return json.dumps([d, train_lib.needed_train_predictions(config)], sort_keys=True)
 
 
 def nested_groups(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
@@ -192,7 +186,7 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path 
                         ckpt_dir=ckpt_dir,
                         checkpoint_every=c0.checkpoint_every if ckpt_dir is not None else 0,
                         progress=c0.progress, desc=f"F x{p}",
-                        train_predictions=_train_predictions(c0)),
+                        train_predictions=train_lib.needed_train_predictions(c0)),
       init_transform=set_hparams if hparams else None)
   out = {k: np.asarray(v) for k, v in out.items()}
   return [{k: v[i * s:(i + 1) * s] for k, v in out.items()} for i in range(p)]
@@ -217,7 +211,7 @@ def _nest(configs: list[ml_collections.ConfigDict], root: Path, vectorize: str
       logging.exception("nested training of %d points failed; training them one by one",
                         len(members))
       continue
-    mode = _train_predictions(members[0])
+    mode = train_lib.needed_train_predictions(members[0])
     found.update({f_key(c): (mode, o) for c, o in zip(members, outs)})
   return found
 

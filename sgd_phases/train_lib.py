@@ -84,13 +84,18 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   num_steps = num_train_steps(config, len(ds.y_train))
   eval_at = eval_lib.eval_steps(num_steps, config.eval.schedule, config.eval.num_points,
                                 config.eval.every)
-  need = {r.trained_on for r in config.references.values()}
   tr, strategy = trainer_for(config, None, num_steps, ds)
   return Plan(ds=ds, data=engine.EvalData.create(ds, config.eval.train_eval_size, probe),
               eval_at=eval_at, seed_ids=np.arange(config.num_seeds), trainer=tr,
-              strategy=strategy, probe=probe,
-              train_predictions=("all" if "predictions_at_T0" in need else
-                                 "final" if "final_predictions" in need else "none"))
+              strategy=strategy, probe=probe, train_predictions=needed_train_predictions(config))
+
+
+def needed_train_predictions(config: ml_collections.ConfigDict) -> str:
+  """Which train-set predictions of F the references need: "all" (every evaluation, for
+  references fit to F_T0), "final" (F_T's) or "none"."""
+  need = {r.trained_on for r in config.references.values()}
+  return ("all" if "predictions_at_T0" in need else
+          "final" if "final_predictions" in need else "none")
 
 
 def resolved_choices(config: ml_collections.ConfigDict, p: Plan) -> dict[str, np.ndarray]:
