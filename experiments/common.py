@@ -79,7 +79,13 @@ def quick_budget(c: ml_collections.ConfigDict, num_steps: int, learning_rate: fl
 
 def finish(workdir: str | Path, summary: dict[str, Any],
            make_figures: Callable[[str], list[str]]) -> dict[str, Any]:
-  """Writes ``summary.json`` atomically, draws the figures; returns the summary + their paths."""
+  """Writes ``summary.json`` atomically, draws the figures; returns the summary + their paths.
+
+  In a multi-process job only process 0 writes (the others return the summary, no figures)."""
+  import jax  # local import: keeps get_config light
+
+  if jax.process_index() != 0:
+    return {**summary, "figures": []}
   io_lib.write_json(Path(workdir) / "summary.json", summary)
   summary["figures"] = make_figures(str(workdir))
   return summary

@@ -113,7 +113,14 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
   c.checkpoint_every = 10           # save a checkpoint every n evaluations (0 = never)
   c.overwrite = False               # replace a workdir that holds a different config
   c.progress = True                 # tqdm progress bar
-  c.distributed = False             # call jax.distributed.initialize() (multi-host)
+  c.distributed = ml_collections.ConfigDict(dict(  # multi-process jobs (one process per host)
+      enabled=False,                # call jax.distributed.initialize() before anything else
+      # unset (None) = auto-detection, as on a Cloud TPU VM or under Slurm / Open MPI
+      coordinator_address=config_dict.placeholder(str),   # "host:port" of process 0
+      num_processes=config_dict.placeholder(int),
+      process_id=config_dict.placeholder(int),
+      heartbeat_timeout_s=100,      # a peer silent this long fails the job (no hang)
+  ))
   return c
 
 
@@ -176,6 +183,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be an int >= 0")
   _require(_is_int(config.null.num_permutations) and config.null.num_permutations >= 0,
            "null.num_permutations", "must be an int >= 0")
+  d = config.distributed
+  _require(isinstance(d.enabled, bool), "distributed.enabled", "must be a bool")
+  _require(d.num_processes is None or (_is_int(d.num_processes) and d.num_processes >= 1),
+           "distributed.num_processes", "must be None or an int >= 1")
+  _require(d.process_id is None or (_is_int(d.process_id) and d.process_id >= 0 and (
+      d.num_processes is None or d.process_id < d.num_processes)), "distributed.process_id",
+           "must be None or an int in [0, num_processes)")
+  _require(_is_int(d.heartbeat_timeout_s) and d.heartbeat_timeout_s >= 1,
+           "distributed.heartbeat_timeout_s", "must be an int >= 1")
 
 
 def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],

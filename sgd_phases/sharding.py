@@ -40,17 +40,37 @@ def pad_seed_ids(ids: np.ndarray, mesh: Mesh | None) -> np.ndarray:
   return np.concatenate([ids, ids.max() + 1 + np.arange(extra)]).astype(ids.dtype)
 
 
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+  """``tree`` placed with ``sharding``. On one process a plain ``device_put``; across processes
+  (a mesh with devices of other hosts) every process holds the same full host value and
+  builds its own shards of the global array (``make_array_from_callback``); arrays that are
+  already global (outputs of earlier programs) are resharded by a jitted identity."""
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x if x.sharding == sharding else jax.jit(lambda a: a, out_shardings=sharding)(x)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+  return jax.tree.map(one, tree)
+
+
 def put_seeded(tree: Any, mesh: Mesh | None) -> Any:
   """Leading axis split over the mesh."""
   if mesh is None:
     return tree
-  return jax.device_put(tree, NamedSharding(mesh, P(SEED_AXIS)))
+  return _put(tree, NamedSharding(mesh, P(SEED_AXIS)))
 
 
 def put_replicated(tree: Any, mesh: Mesh | None) -> Any:
   if mesh is None:
     return tree
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  return _put(tree, NamedSharding(mesh, P()))
 
 
 def to_host(x: jax.Array | np.ndarray) -> np.ndarray:

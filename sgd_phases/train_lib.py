@@ -25,7 +25,9 @@ changed), another one is refused unless ``overwrite``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -241,6 +243,25 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
   return arrays
 
 
+def init_distributed(config: ml_collections.ConfigDict) -> None:
+  """Joins the multi-process job of ``config.distributed`` (once per process), then checks that
+  every process was started with the same run: a peer with another config is refused before
+  any training. CPU collectives go through gloo (set before the backend starts)."""
+  d = config.distributed
+  if not d.enabled:
+    return
+  if not jax.distributed.is_initialized():
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {k: d[k] for k in ("coordinator_address", "num_processes", "process_id")
+              if d[k] is not None}
+    jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=d.heartbeat_timeout_s)
+  from jax.experimental import multihost_utils
+  digest = zlib.crc32(json.dumps(run_identity(config), sort_keys=True).encode()) & 0x7FFFFFFF
+  multihost_utils.assert_equal(np.array([digest], np.int32),
+                               f"config: process {jax.process_index()} was started with a "
+                               "different run config from its peers")
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | Path | None, *,
           trained_f: TrainedF | None = None) -> Results:
   """Trains F and the references for every seed and scores every evaluation (module doc).
@@ -249,8 +270,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None, *,
   for this config's outputs before F is trained here.
   """
   config_lib.validate(config)
-  if config.distributed:
-    jax.distributed.initialize()
+  init_distributed(config)
   workdir = Path(workdir) if workdir is not None else None
   if workdir is not None:
     done = _check_workdir(config, workdir)

@@ -66,3 +66,64 @@ def test_sharded_run_matches_single_device(tmp_path):
       np.testing.assert_allclose(one[k], four[k], atol=1e-6, err_msg=k)
     else:
       np.testing.assert_array_equal(one[k], four[k], err_msg=k)
+
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(wd: Path, steps: tuple[int, int] = (120, 120),
+                   timeout: int = 600) -> list[subprocess.CompletedProcess]:
+  """One job of 2 processes × 2 CPU devices (gloo collectives) on 127.0.0.1; ``steps``: each
+  process's NUM_STEPS (equal for a well-formed job)."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "tests/tiny_run.py", str(wd), str(steps[i]),
+                             "--distributed", str(port), str(i)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = []
+  for p in procs:
+    out, err = p.communicate(timeout=timeout)
+    outs.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+  return outs
+
+
+def test_two_processes_equal_one_process_with_four_devices(tmp_path):
+  for o in _two_processes(tmp_path / "two"):
+    assert o.returncode == 0, o.stderr[-3000:]
+  code = f"""
+      import sys
+      sys.path.insert(0, "tests")
+      import tiny_run
+      from sgd_phases import train_lib
+      train_lib.train(tiny_run.config(120), "{tmp_path / 'four'}")
+  """
+  _run(code, 4)
+  two = io_lib.read_npz(tmp_path / "two" / "results.npz")
+  four = io_lib.read_npz(tmp_path / "four" / "results.npz")
+  assert (str(two["resolved/process_count"]), str(two["resolved/device_count"])) == ("2", "4")
+  np.testing.assert_array_equal(two["predictions"], four["predictions"])
+  for k in four:
+    if k.startswith("resolved/"):
+      continue
+    if four[k].dtype.kind == "f":
+      np.testing.assert_allclose(two[k], four[k], atol=1e-6, err_msg=k)
+    else:
+      np.testing.assert_array_equal(two[k], four[k], err_msg=k)
+  # one writer: exactly one copy of each host-written file; Orbax saved collectively
+  names = sorted(p.name for p in (tmp_path / "two").iterdir())
+  assert names == ["checkpoints", "config.json", "metrics.jsonl", "references", "results.npz",
+                   "tensorboard"]
+  ckpt = next((tmp_path / "two" / "checkpoints").iterdir())
+  assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [38, 39]
+
+
+def test_a_peer_with_another_config_is_refused_before_training(tmp_path):
+  outs = _two_processes(tmp_path / "bad", steps=(120, 100))
+  assert all(o.returncode != 0 for o in outs)
+  assert any("different run config from its peers" in o.stderr for o in outs), outs[0].stderr[-2000:]
+  assert not (tmp_path / "bad" / "config.json").exists()  # refused before anything was written

@@ -2,6 +2,7 @@
 helper that counts the SGD steps a run trains.
 
     python tests/tiny_run.py WORKDIR [NUM_STEPS]      # writes WORKDIR/results.npz
+    python tests/tiny_run.py WORKDIR NUM_STEPS --distributed PORT PROCESS_ID   # one of 2
 """
 
 import sys
@@ -47,5 +48,12 @@ def count_trained_steps(monkeypatch, steps) -> list[int]:
 
 
 if __name__ == "__main__":
-  steps = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-  train_lib.train(config(steps), sys.argv[1])
+  c = config(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
+  if len(sys.argv) > 3:  # ... --distributed PORT PROCESS_ID [NULL_PERMUTATIONS]: a 2-process job
+    c.distributed.enabled = True
+    c.distributed.coordinator_address = f"127.0.0.1:{sys.argv[4]}"
+    c.distributed.num_processes, c.distributed.process_id = 2, int(sys.argv[5])
+    c.distributed.heartbeat_timeout_s = 20
+    if len(sys.argv) > 6:
+      c.null.num_permutations = int(sys.argv[6])
+  train_lib.train(c, sys.argv[1])
