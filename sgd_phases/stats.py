@@ -354,9 +354,7 @@ def ratio_at(mu: ArrayLike, i_fy: ArrayLike, index: ArrayLike) -> NDArray[np.flo
     raise ValueError(f"index must have shape [S={mu_r.shape[0]}], got {idx.shape}")
   if np.any(idx >= mu_r.shape[1]) or np.any(idx < -1):
     raise ValueError(f"index entries must be in [-1, {mu_r.shape[1] - 1}], got {idx}")
-  safe = np.clip(idx, 0, None)[:, None]
-  m = np.take_along_axis(mu_r, safe, axis=1)[:, 0]
-  i = np.take_along_axis(i_r, safe, axis=1)[:, 0]
+  m, i = at_index(mu_r, idx), at_index(i_r, idx)
   ok = (idx >= 0) & (i > 0)
   with np.errstate(invalid="ignore", divide="ignore"):
     return np.where(ok, m / np.where(ok, i, 1.0), np.nan)
