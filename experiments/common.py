@@ -5,7 +5,6 @@ linear-phase headline that several experiments report."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Callable
 
 import ml_collections
@@ -77,7 +76,7 @@ def quick_budget(c: ml_collections.ConfigDict, num_steps: int, learning_rate: fl
   c.checkpoint_every = 0
 
 
-def finish(workdir: str | Path, summary: dict[str, Any],
+def finish(workdir: io_lib.PathLike, summary: dict[str, Any],
            make_figures: Callable[[str], list[str]]) -> dict[str, Any]:
   """Writes ``summary.json`` atomically, draws the figures; returns the summary + their paths.
 
@@ -86,7 +85,7 @@ def finish(workdir: str | Path, summary: dict[str, Any],
 
   if jax.process_index() != 0:
     return {**summary, "figures": []}
-  io_lib.write_json(Path(workdir) / "summary.json", summary)
+  io_lib.write_json(io_lib.path(workdir) / "summary.json", summary)
   summary["figures"] = make_figures(str(workdir))
   return summary
 

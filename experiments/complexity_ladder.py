@@ -42,7 +42,6 @@ Writes the engine's files, ``summary.json`` and ``figures/complexity_ladder.png`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -209,7 +208,7 @@ def make_figures(workdir: str) -> list[str]:
   """Redraws ``figures/complexity_ladder.png`` from results.npz and config.json."""
   res = analysis.load(workdir)
   a = res.arrays
-  cfg = io_lib.read_json(Path(workdir) / io_lib.CONFIG_FILE)
+  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   names = complexity_order(res.reference_names)
   mus, plateaus, nulls = {}, {}, {}
   for name in names:
@@ -224,7 +223,7 @@ def make_figures(workdir: str) -> list[str]:
            f"{len(a['seed_ids'])} seeds, G_i on {cfg.get('references_trained_on', 'labels')}")
   fig = plotting.plot_ladder(a["steps"], res.measures(names[0])["i_fy"], mus,
                              plateau_steps=plateaus, title=title, nulls=nulls)
-  return [plotting.save_figure(fig, Path(workdir) / "figures" / f"{NAME}.png")]
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
 
 
 if __name__ == "__main__":

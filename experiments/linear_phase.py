@@ -43,7 +43,6 @@ Writes the engine's files (results.npz, config.json, ...), ``summary.json`` and
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -126,12 +125,12 @@ def make_figures(workdir: str) -> list[str]:
   res = analysis.load(workdir)
   a = res.arrays
   m = res.measures("linear")
-  cfg = io_lib.read_json(Path(workdir) / io_lib.CONFIG_FILE)
+  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   title = f"{cfg.get('task', cfg['dataset']['name'])}: {cfg['model']}, {len(a['seed_ids'])} seeds"
   fig = plotting.plot_linear_phase(a["steps"], m["i_fy"], m["mu"], m["i_ly"][:, -1],
                                    a["test_acc"], a["ref/linear/test_acc"],
                                    t0_steps=a["t0_step"], title=title, mu_null=res.null("linear"))
-  return [plotting.save_figure(fig, Path(workdir) / "figures" / f"{NAME}.png")]
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
 
 
 if __name__ == "__main__":

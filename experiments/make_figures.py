@@ -11,18 +11,32 @@ from __future__ import annotations
 
 import importlib
 import logging
-from pathlib import Path
+import os
+
+from etils import epath
 
 from sgd_phases import io_lib
 
+_SKIP = ("checkpoints", "references", "tensorboard", "figures", "_nested")
 
-def find_workdirs(root: str | Path) -> list[tuple[Path, str]]:
-  """(workdir, experiment name) for every summary.json under ``root`` (sorted by path)."""
-  root = Path(root)
+
+def _summaries(folder: epath.Path) -> list[epath.Path]:
+  """Every summary.json under ``folder``, by walking folders (``**`` globs do not work on
+  gs:// in epath); engine internals (checkpoints, ...) are not entered."""
+  out = [folder / "summary.json"] if (folder / "summary.json").exists() else []
+  for sub in sorted(folder.iterdir()):
+    if sub.name not in _SKIP and sub.is_dir():
+      out += _summaries(sub)
+  return out
+
+
+def find_workdirs(root: io_lib.PathLike) -> list[tuple[epath.Path, str]]:
+  """(workdir, experiment name) for every summary.json under ``root`` (a folder or URI)."""
+  root = io_lib.path(root)
   if not root.is_dir():
-    raise ValueError(f"workdir: {str(root)!r} is not a directory")
+    raise ValueError(f"workdir: {os.fspath(root)!r} is not a directory")
   found = []
-  for path in sorted(root.rglob("summary.json")):
+  for path in sorted(_summaries(root), key=os.fspath):
     name = io_lib.read_json(path).get("experiment") if path.is_file() else None
     if isinstance(name, str) and name:
       found.append((path.parent, name))
@@ -31,7 +45,7 @@ def find_workdirs(root: str | Path) -> list[tuple[Path, str]]:
   return found
 
 
-def make_all(root: str | Path) -> list[str]:
+def make_all(root: io_lib.PathLike) -> list[str]:
   """Calls ``experiments.<name>.make_figures`` for each workdir under ``root``; PNG paths."""
   found = find_workdirs(root)
   if not found:
@@ -42,7 +56,7 @@ def make_all(root: str | Path) -> list[str]:
       module = importlib.import_module(f"experiments.{name}")
     except ModuleNotFoundError as e:
       raise ValueError(f"{workdir}/summary.json: unknown experiment {name!r}") from e
-    pngs += [str(p) for p in module.make_figures(str(workdir))]
+    pngs += [str(p) for p in module.make_figures(os.fspath(workdir))]
   return pngs
 
 

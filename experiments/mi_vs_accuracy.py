@@ -14,7 +14,6 @@ finite-sample spread. Writes ``workdir/mi_vs_accuracy.npz``, ``summary.json`` an
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -128,7 +127,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def make_figures(workdir: str) -> list[str]:
   """``figures/mi_vs_accuracy.png`` from ``mi_vs_accuracy.npz`` (no recomputation)."""
-  a = io_lib.read_npz(Path(workdir) / POINTS_FILE)
+  a = io_lib.read_npz(io_lib.path(workdir) / POINTS_FILE)
   fig = plotting.plot_mi_vs_accuracy(a["acc_grid"], a["curve"], a["measured_acc"],
                                      a["measured_mi"])
   if "random_mi" in a:
@@ -136,7 +135,7 @@ def make_figures(workdir: str) -> list[str]:
     ax.scatter(a["random_acc"].ravel(), a["random_mi"].ravel(), s=5, color="tab:blue",
                alpha=0.4, zorder=2, label="random draws")
     ax.legend(fontsize=7, frameon=False)
-  return [plotting.save_figure(fig, Path(workdir) / "figures" / "mi_vs_accuracy.png")]
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / "mi_vs_accuracy.png")]
 
 
 if __name__ == "__main__":

@@ -30,11 +30,11 @@ Writes ``p<p>/`` engine workdirs, ``summary.json`` and ``figures/retention.png``
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from experiments import common
 from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
@@ -86,9 +86,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def run_dir(workdir: str | Path, p: float) -> Path:
+def run_dir(workdir: io_lib.PathLike, p: float) -> epath.Path:
   """Workdir of the engine run with label noise ``p``: ``<workdir>/p<p>`` (e.g. p0.1)."""
-  return Path(workdir) / f"p{float(p):g}"
+  return io_lib.path(workdir) / f"p{float(p):g}"
 
 
 def noise_config(config: ml_collections.ConfigDict, p: float) -> ml_collections.ConfigDict:
@@ -175,7 +175,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
 def make_figures(workdir: str) -> list[str]:
   """Redraws ``figures/retention.png`` from the ``p<p>/results.npz`` files."""
-  summary = io_lib.read_json(Path(workdir) / "summary.json")
+  summary = io_lib.read_json(io_lib.path(workdir) / "summary.json")
   curves, train_acc, i_ly, t0, nulls, steps = {}, {}, {}, {}, {}, None
   for p in summary["noise_rates"]:
     res = analysis.load(run_dir(workdir, p))
@@ -197,7 +197,7 @@ def make_figures(workdir: str) -> list[str]:
     if t0[p] is not None:
       fig.axes[j].axvline(t0[p], color="tab:red", linestyle="--", linewidth=1, label="T_0")
   fig.axes[0].legend(fontsize=7, frameon=False)
-  return [plotting.save_figure(fig, Path(workdir) / "figures" / f"{NAME}.png")]
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
 
 
 if __name__ == "__main__":

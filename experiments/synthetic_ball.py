@@ -18,7 +18,6 @@ linear_phase,agreement}.png``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -107,8 +106,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   tcfg = training_config(config)
   train_lib.train(tcfg, workdir, trained_f=trained_f)
   ds = datasets_lib.get_dataset(tcfg.dataset)
-  io_lib.write_npz(Path(workdir) / POINTS_FILE, {"x_train": ds.x_train, "y_train": ds.y_train,
-                                                 "flipped": ds.flipped})
+  io_lib.write_npz(io_lib.path(workdir) / POINTS_FILE,
+                   {"x_train": ds.x_train, "y_train": ds.y_train, "flipped": ds.flipped})
   results = analysis.load(workdir)  # everything below from the files
   a = results.arrays
   steps = a["steps"]
@@ -137,7 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
 def make_figures(workdir: str) -> list[str]:
   """Decision boundaries (seed 0), the μ-vs-linear curves and agreement, from the files."""
-  wd = Path(workdir)
+  wd = io_lib.path(workdir)
   results = analysis.load(wd)
   a = results.arrays
   summary = io_lib.read_json(wd / "summary.json")

@@ -24,7 +24,6 @@ whether the sampled initialisations actually satisfied the conditions.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -165,7 +164,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
 def make_figures(workdir: str) -> list[str]:
   """One accuracy-vs-step figure per init (all p) and per p (all inits), from the files."""
-  wd = Path(workdir)
+  wd = io_lib.path(workdir)
   settings = io_lib.read_json(wd / "summary.json")["settings"]
   arrays = {s["name"]: io_lib.read_npz(wd / s["name"] / io_lib.RESULTS_FILE) for s in settings}
   out = []

@@ -4,17 +4,20 @@ A checkpoint is saved after evaluation ``k`` and holds the flattened leaves of t
 TrainState (params, optimizer state, batch_stats, step) and the recording buffers (predictions
 and metrics of evaluations 0..k). The data cursor and RNG need no saving: both are pure
 functions of (seed, seed index, step). Orbax writes into a temporary folder and renames it when
-complete, so a run killed mid-write leaves an uncommitted folder that is ignored (with a warning).
+complete, so a run killed mid-write leaves an uncommitted folder that is ignored (with a warning);
+on an object store (``gs://``), where there is no rename, Orbax marks a finished checkpoint with a
+``commit_success.txt`` object instead and ignores folders without it.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from sgd_phases import io_lib
 
 PyTree = Any
 _TMP_MARKERS = (".orbax-checkpoint-tmp",)
@@ -23,12 +26,12 @@ _TMP_MARKERS = (".orbax-checkpoint-tmp",)
 class ChunkCheckpointer:
   """Save/restore (states, buffers, eval index) for one chunk of seeds."""
 
-  def __init__(self, directory: str | Path, max_to_keep: int = 2):
-    self.directory = Path(directory)
+  def __init__(self, directory: io_lib.PathLike, max_to_keep: int = 2):
+    self.directory = io_lib.path(directory)
     self.directory.mkdir(parents=True, exist_ok=True)
     self._warn_partial()
     self._mngr = ocp.CheckpointManager(
-        self.directory.resolve(),
+        self.directory.resolve() if io_lib.is_local(self.directory) else self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def _warn_partial(self) -> None:

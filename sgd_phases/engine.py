@@ -27,13 +27,13 @@ import functools
 import logging
 import time
 import zlib
-from pathlib import Path
 from typing import Any, Mapping
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from sgd_phases import checkpointing, eval_lib, io_lib, optim, sharding, steps
 from sgd_phases import datasets as datasets_lib
@@ -146,7 +146,7 @@ class RunOptions:
   predictions to keep ("none", "final": at the end, "all": at every evaluation)."""
   strategy: str = "vmap"
   seeds_per_chunk: int = 0
-  ckpt_dir: Path | None = None
+  ckpt_dir: epath.Path | None = None
   checkpoint_every: int = 0
   progress: bool = False
   desc: str = "train"

@@ -1,51 +1,77 @@
-"""Workdir conventions: config.json, results.npz, metrics.jsonl, TensorBoard scalars.
+"""Workdir conventions and file I/O: config.json, results.npz, metrics.jsonl, TensorBoard.
 
-Everything is written atomically (temporary file in the same folder, then ``os.replace``), so a
-killed run never leaves a half-written results file behind.
+Every path goes through ``etils.epath`` (:func:`path`), so a workdir may be a local folder or a
+URI such as ``gs://bucket/run`` (epath uses fsspec/gcsfs there; install ``gcsfs``). Never turn a
+workdir into ``pathlib.Path(str(...))``: that collapses ``gs://b`` into ``gs:/b``.
+
+"Nothing half-written", two ways:
+
+* Local disk: a temporary file in the same folder, then ``os.replace`` (atomic rename).
+* Object stores (any URI): they have no rename, but an object upload is atomic -- the object
+  becomes visible only once the upload completes, and a failed upload leaves the old object (or
+  none). So every file is written as one object from bytes built in memory (:func:`write_bytes`),
+  never streamed or appended to. Which files exist is the commit protocol: ``results.npz`` is
+  written last and marks a finished run (the way Orbax marks a finished checkpoint on GCS with its
+  ``commit_success.txt`` object). ``metrics.jsonl`` and TensorBoard event files, which locally
+  grow by appends, are buffered and rewritten whole on a remote workdir.
 """
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
-from typing import Any, Iterator, Mapping
+import time
+from typing import Any, Mapping
 
 import numpy as np
+from etils import epath
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.npz"
 METRICS_FILE = "metrics.jsonl"
+PathLike = str | os.PathLike
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-  """Yields a temporary path next to ``path``; renames it over ``path`` on success."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-  os.close(fd)
+def path(p: PathLike) -> epath.Path:
+  """``p`` as an ``epath.Path`` (local folder or URI, e.g. ``gs://bucket/x``)."""
+  return epath.Path(p)
+
+
+def is_local(p: PathLike) -> bool:
+  """True for a local path, False for a URI (``scheme://...``)."""
+  return "://" not in os.fspath(p)
+
+
+def write_bytes(p: PathLike, data: bytes) -> None:
+  """Writes ``data`` to ``p`` atomically (rename locally, one object upload on a URI)."""
+  p = path(p)
+  p.parent.mkdir(parents=True, exist_ok=True)
+  if not is_local(p):
+    p.write_bytes(data)
+    return
+  fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=os.fspath(p.parent))
   try:
-    yield Path(tmp)
-    os.replace(tmp, path)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, os.fspath(p))
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-  with atomic_path(path) as tmp:
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(p: PathLike, obj: Any) -> None:
+  write_bytes(p, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+                  ).encode())
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
+def read_json(p: PathLike) -> Any:
   try:
-    return json.loads(Path(path).read_text())
+    return json.loads(path(p).read_text())
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"cannot read JSON file {path}: {e}") from e
+    raise ValueError(f"cannot read JSON file {p}: {e}") from e
 
 
 def _json_default(x: Any) -> Any:
@@ -56,66 +82,111 @@ def _json_default(x: Any) -> Any:
   raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
-def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
-  """np.savez (uncompressed) through a temporary file; object arrays are refused."""
+def write_npz(p: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+  """np.savez (uncompressed), written atomically; object arrays are refused."""
   for k, v in arrays.items():
     if np.asarray(v).dtype == object:
       raise ValueError(f"array {k!r} has dtype object; results must load with allow_pickle=False")
-  with atomic_path(path, suffix=".npz") as tmp:
-    with open(tmp, "wb") as f:
-      np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+  write_bytes(p, buf.getvalue())
 
 
-def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def read_npz(p: PathLike) -> dict[str, np.ndarray]:
   """Loads every array (allow_pickle=False); a missing or corrupt file is a ValueError."""
   try:
-    with np.load(path, allow_pickle=False) as data:
+    with np.load(io.BytesIO(path(p).read_bytes()), allow_pickle=False) as data:
       return {k: data[k] for k in data.files}
   except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, EOFError ...
-    raise ValueError(f"cannot read results file {path}: {e}") from e
+    raise ValueError(f"cannot read results file {p}: {e}") from e
 
 
-def check_writable(workdir: str | os.PathLike[str], min_free_bytes: int = 50 << 20) -> Path:
-  """Creates ``workdir`` and checks it is writable with some free space, before training."""
-  workdir = Path(workdir)
+def check_writable(workdir: PathLike, min_free_bytes: int = 50 << 20) -> epath.Path:
+  """Creates ``workdir`` and checks it is writable (and, on a local disk, has free space)."""
+  workdir = path(workdir)
+  probe = workdir / f".write_test.{os.getpid()}"
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test."):
-      pass
-  except OSError as e:
-    raise ValueError(f"workdir {str(workdir)!r} is not writable: {e}") from e
-  free = shutil.disk_usage(workdir).free
-  if free < min_free_bytes:
-    raise ValueError(f"workdir {str(workdir)!r} has only {free >> 20} MiB free "
-                     f"(need at least {min_free_bytes >> 20} MiB)")
+    probe.write_bytes(b"")
+    probe.unlink()
+  except Exception as e:  # OSError locally; fsspec/gcsfs raise their own errors
+    raise ValueError(f"workdir {os.fspath(workdir)!r} is not writable: {e}") from e
+  if is_local(workdir):
+    free = shutil.disk_usage(os.fspath(workdir)).free
+    if free < min_free_bytes:
+      raise ValueError(f"workdir {os.fspath(workdir)!r} has only {free >> 20} MiB free "
+                       f"(need at least {min_free_bytes >> 20} MiB)")
   return workdir
+
+
+class _ObjectRecordWriter:
+  """tensorboardX record writer for a URI: buffers the event file, uploads it whole on flush."""
+
+  def __init__(self, uri: str):
+    self._path, self._buf = path(uri), io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._buf.write(data)
+
+  def flush(self) -> None:
+    write_bytes(self._path, self._buf.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _ObjectRecordWriterFactory:
+  def open(self, uri: str) -> _ObjectRecordWriter:
+    return _ObjectRecordWriter(uri)
+
+  def directory_check(self, uri: str) -> None:
+    pass  # object stores have no folders to create
 
 
 class MetricWriter:
   """Scalars to ``metrics.jsonl`` (durable) and TensorBoard (live, via tensorboardX).
 
   CLU's ``metric_writers`` would be the natural choice but it imports TensorFlow, which this
-  project does not depend on; tensorboardX writes the same event files without it.
+  project does not depend on; tensorboardX writes the same event files without it (on a URI
+  workdir through epath: tensorboardX's own ``gs://`` writer needs google-cloud-storage).
+  Locally each row is appended at once; on a URI the rows are kept in memory and the object is
+  rewritten at most every ``flush_secs`` and on :meth:`close` (GCS allows about one write per
+  second to one object).
   """
 
-  def __init__(self, workdir: str | os.PathLike[str] | None, enabled: bool = True,
-               tensorboard: bool = True):
+  def __init__(self, workdir: PathLike | None, enabled: bool = True, tensorboard: bool = True,
+               flush_secs: float = 30.0):
     self._enabled = enabled and workdir is not None
-    self._path = Path(workdir or ".") / METRICS_FILE
+    self._path = path(workdir or ".") / METRICS_FILE
+    self._local = is_local(self._path)
+    self._rows: list[str] = []
+    self._flush_secs, self._flushed = flush_secs, time.monotonic()
     self._tb = None
-    if self._enabled and tensorboard:
+    if not self._enabled:
+      return
+    if not self._local and self._path.exists():
+      self._rows = self._path.read_text().splitlines(keepends=True)
+    if tensorboard:
       try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        from tensorboardX import SummaryWriter, record_writer
       except ImportError:  # optional: jsonl is the source of truth
-        self._tb = None
+        return
+      logdir = os.fspath(path(workdir) / "tensorboard")
+      if not is_local(logdir):
+        record_writer.register_writer_factory(logdir.split(":")[0], _ObjectRecordWriterFactory())
+      self._tb = SummaryWriter(logdir, flush_secs=int(flush_secs))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self._enabled:
       return
-    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    with open(self._path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    row = json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n"
+    if self._local:
+      with open(self._path, "a") as f:
+        f.write(row)
+    else:
+      self._rows.append(row)
+      if time.monotonic() - self._flushed >= self._flush_secs:
+        self.flush()
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(k, float(v), int(step))
@@ -124,11 +195,19 @@ class MetricWriter:
     if self._enabled and self._tb is not None:
       self._tb.add_text("config", "```\n" + json.dumps(hparams, indent=2) + "\n```", 0)
 
+  def flush(self) -> None:
+    """Uploads the buffered rows (URI workdirs; local rows are already on disk)."""
+    if self._enabled and not self._local:
+      write_bytes(self._path, "".join(self._rows).encode())
+      self._flushed = time.monotonic()
+
   def reset(self) -> None:
-    """Truncates metrics.jsonl (a resumed run rewrites the rows it replays)."""
+    """Empties metrics.jsonl (a resumed run rewrites the rows it replays)."""
+    self._rows = []
     if self._enabled and self._path.exists():
       self._path.unlink()
 
   def close(self) -> None:
+    self.flush()
     if self._tb is not None:
       self._tb.close()

@@ -3,7 +3,7 @@
 Every ``plot_*`` function (except :func:`plot_band`, which draws into a given axes) builds a
 fresh ``matplotlib.figure.Figure`` and returns it; nothing is shown and no global backend is
 set, so this module is safe under ``Agg``, in tests and in notebooks. Save with
-:func:`save_figure` (atomic: temp file + ``os.replace``).
+:func:`save_figure` (atomic, local path or URI: ``io_lib.write_bytes``).
 
 Steps axis: evaluation steps start at 0, so a log axis cannot be used directly. With
 ``logx=True`` the x axis is ``symlog`` with a linear region below the first positive step:
@@ -23,8 +23,8 @@ Usage::
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import matplotlib.colors as mcolors
@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike
 
-from sgd_phases import stats
+from sgd_phases import io_lib, stats
 
 STEP_LABEL = "SGD step"
 I_FY_NAME = "I(F_t;Y)"
@@ -347,18 +347,11 @@ def plot_sweep(values: Sequence, ratios_mean: ArrayLike, ratios_lo: ArrayLike,
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> str:
-  """Write ``fig`` atomically (temp file in the same folder, then ``os.replace``)."""
+  """Writes ``fig`` atomically to ``path`` (a local path or URI; ``io_lib.write_bytes``); the
+  format is the file extension (default png). Returns ``path`` as a string."""
   path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
   fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=f".{fmt}", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      fig.savefig(f, format=fmt, dpi=dpi)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  buf = io.BytesIO()
+  fig.savefig(buf, format=fmt, dpi=dpi)
+  io_lib.write_bytes(path, buf.getvalue())
   return path

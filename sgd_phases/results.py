@@ -16,9 +16,8 @@ The arrays (README: results format): ``steps``, ``seed_ids``, ``y_test``, ``num_
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
 import numpy as np
+from etils import epath
 
 from sgd_phases import io_lib, mutual_info
 
@@ -27,7 +26,7 @@ from sgd_phases import io_lib, mutual_info
 class Results:
   """The arrays of one run's ``results.npz`` and the workdir they came from (if any)."""
   arrays: dict[str, np.ndarray]
-  workdir: Path | None = None
+  workdir: epath.Path | None = None
 
   @property
   def steps(self) -> np.ndarray:
@@ -59,10 +58,11 @@ class Results:
     return self.arrays.get(f"null/{reference}/mu")
 
 
-def load(workdir: str | Path) -> Results:
-  """The Results of a finished run (``results.npz`` in ``workdir``, or the file itself)."""
-  path = Path(workdir)
-  path = path / io_lib.RESULTS_FILE if path.is_dir() else path
+def load(workdir: io_lib.PathLike) -> Results:
+  """The Results of a finished run (``results.npz`` in ``workdir`` -- a folder or URI -- or
+  the file itself)."""
+  path = io_lib.path(workdir)
+  path = path if path.name.endswith(".npz") else path / io_lib.RESULTS_FILE
   if not path.exists():
     raise ValueError(f"workdir: no results file at {path}")
   return Results(io_lib.read_npz(path), path.parent)

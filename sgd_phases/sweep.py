@@ -33,10 +33,9 @@ import inspect
 import io
 import json
 import logging
-import shutil
+import os
 import traceback
 import zlib
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping, Sequence
 
@@ -44,6 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 
 from sgd_phases import config_lib, engine, eval_lib, io_lib, plotting, steps, train_lib
 from sgd_phases import datasets as datasets_lib
@@ -140,7 +140,8 @@ def _nested_trainer(c0: ml_collections.ConfigDict, num_classes: int, num_steps: 
                        eval_batch_size=tr.eval_batch_size)
 
 
-def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path | None = None,
+def train_f_nested(configs: Sequence[ml_collections.ConfigDict],
+                   ckpt_dir: epath.Path | None = None,
                    first_ds: datasets_lib.Dataset | None = None) -> list[dict[str, np.ndarray]]:
   """Trains F of every config as ONE program over a (config × seed) axis.
 
@@ -192,7 +193,7 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict], ckpt_dir: Path 
   return [{k: v[i * s:(i + 1) * s] for k, v in out.items()} for i in range(p)]
 
 
-def _nest(configs: list[ml_collections.ConfigDict], root: Path, vectorize: str
+def _nest(configs: list[ml_collections.ConfigDict], root: epath.Path, vectorize: str
           ) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
   """f_key -> (train_predictions mode, F outputs) for every group worth nesting."""
   found: dict[str, tuple[str, dict[str, np.ndarray]]] = {}
@@ -241,7 +242,7 @@ def _row(overrides: Mapping[str, Any], name: str, status: str,
 
 
 def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
-              grid: Sequence[Mapping[str, Any]], workdir: str | Path, *,
+              grid: Sequence[Mapping[str, Any]], workdir: io_lib.PathLike, *,
               vectorize: str = "auto", metric: str | None = None) -> list[dict[str, Any]]:
   """Runs ``module.run`` at every grid point under ``workdir``; returns the summary rows.
 
@@ -277,7 +278,7 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
   for name, o, cfg in pending:
     pdir = root / name
     try:
-      module.run(cfg, str(pdir), **({"trained_f": lookup} if takes_f else {}))
+      module.run(cfg, os.fspath(pdir), **({"trained_f": lookup} if takes_f else {}))
       summary = io_lib.read_json(pdir / SUMMARY_FILE)
       (pdir / ERROR_FILE).unlink(missing_ok=True)
       rows[name] = _row(o, name, "done", flatten_summary(summary))
@@ -285,7 +286,7 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
       logging.exception("sweep point %s failed", name)
       pdir.mkdir(parents=True, exist_ok=True)
       (pdir / SUMMARY_FILE).unlink(missing_ok=True)  # written before the failure: retry it
-      (pdir / ERROR_FILE).write_text(traceback.format_exc())
+      io_lib.write_bytes(pdir / ERROR_FILE, traceback.format_exc().encode())
       rows[name] = _row(o, name, "failed", {"error": f"{type(e).__name__}: {e}"[:300]})
     write_summary(root, [rows[n] for n in names if n in rows], meta)
   ordered = [rows[n] for n in names]
@@ -295,11 +296,11 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
   except Exception:
     logging.exception("%s: could not draw %s", root, FIGURE_FILE)
   if nested:
-    shutil.rmtree(root / "_nested", ignore_errors=True)
+    (root / "_nested").rmtree(missing_ok=True)
   return ordered
 
 
-def write_summary(root: Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]
+def write_summary(root: epath.Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]
                   ) -> None:
   """``summary.json`` ({**meta, rows}) and ``summary.csv`` (one row per point), atomically."""
   io_lib.write_json(root / SUMMARY_FILE, {**meta, "rows": list(rows)})
@@ -308,8 +309,7 @@ def write_summary(root: Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[s
   writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
   writer.writeheader()
   writer.writerows(rows)
-  with io_lib.atomic_path(root / CSV_FILE) as tmp:
-    tmp.write_text(buf.getvalue())
+  io_lib.write_bytes(root / CSV_FILE, buf.getvalue().encode())
 
 
 def pick_metric(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str | None:
@@ -361,9 +361,9 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], metri
   return fig
 
 
-def make_figure(workdir: str | Path) -> str | None:
+def make_figure(workdir: io_lib.PathLike) -> str | None:
   """Redraws ``sweep.png`` from the sweep's ``summary.json``; None when nothing to plot."""
-  root = Path(workdir)
+  root = io_lib.path(workdir)
   s = io_lib.read_json(root / SUMMARY_FILE)
   rows, fields = s.get("rows", []), s.get("fields", [])
   metric = s.get("metric") or pick_metric(rows, fields)

@@ -27,13 +27,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import zlib
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from sgd_phases import config_lib, engine, eval_lib, io_lib, mutual_info, scoring, sharding, stats
 from sgd_phases import datasets as datasets_lib
@@ -112,7 +113,7 @@ def resolved_choices(config: ml_collections.ConfigDict, p: Plan) -> dict[str, np
       device_count=jax.device_count(), process_count=jax.process_count()).items()}
 
 
-def train_f(config: ml_collections.ConfigDict, p: Plan, workdir: Path | None,
+def train_f(config: ml_collections.ConfigDict, p: Plan, workdir: epath.Path | None,
             writer: io_lib.MetricWriter | None = None) -> dict[str, jax.Array]:
   """Step 2: F for every seed (checkpointed under ``workdir/checkpoints``)."""
   return engine.run_seeds(p.trainer, p.data, p.ds.y_train, engine.SeedSet(config.seed, p.seed_ids),
@@ -136,7 +137,7 @@ def _reference_labels(ref, f_out, t0_index) -> np.ndarray | None:
 
 def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.EvalData,
                     ds: datasets_lib.Dataset, seed_ids: np.ndarray,
-                    labels: np.ndarray | None = None, workdir: Path | None = None
+                    labels: np.ndarray | None = None, workdir: epath.Path | None = None
                     ) -> dict[str, np.ndarray]:
   """Trains reference ``config.references[name]`` for every seed; test predictions [S, N].
 
@@ -160,7 +161,8 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
 
 
 def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str, np.ndarray],
-                     workdir: Path | None) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+                     workdir: epath.Path | None
+                     ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
   """Step 3: every reference's test predictions and accuracy per seed, and T_0 per seed."""
   refs = config.references
   out = {name: train_reference(config, name, p.data, p.ds, p.seed_ids,
@@ -262,7 +264,7 @@ def init_distributed(config: ml_collections.ConfigDict) -> None:
                                "different run config from its peers")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path | None, *,
+def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
           trained_f: TrainedF | None = None) -> Results:
   """Trains F and the references for every seed and scores every evaluation (module doc).
 
@@ -271,7 +273,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path | None, *,
   """
   config_lib.validate(config)
   init_distributed(config)
-  workdir = Path(workdir) if workdir is not None else None
+  workdir = io_lib.path(workdir) if workdir is not None else None
   if workdir is not None:
     done = _check_workdir(config, workdir)
     if done is not None:
@@ -304,7 +306,7 @@ def run_identity(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str
   return ident
 
 
-def _check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> Results | None:
+def _check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> Results | None:
   """Refuses a workdir holding another run; returns the results of a finished same run.
 
   "Same run" is :func:`run_identity`. A finished run whose other fields differ (scoring options
@@ -326,13 +328,12 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> Results 
   if changed and not progress:
     logging.info("%s holds a config but no training progress; starting afresh", workdir)
   elif changed and not config.overwrite:
-    raise ValueError(f"workdir {str(workdir)!r} holds a run with a different config:\n  "
+    raise ValueError(f"workdir {os.fspath(workdir)!r} holds a run with a different config:\n  "
                      + "\n  ".join(changed) + "\nuse a new workdir or --config.overwrite=True")
   elif changed:
     logging.warning("overwriting the run in %s (config changed: %s)", workdir, changed)
-    import shutil
     for sub in ("checkpoints", "references", "tensorboard"):
-      shutil.rmtree(workdir / sub, ignore_errors=True)
+      (workdir / sub).rmtree(missing_ok=True)
     (workdir / io_lib.RESULTS_FILE).unlink(missing_ok=True)
   elif (workdir / io_lib.RESULTS_FILE).exists():
     logging.info("%s already holds the finished run; not retraining", workdir)

@@ -49,14 +49,13 @@ _VERSION = "1.0.0"
 
 def missing_files(idx_dir: str | os.PathLike) -> list[str]:
   """Names of the four IDX files that are absent from ``idx_dir``."""
-  return [f for f in IDX_FILES.values() if not (Path(idx_dir) / f).is_file()]
+  return [f for f in IDX_FILES.values() if not (epath.Path(idx_dir) / f).is_file()]
 
 
 def read_idx(path: str | os.PathLike, images: bool) -> np.ndarray:
-  """Reads one gzipped IDX file: uint8 images [N, H, W, 1] or uint8 labels [N]."""
+  """Reads one gzipped IDX file (local path or URI): uint8 images [N, H, W, 1] or labels [N]."""
   try:
-    with gzip.open(path, "rb") as f:
-      raw = f.read()
+    raw = gzip.decompress(epath.Path(path).read_bytes())
     magic = struct.unpack(">I", raw[:4])[0]
   except (OSError, EOFError, struct.error) as e:
     raise ValueError(f"data_dir: {path} is not a readable gzipped IDX file ({e})") from e
@@ -84,7 +83,7 @@ class _LocalIdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   HOMEPAGE = ""
 
   def __init__(self, *, idx_dir: str | os.PathLike | None = None, **kwargs):
-    self._idx_dir = None if idx_dir is None else Path(idx_dir)
+    self._idx_dir = None if idx_dir is None else epath.Path(idx_dir)
     super().__init__(**kwargs)
 
   @tfds_utils.classproperty
@@ -147,7 +146,7 @@ def fingerprint(idx_dir: str | os.PathLike) -> str:
   h = hashlib.sha256()
   for key in sorted(IDX_FILES):
     h.update(IDX_FILES[key].encode())
-    h.update((Path(idx_dir) / IDX_FILES[key]).read_bytes())
+    h.update((epath.Path(idx_dir) / IDX_FILES[key]).read_bytes())
   return h.hexdigest()[:16]
 
 
@@ -155,14 +154,18 @@ def prepare(name: str, idx_dir: str | os.PathLike, cache_dir: str | os.PathLike
             ) -> tuple[Path, str]:
   """Builds (once) the TFDS dataset for ``name`` from ``idx_dir``; returns (data_dir, builder).
 
-  Raises ValueError naming ``data_dir`` if files are missing or are not valid IDX files.
+  ``idx_dir`` may be a URI (read through epath); ``cache_dir``, where the array_record files are
+  built and read, is a local folder. Raises ValueError naming ``data_dir`` if files are missing
+  or are not valid IDX files.
   """
-  idx_dir = Path(idx_dir).expanduser().resolve()
+  idx_dir = epath.Path(idx_dir)
+  if "://" not in os.fspath(idx_dir):
+    idx_dir = idx_dir.expanduser().resolve()
   if not idx_dir.is_dir():
-    raise ValueError(f"data_dir={str(idx_dir)!r} is not a folder")
+    raise ValueError(f"data_dir={os.fspath(idx_dir)!r} is not a folder")
   missing = missing_files(idx_dir)
   if missing:
-    raise ValueError(f"data_dir={str(idx_dir)!r} lacks the IDX files {missing}")
+    raise ValueError(f"data_dir={os.fspath(idx_dir)!r} lacks the IDX files {missing}")
   builder_cls = BUILDERS[name]
   builder_name = builder_cls.name
   cache_dir = Path(cache_dir).expanduser()
@@ -174,7 +177,7 @@ def prepare(name: str, idx_dir: str | os.PathLike, cache_dir: str | os.PathLike
   return root, builder_name
 
 
-def build(builder_cls: type[_LocalIdxBuilder], idx_dir: Path, cache_dir: Path, final: Path
+def build(builder_cls: type[_LocalIdxBuilder], idx_dir: epath.Path, cache_dir: Path, final: Path
           ) -> None:
   """Builds into a private temporary folder, then renames the version folder to ``final``."""
   cache_dir.mkdir(parents=True, exist_ok=True)
