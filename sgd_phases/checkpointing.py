@@ -21,6 +21,7 @@ from sgd_phases import io_lib
 
 PyTree = Any
 _TMP_MARKERS = (".orbax-checkpoint-tmp",)
+_COMMIT_MARKER = "commit_success.txt"  # Orbax's marker of a finished checkpoint on GCS
 
 
 class ChunkCheckpointer:
@@ -35,8 +36,12 @@ class ChunkCheckpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def _warn_partial(self) -> None:
+    if not self.directory.exists():  # an object store has no empty folders
+      return
     for p in sorted(self.directory.iterdir()):
-      if p.is_dir() and any(m in p.name for m in _TMP_MARKERS):
+      partial = any(m in p.name for m in _TMP_MARKERS) or (
+          not io_lib.is_local(p) and p.name.isdigit() and not (p / _COMMIT_MARKER).exists())
+      if partial and p.is_dir():
         logging.warning("ignoring partial checkpoint %s (interrupted write); resuming from the "
                         "last complete one", p)
 

@@ -1,6 +1,12 @@
 """Fixtures shared by several test modules."""
 
+import sys
+from pathlib import Path
+
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import gcs_emulator  # noqa: E402  (sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT before gcsfs loads)
 
 from sgd_phases.datasets import tfds_images
 
@@ -24,3 +30,17 @@ def mock_tfds(monkeypatch):
   tfds_images.clear_cache()
   yield tfds
   tfds_images.clear_cache()
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket():
+  """``gs://sgd-phases-test``: a bucket on a local GCS emulator (127.0.0.1, tests/gcs_emulator.py)
+  that this process and its children reach through the environment; stopped at session end."""
+  with gcs_emulator.GcsEmulator() as emulator:
+    emulator.create_bucket("sgd-phases-test")
+    old = gcs_emulator.configure_env(emulator.host)
+    try:
+      yield "gs://sgd-phases-test"
+    finally:
+      gcs_emulator.restore_env(old)
+

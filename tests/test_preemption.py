@@ -1,4 +1,5 @@
-"""SIGKILL a training process, restart it: the results equal an uninterrupted run's."""
+"""SIGKILL a training process, restart it: the results equal an uninterrupted run's, on a local
+workdir and on a gs:// workdir (local GCS emulator, tests/gcs_emulator.py)."""
 
 import logging
 import os
@@ -10,21 +11,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from etils import epath
 
 from sgd_phases import io_lib, train_lib
 
 sys.path.insert(0, str(Path(__file__).parent))
+import gcs_emulator  # noqa: E402
 import tiny_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 1500
 
 
-def _committed(workdir: Path) -> list[Path]:
-  ckpt = workdir / "checkpoints"
-  if not ckpt.exists():
-    return []
-  return [p for p in ckpt.glob("chunk_*/*") if p.is_dir() and p.name.isdigit()]
+def _committed(workdir: str) -> list[int]:
+  """Evaluation indices of the finished checkpoints (Orbax: a renamed step folder locally, a
+  ``commit_success.txt`` object on GCS)."""
+  if workdir.startswith("gs://"):
+    files = gcs_emulator.list_objects(workdir + "/checkpoints")
+    return sorted(int(f.split("/")[1]) for f in files
+                  if f.count("/") == 2 and f.endswith("/commit_success.txt"))
+  ckpt = Path(workdir) / "checkpoints"
+  return [] if not ckpt.exists() else [int(p.name) for p in ckpt.glob("chunk_*/*")
+                                       if p.is_dir() and p.name.isdigit()]
 
 
 @pytest.fixture(scope="module")
@@ -33,37 +41,50 @@ def uninterrupted(tmp_path_factory):
   return train_lib.train(tiny_run.config(STEPS), wd)
 
 
-def test_sigkill_then_resume(tmp_path, uninterrupted, caplog, monkeypatch):
-  wd = tmp_path / "killed"
+@pytest.fixture(params=["local", "gs"])
+def workdir(request, tmp_path):
+  if request.param == "local":
+    return str(tmp_path / "killed")
+  return request.getfixturevalue("gcs_bucket") + f"/killed-{os.getpid()}"
+
+
+def test_sigkill_then_resume(workdir, uninterrupted, caplog, monkeypatch):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
-  proc = subprocess.Popen([sys.executable, "tests/tiny_run.py", str(wd), str(STEPS)], cwd=ROOT,
+  proc = subprocess.Popen([sys.executable, "tests/tiny_run.py", workdir, str(STEPS)], cwd=ROOT,
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   deadline = time.time() + 300
-  while len(_committed(wd)) < 2 and proc.poll() is None and time.time() < deadline:
+  while len(_committed(workdir)) < 2 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
   assert proc.poll() is None, "the run finished before it could be killed: " + (
       proc.stderr.read().decode()[-2000:])
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  wd = epath.Path(workdir)
   assert not (wd / "results.npz").exists()
-  # A write interrupted by the kill leaves an uncommitted folder: simulate one beyond the last.
-  chunk = next((wd / "checkpoints").glob("chunk_*"))
-  partial = chunk / "999.orbax-checkpoint-tmp-1234"
+  # A write interrupted by the kill leaves an uncommitted checkpoint (locally a temporary
+  # folder, on GCS a step folder without commit_success.txt): simulate one beyond the last.
+  chunk = next(p for p in (wd / "checkpoints").iterdir() if p.name.startswith("chunk_"))
+  partial = chunk / ("999.orbax-checkpoint-tmp-1234" if io_lib.is_local(wd) else "999")
   partial.mkdir()
   (partial / "junk").write_bytes(b"\x00" * 10)
   # the last checkpoint the killed run committed (every chunk of this config is one chunk)
   steps = uninterrupted.arrays["steps"]
-  committed = max(int(p.name) for p in _committed(wd))
+  committed = max(_committed(workdir))
   trained = tiny_run.count_trained_steps(monkeypatch, steps)
   with caplog.at_level(logging.INFO):
-    resumed = train_lib.train(tiny_run.config(STEPS), wd)
+    resumed = train_lib.train(tiny_run.config(STEPS), workdir)
   assert "partial checkpoint" in caplog.text
   resumed_at = [r.getMessage() for r in caplog.records if "resumed from checkpoint" in
                 r.getMessage()]
   assert resumed_at == [f"F seeds 0-2: resumed from checkpoint at step {steps[committed]}"]
   # the restart trained only the steps after that checkpoint, not the run from scratch
   assert sum(trained) == STEPS - int(steps[committed]) < STEPS
-  for k, v in uninterrupted.arrays.items():
+  for k, v in uninterrupted.arrays.items():  # bit-identical to the uninterrupted local run
     np.testing.assert_array_equal(v, resumed.arrays[k], err_msg=k)
   np.testing.assert_array_equal(io_lib.read_npz(wd / "results.npz")["predictions"],
                                 uninterrupted.arrays["predictions"])
+  # a finished run is reloaded, not retrained
+  trained.clear()
+  again = train_lib.train(tiny_run.config(STEPS), workdir)
+  assert trained == []
+  np.testing.assert_array_equal(again.arrays["predictions"], uninterrupted.arrays["predictions"])

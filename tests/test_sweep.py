@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 import pytest
+from etils import epath
 
 from experiments import mi_vs_accuracy
 from experiments import sweep as sweep_cli
@@ -26,9 +28,8 @@ def _mi_config():
   return c
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-  with open(path) as f:
-    return list(csv.DictReader(f))
+def _read_csv(path: epath.Path) -> list[dict[str, str]]:
+  return list(csv.DictReader(io.StringIO(epath.Path(path).read_text())))
 
 
 # ----------------------------------------------------------------------- fields and flags
@@ -80,22 +81,31 @@ def test_parse_argv_grid_and_names():
 
 
 # ------------------------------------------------------------------------------ the driver
-def test_sweep_end_to_end_skip_and_failure(tmp_path, monkeypatch):
+@pytest.fixture(params=["local", "gs"])
+def sweep_root(request, tmp_path) -> epath.Path:
+  """A local folder, or a gs:// folder on the local GCS emulator (tests/gcs_emulator.py)."""
+  if request.param == "local":
+    return epath.Path(tmp_path)
+  return epath.Path(request.getfixturevalue("gcs_bucket")) / f"sweep-{id(tmp_path)}"
+
+
+def test_sweep_end_to_end_skip_and_failure(sweep_root, monkeypatch):
+  root = sweep_root
   grid = sweep.make_grid(_mi_config(), {"num_examples": [2000, 2001],
                                         "num_random_draws": [0, 2]})
-  rows = sweep.run_sweep(mi_vs_accuracy, _mi_config(), grid, tmp_path, vectorize="auto")
+  rows = sweep.run_sweep(mi_vs_accuracy, _mi_config(), grid, root, vectorize="auto")
   assert [r["status"] for r in rows] == ["done", "done", "failed", "failed"]  # 2001 is odd
-  bad = tmp_path / sweep.point_name(grid[2]) / "error.txt"
+  bad = root / sweep.point_name(grid[2]) / "error.txt"
   assert "num_examples must be even" in bad.read_text()
   assert "num_examples must be even" in rows[2]["error"]
-  table = _read_csv(tmp_path / "summary.csv")
+  table = _read_csv(root / "summary.csv")
   assert [r["point"] for r in table] == [r["point"] for r in rows]
   assert float(table[0]["max_abs_error_bits"]) < 1e-3 and table[3]["status"] == "failed"
-  saved = io_lib.read_json(tmp_path / "summary.json")
+  saved = io_lib.read_json(root / "summary.json")
   assert saved["experiment"] == "sweep" and len(saved["rows"]) == 4
   assert saved["fields"] == ["num_examples", "num_random_draws"]
   assert "random_draws.num_draws" in saved["rows"][1]  # nested summary dicts flattened
-  assert (tmp_path / "sweep.png").stat().st_size > 0
+  assert len((root / "sweep.png").read_bytes()) > 1000
 
   # Rerun: finished points are not run again, the failed ones are retried.
   calls = []
@@ -105,8 +115,8 @@ def test_sweep_end_to_end_skip_and_failure(tmp_path, monkeypatch):
     raise RuntimeError("still broken")
 
   monkeypatch.setattr(mi_vs_accuracy, "run", fake_run)
-  again = sweep.run_sweep(mi_vs_accuracy, _mi_config(), grid, tmp_path)
-  assert sorted(Path(w).name for w in calls) == sorted(r["point"] for r in rows[2:])
+  again = sweep.run_sweep(mi_vs_accuracy, _mi_config(), grid, root)
+  assert sorted(epath.Path(w).name for w in calls) == sorted(r["point"] for r in rows[2:])
   assert [r["status"] for r in again] == ["done", "done", "failed", "failed"]
   assert again[0] == rows[0] and "still broken" in again[3]["error"]
 
