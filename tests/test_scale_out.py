@@ -1,9 +1,11 @@
 """Seeds sharded over 4 simulated CPU devices give the single-device results (subprocess)."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,35 +77,73 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(wd: Path, steps: tuple[int, int] = (120, 120),
-                   timeout: int = 600) -> list[subprocess.CompletedProcess]:
+def _start_two(wd: Path, steps: tuple[int, int] = (120, 120)) -> list[subprocess.Popen]:
   """One job of 2 processes × 2 CPU devices (gloo collectives) on 127.0.0.1; ``steps``: each
-  process's NUM_STEPS (equal for a well-formed job)."""
+  process's NUM_STEPS (equal for a well-formed job). Output goes to files next to ``wd`` (a
+  full pipe would block one process inside a collective and hang the job): :func:`_stderr`."""
   env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=2")
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, "tests/tiny_run.py", str(wd), str(steps[i]),
-                             "--distributed", str(port), str(i)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  outs = []
+  wd.parent.mkdir(parents=True, exist_ok=True)
+  procs = []
+  for i in range(2):
+    with open(_log(wd, i), "w") as log:
+      procs.append(subprocess.Popen(
+          [sys.executable, "tests/tiny_run.py", str(wd), str(steps[i]), "--distributed",
+           str(port), str(i)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  return procs
+
+
+def _log(wd: Path, i: int) -> Path:
+  return wd.parent / f"{wd.name}.process_{i}.log"
+
+
+def _two_processes(wd: Path, steps: tuple[int, int] = (120, 120),
+                   timeout: int = 600) -> list[subprocess.CompletedProcess]:
+  """Runs :func:`_start_two` to the end; ``stderr`` of each result: its output."""
+  procs = _start_two(wd, steps)
   for p in procs:
-    out, err = p.communicate(timeout=timeout)
-    outs.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-  return outs
+    p.wait(timeout=timeout)
+  return [subprocess.CompletedProcess(p.args, p.returncode, "", _log(wd, i).read_text())
+          for i, p in enumerate(procs)]
 
 
-def test_two_processes_equal_one_process_with_four_devices(tmp_path):
-  for o in _two_processes(tmp_path / "two"):
+def test_two_processes_killed_resumed_equal_one_process_with_four_devices(tmp_path):
+  """A 2-process × 2-device job on one shared workdir. SIGKILL process 1 mid-run: process 0
+  exits with the coordination service's heartbeat error (tiny_run sets heartbeat_timeout_s =
+  20) instead of hanging. The same command on both resumes from the last checkpoint, and the
+  job's predictions equal an uninterrupted 1 × 4 run's, its measures to 1e-6; one writer."""
+  steps, wd = 400, tmp_path / "two"
+  ckpts = lambda: sorted(int(p.name) for p in wd.glob("checkpoints/chunk_*/*")  # noqa: E731
+                         if p.name.isdigit())
+  procs = _start_two(wd, (steps, steps))
+  deadline = time.time() + 300
+  while max(ckpts(), default=0) < 10 and procs[1].poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert procs[1].poll() is None, "the job ended before it could be killed: " + (
+      _log(wd, 1).read_text()[-2000:])
+  procs[1].send_signal(signal.SIGKILL)
+  killed_at = time.time()
+  procs[0].wait(timeout=120)
+  procs[1].wait()
+  err = _log(wd, 0).read_text()
+  assert procs[0].returncode != 0 and time.time() - killed_at < 20 + 40
+  assert "heartbeat timeout" in err and "remote task has failed" in err, err[-3000:]
+  assert not (wd / "results.npz").exists()
+  last = max(ckpts())
+
+  outs = _two_processes(wd, (steps, steps))
+  for o in outs:
     assert o.returncode == 0, o.stderr[-3000:]
-  code = f"""
+  two = io_lib.read_npz(wd / "results.npz")
+  resumed = f"F seeds 0-2: resumed from checkpoint at step {two['steps'][last]}"
+  assert all(resumed in o.stderr for o in outs), [resumed] + [o.stderr[-1500:] for o in outs]
+  _run(f"""
       import sys
       sys.path.insert(0, "tests")
       import tiny_run
       from sgd_phases import train_lib
-      train_lib.train(tiny_run.config(120), "{tmp_path / 'four'}")
-  """
-  _run(code, 4)
-  two = io_lib.read_npz(tmp_path / "two" / "results.npz")
+      train_lib.train(tiny_run.config({steps}), "{tmp_path / 'four'}")
+  """, 4)
   four = io_lib.read_npz(tmp_path / "four" / "results.npz")
   assert (str(two["resolved/process_count"]), str(two["resolved/device_count"])) == ("2", "4")
   np.testing.assert_array_equal(two["predictions"], four["predictions"])
@@ -115,15 +155,16 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
     else:
       np.testing.assert_array_equal(two[k], four[k], err_msg=k)
   # one writer: exactly one copy of each host-written file; Orbax saved collectively
-  names = sorted(p.name for p in (tmp_path / "two").iterdir())
+  names = sorted(p.name for p in wd.iterdir())
   assert names == ["checkpoints", "config.json", "metrics.jsonl", "references", "results.npz",
                    "tensorboard"]
-  ckpt = next((tmp_path / "two" / "checkpoints").iterdir())
+  ckpt = next((wd / "checkpoints").iterdir())
   assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [38, 39]
 
 
 def test_a_peer_with_another_config_is_refused_before_training(tmp_path):
   outs = _two_processes(tmp_path / "bad", steps=(120, 100))
   assert all(o.returncode != 0 for o in outs)
-  assert any("different run config from its peers" in o.stderr for o in outs), outs[0].stderr[-2000:]
+  assert any("different run config from its peers" in o.stderr for o in outs), (
+      outs[0].stderr[-2000:])
   assert not (tmp_path / "bad" / "config.json").exists()  # refused before anything was written

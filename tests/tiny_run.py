@@ -48,6 +48,8 @@ def count_trained_steps(monkeypatch, steps) -> list[int]:
 
 
 if __name__ == "__main__":
+  import logging
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
   c = config(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
   if len(sys.argv) > 3:  # ... --distributed PORT PROCESS_ID [NULL_PERMUTATIONS]: a 2-process job
     c.distributed.enabled = True
