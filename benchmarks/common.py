@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import platform
 import statistics
@@ -62,6 +63,20 @@ def _torch_threads() -> int | None:
     return None
 
 
+def cpu_fingerprint() -> str:
+  """Short hash of the host CPU's SIMD feature flags (Linux /proc/cpuinfo; "unknown" elsewhere).
+
+  XLA's CPU code depends on them: the same jax version can round differently on another CPU."""
+  try:
+    text = Path("/proc/cpuinfo").read_text()
+  except OSError:
+    return "unknown"
+  line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+  flags = sorted(f for f in line.split(":", 1)[-1].split()
+                 if any(s in f for s in ("sse", "avx", "fma", "amx")))
+  return hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
+
+
 def environment() -> dict[str, Any]:
   """Backend, device kind, CPU count, library versions, date and load: stored with results."""
   dev = jax.devices()[0]
@@ -72,6 +87,7 @@ def environment() -> dict[str, Any]:
       cpu_count=os.cpu_count(),
       machine=platform.machine(),
       processor=platform.processor(),
+      cpu_fingerprint=cpu_fingerprint(),
       python=platform.python_version(),
       jax=jax.__version__,
       jaxlib=_version("jaxlib"),

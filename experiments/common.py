@@ -142,3 +142,45 @@ def summarize_linear_phase(results: Any, reference: str, min_bits: float) -> dic
       "i_fy_at_t0": stats.summarize(stats.at_index(m["i_fy"], t0)),
       "test_acc_at_t0": stats.summarize(stats.at_index(a["test_acc"], t0)),
   }
+
+
+# --------------------------------------------------------------- retention (retention, _map)
+_RETENTION_MLP = {"width": 512, "depth": 2}
+RETENTION_TASKS: dict[str, Task] = {
+    "mnist": Task("mnist", "mlp", 8_000, 0.1, _RETENTION_MLP,
+                  dataset_overrides={"train_size": 4000}),
+    "fashion": Task("fashion_mnist", "mlp", 8_000, 0.1, _RETENTION_MLP,
+                    dataset_overrides={"train_size": 4000}),
+    "sinusoid_hd": Task("sinusoid_hd", "mlp", 15_000, 0.1, _RETENTION_MLP,
+                        dataset_overrides={"n_train": 2000, "dim": 20}),
+}
+
+
+def retention_default_task() -> str:
+  """``mnist`` when the offline MNIST files are present, else ``sinusoid_hd``."""
+  return "mnist" if offline_data_dir("mnist") else "sinusoid_hd"
+
+
+def retention_base_config(task: str, name: str, quick: bool):
+  """A retention run of ``RETENTION_TASKS[task]``: train accuracy over every training example,
+  references ``linear`` (L on the same, possibly noisy, labels) and ``f_t0`` (F at T_0)."""
+  from sgd_phases import config_lib  # local import: keeps experiment modules light to import
+  c = task_base_config(RETENTION_TASKS[task])
+  c.eval.train_eval_size = 10_000   # >= the train set: train accuracy over every example
+  c.references.linear = config_lib.reference_config(
+      "linear", trained_on="labels", num_steps=10_000, batch_size=64, learning_rate=LINEAR_LR)
+  c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
+  c.t0.reference = "linear"
+  c.experiment = name               # recorded in summary.json (make_figures dispatches on it)
+  c.task = task                     # which row of TASKS this config came from
+  c.quick = quick                   # shrunken settings for tests / smoke runs
+  return c
+
+
+def quick_data(c, n_train: int = 300, n_test: int = 1000, dim: int = 10) -> None:
+  """Shrinks ``c.dataset`` in place for a quick run: ``n_train``/``n_test`` points (and ``dim``
+  for the synthetic sinusoid_hd), or ``train_size``/``test_size`` examples of real data."""
+  if c.dataset.name == "sinusoid_hd":
+    c.dataset.n_train, c.dataset.n_test, c.dataset.dim = n_train, n_test, dim
+  else:
+    c.dataset.train_size, c.dataset.test_size = n_train, n_test

@@ -37,38 +37,17 @@ import numpy as np
 from etils import epath
 
 from experiments import common
-from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
+from sgd_phases import analysis, cli, io_lib, plotting, stats
 
 NAME = "retention"
-_MLP = dict(width=512, depth=2)
-TASKS: dict[str, common.Task] = {
-    "mnist": common.Task("mnist", "mlp", 8_000, 0.1, _MLP, dataset_overrides=dict(train_size=4000)),
-    "fashion": common.Task("fashion_mnist", "mlp", 8_000, 0.1, _MLP,
-                           dataset_overrides=dict(train_size=4000)),
-    "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 15_000, 0.1, _MLP,
-                               dataset_overrides=dict(n_train=2000, dim=20)),
-}
-
-
-def default_task() -> str:
-  """``mnist`` when the offline MNIST files are present, else ``sinusoid_hd``."""
-  return "mnist" if common.offline_data_dir("mnist") else "sinusoid_hd"
+TASKS = common.RETENTION_TASKS
+default_task = common.retention_default_task
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config of the retention experiment: ``arg`` = "<task>[,quick]"."""
   task, quick = common.parse_task(arg, TASKS, default_task())
-  dataset = TASKS[task].dataset
-  c = common.task_base_config(TASKS[task])
-  c.eval.train_eval_size = 10_000   # >= the train set: train accuracy over every example
-  c.references.linear = config_lib.reference_config(
-      "linear", trained_on="labels", num_steps=10_000, batch_size=64,
-      learning_rate=common.LINEAR_LR)
-  c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
-  c.t0.reference = "linear"
-  c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
-  c.task = task                     # which row of TASKS this config came from
-  c.quick = quick                   # shrunken settings for tests / smoke runs
+  c = common.retention_base_config(task, NAME, quick)
   c.noise_rates = [0.0, 0.1, 0.2]   # label noise p of the training labels, one run each
   c.target_train_acc = 0.99         # "fits the noisy labels" threshold (checked, reported)
   if quick:  # seconds on CPU
@@ -79,10 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.noise_rates = [0.0, 0.2]
     c.references.linear.num_steps = 150
     c.model_kwargs.width = 128
-    if dataset == "sinusoid_hd":
-      c.dataset.n_train, c.dataset.n_test, c.dataset.dim = 300, 1000, 10
-    else:
-      c.dataset.train_size, c.dataset.test_size = 300, 1000
+    common.quick_data(c)
   return c
 
 

@@ -61,19 +61,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from experiments import common
-from sgd_phases import cli, config_lib, io_lib, plotting, results, stats, sweep
+from sgd_phases import cli, io_lib, plotting, results, stats, sweep
 
 NAME = "retention_map"
 NOISE_FIELD = "dataset.label_noise"
 _MAP_ONLY = ("noise_rates", "map_field", "map_values", "target_train_acc", "vectorize")
-_MLP = {"width": 512, "depth": 2}
-TASKS: dict[str, common.Task] = {
-    "mnist": common.Task("mnist", "mlp", 8_000, 0.1, _MLP, dataset_overrides={"train_size": 4000}),
-    "fashion": common.Task("fashion_mnist", "mlp", 8_000, 0.1, _MLP,
-                           dataset_overrides={"train_size": 4000}),
-    "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 15_000, 0.1, _MLP,
-                               dataset_overrides={"n_train": 2000, "dim": 20}),
-}
+TASKS = common.RETENTION_TASKS
 # Heatmaps: (flat summary key, title, key of its null or None, number format).
 HEATMAPS = (
     ("mu_l_peak.value", "peak μ_Y(F_t;L) [bits]", "mu_l_peak.null", ".3f"),
@@ -90,28 +83,16 @@ HEATMAPS = (
     ("test_acc_end", "test accuracy (clean labels)", None, ".3f"),
 )
 
-
-def default_task() -> str:
-  """``mnist`` when the offline MNIST files are present, else ``sinusoid_hd``."""
-  return "mnist" if common.offline_data_dir("mnist") else "sinusoid_hd"
+default_task = common.retention_default_task
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config of the map: ``arg`` = "<task>[,quick]" (``quick`` alone: synthetic)."""
   quick = "quick" in cli.parse_arg(arg)
   task, _ = common.parse_task(arg, TASKS, "sinusoid_hd" if quick else default_task())
-  c = common.task_base_config(TASKS[task])
+  c = common.retention_base_config(task, NAME, quick)
   c.num_seeds = 3
   c.eval.num_points = 40            # log-spaced; the peak step is known to ~25%
-  c.eval.train_eval_size = 10_000   # >= the train set: train accuracy over every example
-  c.references.linear = config_lib.reference_config(
-      "linear", trained_on="labels", num_steps=10_000, batch_size=64,
-      learning_rate=common.LINEAR_LR)
-  c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
-  c.t0.reference = "linear"
-  c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
-  c.task = task                     # which row of TASKS this config came from
-  c.quick = quick                   # shrunken settings for tests / smoke runs
   c.noise_rates = [0.0, 0.1, 0.2, 0.3, 0.4]  # the map's first axis: label noise p (columns)
   c.map_field = "model_kwargs.width"    # the map's second axis (rows): any config field
   c.map_values = [32, 128, 512, 1024]   # its values
@@ -128,10 +109,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.references.linear.num_steps = 150
     c.model_kwargs.width = 64
     c.null.num_permutations = 50
-    if task == "sinusoid_hd":
-      c.dataset.n_train, c.dataset.n_test, c.dataset.dim = 300, 1000, 10
-    else:
-      c.dataset.train_size, c.dataset.test_size = 300, 1000
+    common.quick_data(c)
   return c
 
 

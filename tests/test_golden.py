@@ -19,24 +19,13 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks import common
 from sgd_phases import config_lib, train_lib
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_run  # noqa: E402
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_cpu.json").read_text())
-
-
-def cpu_fingerprint() -> str:
-  """Short hash of the host's SIMD feature flags (Linux /proc/cpuinfo; "unknown" elsewhere)."""
-  try:
-    text = Path("/proc/cpuinfo").read_text()
-  except OSError:
-    return "unknown"
-  line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-  flags = sorted(f for f in line.split(":", 1)[-1].split()
-                 if any(s in f for s in ("sse", "avx", "fma", "amx")))
-  return hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
 
 
 def golden_config():
@@ -54,7 +43,7 @@ def test_quick_run_matches_golden_values():
                                                "test_", "train_"))) == GOLDEN["keys"]
   np.testing.assert_allclose(a["test_acc"][:, -1], GOLDEN["test_acc_end"], atol=1e-6)
   np.testing.assert_allclose(a["mi/linear/mu"][:, -1], GOLDEN["mu_end"], atol=1e-5)
-  expected = GOLDEN["sha256_by_cpu"].get(cpu_fingerprint())
+  expected = GOLDEN["sha256_by_cpu"].get(common.cpu_fingerprint())
   if jax.__version__ == GOLDEN["jax"] and expected is not None:
     h = hashlib.sha256()
     for k in GOLDEN["keys"]:
