@@ -281,6 +281,23 @@ def test_linear_phase_mnist_quick(tmp_path):
   _check_figures(linear_phase, tmp_path, s)
 
 
+def test_linear_phase_on_all_ten_mnist_classes_quick(tmp_path):
+  """K = 10 (L = softmax regression): the headline at T_0 recomputed from the stored
+  predictions with pyitlib (an independent plug-in implementation)."""
+  from pyitlib import discrete_random_variable as drv
+  s = linear_phase.run(_quick(linear_phase, "mnist10_mlp,quick"), str(tmp_path))
+  a = analysis.load(tmp_path).arrays
+  assert int(a["num_classes"]) == 10 and set(np.unique(a["y_test"])) == set(range(10))
+  assert s["t0_found"] >= 1 and 1.0 < s["i_ly"]["mean"] <= np.log2(10)
+  ratios = []
+  for i in np.flatnonzero(a["t0_index"] >= 0):
+    f, l, y = a["predictions"][i, a["t0_index"][i]], a["ref/linear/predictions"][i], a["y_test"]
+    i_fy = drv.information_mutual(f, y, base=2)
+    ratios.append((i_fy - drv.information_mutual_conditional(f, y, l, base=2)) / i_fy)
+  assert s["mu_over_i_at_t0"]["mean"] == pytest.approx(np.mean(ratios), abs=1e-5)
+  _check_figures(linear_phase, tmp_path, s)
+
+
 # ----------------------------------------------------------------------------- CIFAR (mock)
 @pytest.mark.parametrize("task", ["cifar10_vgg", "cifar10_resnet"])
 def test_cifar_configs_on_mock_data(task, mock_tfds, tmp_path):
