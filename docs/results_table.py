@@ -15,6 +15,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 LINEAR_PHASE_ROWS = [  # (summary, task, model, steps: for summaries that predate num_steps)
     ("lp_mnist_mlp", "MNIST 0–4 vs 5–9", "mlp 512×2", 10_000),
+    ("lp_mnist10_mlp", "MNIST, all 10 classes (K = 10)", "mlp 512×2", 10_000),
     ("lp_mnist_cnn", "MNIST 0–4 vs 5–9", "paper_cnn", 1_000),
     ("lp_fashion_mlp", "Fashion-MNIST 0–4 vs 5–9", "mlp 512×2", 10_000),
     ("lp_fashion_cnn_4k", "Fashion-MNIST 0–4 vs 5–9", "paper_cnn", 4_000),
