@@ -51,6 +51,13 @@ def optimizer_config(name: str = "sgd", learning_rate: float = 0.1, momentum: fl
   ))
 
 
+def surrogate_config(kinds: tuple[str, ...] = ("gaussian", "first_moment"), size: int = 10_000,
+                     seed: int = 0) -> ml_collections.ConfigDict:
+  """``eval.surrogates``: which surrogate test sets (``sgd_phases.surrogates.KINDS``), how many
+  inputs each, and the numpy seed of the (fixed per run) draw."""
+  return ml_collections.ConfigDict(dict(kinds=list(kinds), size=size, seed=seed))
+
+
 def reference_config(model: str = "linear", trained_on: str = "labels", num_steps: int = 1000,
                      batch_size: int = 64, learning_rate: float = 0.1,
                      **model_kwargs: Any) -> ml_collections.ConfigDict:
@@ -97,6 +104,8 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
       # (benchmarks/eval_overhead.py); experiments that need every example set it higher.
       train_eval_size=2000,
       probe_grid=0,                 # >0: also record predictions on a G×G grid (2-D inputs)
+      # optional, not set here (a run's identity): surrogates=surrogate_config(...), test sets
+      # matching only the class-conditional moments, recorded like the probe grid
   ))
   c.references = ml_collections.ConfigDict()   # name -> reference_config(...)
   c.t0 = ml_collections.ConfigDict(dict(
@@ -158,6 +167,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be >= 1")
   _require(_is_int(ev.probe_grid) and 0 <= ev.probe_grid <= 1024, "eval.probe_grid",
            "must be an int in [0, 1024]")
+  sur = ev.get("surrogates")
+  if sur:  # optional: surrogate test sets (sgd_phases.surrogates)
+    from sgd_phases import surrogates
+    _require(len(sur.kinds) >= 1 and all(k in surrogates.KINDS for k in sur.kinds),
+             "eval.surrogates.kinds", f"must be a non-empty subset of {surrogates.KINDS}")
+    _require(_is_int(sur.size) and sur.size >= 2, "eval.surrogates.size", "must be an int >= 2")
+    _require(_is_int(sur.seed), "eval.surrogates.seed", "must be an int")
   for name, ref in config.references.items():
     field = f"references.{name}"
     _require(ref.trained_on in TRAINED_ON, f"{field}.trained_on", f"not in {TRAINED_ON}")

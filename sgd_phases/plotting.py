@@ -225,6 +225,31 @@ def plot_retention(steps: ArrayLike, curves_by_noise: Mapping[float, Mapping[str
   return fig
 
 
+def plot_surrogates(steps: ArrayLike, acc: Mapping[str, ArrayLike],
+                    mu_over_i: Mapping[str, ArrayLike], acc_l: ArrayLike,
+                    t0_steps: ArrayLike | None = None, title: str = "",
+                    logx: bool = True) -> Figure:
+  """Accuracy of F_t on each test set (the real one first, then surrogates) and μ/I(F;Y) on
+  each, [S, E] per name with 95% CI bands; acc(L) dotted, mean T_0 dashed."""
+  st = np.asarray(steps, dtype=np.float64).ravel()
+  fig, axes = _new_figure(1, 2, panel=(4.6, 3.2))
+  left, right = axes[0]
+  for i, (name, v) in enumerate(acc.items()):
+    plot_band(left, st, v, name, color="black" if i == 0 else f"C{i - 1}", logx=logx,
+              limits=ACC_LIMITS)
+  for i, (name, v) in enumerate(mu_over_i.items()):
+    plot_band(right, st, v, name, color="black" if i == 0 else f"C{i - 1}", logx=logx)
+  left.axhline(float(np.nanmean(acc_l)), color="C3", linestyle=":", linewidth=1, label="acc(L)")
+  t0 = _mean_positive(t0_steps)
+  for ax in (left, right):
+    if t0 is not None:
+      ax.axvline(t0, color="C3", linestyle="--", linewidth=1, label="T_0" if ax is left else None)
+  _style(left, "SGD step", "accuracy of F_t", title, legend=True)
+  right.set_ylim(-0.05, 1.05)  # early ratios of tiny I(F;Y) are noise
+  _style(right, "SGD step", "μ_Y(F_t;L) / I(F_t;Y)", "what L explains, per test set")
+  return fig
+
+
 def plot_mi_vs_accuracy(acc_grid: ArrayLike, curve: ArrayLike,
                         measured_acc: ArrayLike | None = None,
                         measured_mi: ArrayLike | None = None) -> Figure:

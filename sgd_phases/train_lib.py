@@ -36,7 +36,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from sgd_phases import config_lib, engine, eval_lib, io_lib, mutual_info, scoring, sharding, stats
+from sgd_phases import (config_lib, engine, eval_lib, io_lib, mutual_info, scoring, sharding,
+                        stats, surrogates)
 from sgd_phases import datasets as datasets_lib
 from sgd_phases.models import layers
 from sgd_phases.results import Results
@@ -58,6 +59,8 @@ class Plan:
   strategy: str                # F's resolved seed strategy
   train_predictions: str       # which train-set predictions of F the references need
   probe: np.ndarray | None     # [G², 2] probe inputs, or None
+  # eval.surrogates: kind -> (inputs, labels), recorded after the probe grid in x_probe
+  surrogates: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 def trainer_for(config: ml_collections.ConfigDict, net: ml_collections.ConfigDict | None,
@@ -88,9 +91,15 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   eval_at = eval_lib.eval_steps(num_steps, config.eval.schedule, config.eval.num_points,
                                 config.eval.every)
   tr, strategy = trainer_for(config, None, num_steps, ds)
-  return Plan(ds=ds, data=engine.EvalData.create(ds, config.eval.train_eval_size, probe),
+  sur = config.eval.get("surrogates")
+  sets = {k: surrogates.sample(k, ds.x_train, ds.y_train, ds.num_classes, sur.size, sur.seed)
+          for k in (sur.kinds if sur else ())}
+  extra = ([] if probe is None else [probe]) + [x for x, _ in sets.values()]
+  x_probe = np.concatenate(extra) if extra else None
+  return Plan(ds=ds, data=engine.EvalData.create(ds, config.eval.train_eval_size, x_probe),
               eval_at=eval_at, seed_ids=np.arange(config.num_seeds), trainer=tr,
-              strategy=strategy, probe=probe, train_predictions=needed_train_predictions(config))
+              strategy=strategy, probe=probe, train_predictions=needed_train_predictions(config),
+              surrogates=sets)
 
 
 def needed_train_predictions(config: ml_collections.ConfigDict) -> str:
@@ -154,7 +163,8 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
                          np.array([0, ref.num_steps]), engine.RunOptions(
                              strategy=strategy, seeds_per_chunk=config.seeds_per_chunk,
                              progress=config.progress, desc=f"ref:{name}"))
-  res = {k: sharding.to_host(out[k])[:, -1] for k in ("predictions", "test_acc", "train_acc")}
+  res = {k: sharding.to_host(out[k])[:, -1] for k in ("predictions", "test_acc", "train_acc",
+                                                       "probe_predictions") if k in out}
   if cache is not None:
     io_lib.write_npz(cache, res)
   return res
@@ -179,13 +189,15 @@ def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str
   at_t0 = np.where(reached, t0, len(p.eval_at) - 1)  # stand-in index, masked out below
   for name in late:
     if refs[name].trained_on == "snapshot_at_T0":
-      o = {"predictions": f_out["predictions"][rows, at_t0].copy(),
-           "test_acc": f_out["test_acc"][rows, at_t0]}
+      o = {k: f_out[k][rows, at_t0].copy() for k in ("predictions", "test_acc",
+                                                     "probe_predictions") if k in f_out}
     else:
       o = {k: np.array(v) for k, v in train_reference(
           config, name, p.data, p.ds, p.seed_ids, _reference_labels(refs[name], f_out, at_t0),
           workdir).items()}
     o["predictions"][~reached] = scoring.UNDEFINED
+    if "probe_predictions" in o:
+      o["probe_predictions"][~reached] = scoring.UNDEFINED
     o["test_acc"] = np.where(reached, o["test_acc"], np.nan)
     out[name] = o
   return {name: out[name] for name in refs}, t0
@@ -230,19 +242,49 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
       "steps": p.eval_at, "seed_ids": p.seed_ids, "y_test": p.ds.y_test.astype(np.int32),
       "num_classes": np.int64(p.ds.num_classes), "predictions": f_out["predictions"],
       **{k: f_out[k] for k in engine.BUFFER_KEYS}, **resolved_choices(config, p)}
+  grid = 0 if p.probe is None else len(p.probe)
   if p.probe is not None:
     arrays["probe_inputs"] = p.probe
-    arrays["probe_predictions"] = f_out["probe_predictions"]
+    arrays["probe_predictions"] = f_out["probe_predictions"][..., :grid]
   arrays["reference_names"] = np.array(list(refs), dtype=str)
   for name, out in refs.items():
     arrays[f"ref/{name}/predictions"] = out["predictions"]
     arrays[f"ref/{name}/test_acc"] = out["test_acc"]
     arrays.update(score_reference(config, name, f_dev["predictions"], out["predictions"],
                                   p.ds.y_test, p.ds.num_classes))
+  arrays.update(_score_surrogates(p, f_out, refs, grid, config.get("bias_correction")))
   arrays["t0_index"] = t0
   arrays["t0_step"] = np.where(t0 >= 0, p.eval_at[np.maximum(t0, 0)], -1)
   arrays["t0_reference"] = np.array(config.t0.reference or "")
   return arrays
+
+
+def _score_surrogates(p: Plan, f_out: Mapping[str, np.ndarray],
+                      refs: dict[str, dict[str, np.ndarray]], start: int,
+                      bias_correction: str | None) -> dict[str, np.ndarray]:
+  """``surrogate/<kind>/{inputs,labels,predictions,acc}`` and ``surrogate/<kind>/mi/<ref>/*``:
+  F's and every reference's predictions on each surrogate test set (``eval.surrogates``)."""
+  out: dict[str, np.ndarray] = {}
+  for kind, (x, y) in p.surrogates.items():
+    cut = slice(start, start + len(y))
+    start += len(y)
+    f = f_out["probe_predictions"][..., cut]
+    pre = f"surrogate/{kind}"
+    out.update({f"{pre}/inputs": x, f"{pre}/labels": y, f"{pre}/predictions": f,
+                f"{pre}/acc": (f == y).mean(axis=-1)})
+    for name, r in refs.items():
+      out[f"{pre}/ref/{name}/predictions"] = r["probe_predictions"][..., cut]
+    out.update(score_surrogate(out, kind, list(refs), p.ds.num_classes, bias_correction))
+  return out
+
+
+def score_surrogate(arrays: Mapping[str, np.ndarray], kind: str, names: list[str],
+                    num_classes: int, bias_correction: str | None) -> dict[str, np.ndarray]:
+  """``surrogate/<kind>/mi/<ref>/<field>`` [S, E] from the stored surrogate predictions."""
+  pre = f"surrogate/{kind}"
+  return {f"{pre}/mi/{name}/{k}": v for name in names for k, v in scoring.measures(
+      arrays[f"{pre}/predictions"], arrays[f"{pre}/ref/{name}/predictions"],
+      arrays[f"{pre}/labels"], num_classes, bias_correction).items()}
 
 
 def init_distributed(config: ml_collections.ConfigDict) -> None:
@@ -353,10 +395,14 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> Re
 def rescore(config: ml_collections.ConfigDict, results: Results) -> Results:
   """Every reference's measures and null recomputed from the stored predictions under
   ``config``'s scoring options (``config_lib.SCORING_FIELDS``); nothing is trained."""
-  a = {k: v for k, v in results.arrays.items() if not k.startswith(("mi/", "null/"))}
+  a = {k: v for k, v in results.arrays.items()
+       if not k.startswith(("mi/", "null/")) and "/mi/" not in k}
   for name in results.reference_names:
     a.update(score_reference(config, name, a["predictions"], a[f"ref/{name}/predictions"],
                              a["y_test"], int(a["num_classes"])))
+  for kind in {k.split("/")[1] for k in a if k.startswith("surrogate/")}:
+    a.update(score_surrogate(a, kind, results.reference_names, int(a["num_classes"]),
+                             config.get("bias_correction")))
   return Results(a, results.workdir)
 
 

@@ -1,0 +1,143 @@
+"""Does F first learn low-order statistics? Accuracy on moment-matched surrogate test sets.
+
+Belrose et al. (ICML 2024, "Neural Networks Learn Statistics of Increasing Complexity") report
+that early in training networks classify maximum-entropy surrogates that match only the
+class-conditional mean and covariance of the data nearly as well as real data, and lose that
+ability later. Here every evaluation of F also records its predictions on two fixed surrogate
+test sets built from the training set (``sgd_phases.surrogates``, on device like the test set):
+``gaussian`` (N(μ_c, Σ_c) per class c, clipped to the input range) and ``first_moment``
+(N(μ_c, σ_c² I)). L, the linear classifier of the paper, is scored on them too, so
+μ_Y(F_t;L) is also measured on the surrogates.
+
+Per surrogate, with 95% CIs over seeds: the peak surrogate accuracy and its step, where that
+step sits relative to T_0 (the paper's end of the linear phase, acc(F_t) ≥ acc(L) on the real
+test set): the per-seed ratio peak step / T_0 and how many seeds peak before T_0, the accuracy
+at T_0 and at the end, the drop from the peak (paired per seed), the real test accuracy at the
+surrogate peak, and μ/I(F;Y) on the surrogate at T_0.
+
+Tasks (``get_config("<task>[,quick]")``): ``mnist_mlp`` and ``fashion_mlp`` (0–4 vs 5–9, MLP
+512×2, SGD lr 0.05, 10k steps, 5 seeds; the linear_phase settings) with 10,000 inputs per
+surrogate; ``sinusoid_hd`` (synthetic, default without the offline data); ``quick``: seconds.
+
+    python -m experiments.low_order_statistics --workdir=runs/los_mnist \\
+        --config=experiments/low_order_statistics.py:mnist_mlp
+    python -m experiments.low_order_statistics --workdir=/tmp/losq \\
+        --config=experiments/low_order_statistics.py:quick
+
+Writes the engine's files (``surrogate/<kind>/...`` arrays in results.npz), ``summary.json`` and
+``figures/low_order_statistics.png``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments import common
+from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
+
+NAME = "low_order_statistics"
+_MLP = {"width": 512, "depth": 2}
+TASKS: dict[str, common.Task] = {
+    "mnist_mlp": common.Task("mnist", "mlp", 10_000, 0.05, _MLP),
+    "fashion_mlp": common.Task("fashion_mnist", "mlp", 10_000, 0.05, _MLP),
+    "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 20_000, 0.05, {"width": 256, "depth": 2}),
+}
+LABELS = {"gaussian": "Gaussian surrogate (μ_c, Σ_c)", "first_moment": "first moment (μ_c, σ_c²I)"}
+
+
+def default_task() -> str:
+  """``mnist_mlp`` when the offline MNIST files are present, else ``sinusoid_hd``."""
+  return "mnist_mlp" if common.offline_data_dir("mnist") else "sinusoid_hd"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Config: ``arg`` = "<task>[,quick]" (see the module docstring)."""
+  task, quick = common.parse_task(arg, TASKS, default_task())
+  c = common.task_base_config(TASKS[task])
+  c.references.linear = config_lib.reference_config(
+      "linear", trained_on="labels", num_steps=10_000, batch_size=64,
+      learning_rate=common.LINEAR_LR)
+  c.t0.reference = "linear"
+  c.eval.surrogates = config_lib.surrogate_config(size=10_000, seed=0)
+  c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
+  c.task = task                     # which row of TASKS this config came from
+  c.quick = quick                   # shrunken settings for tests / smoke runs
+  if quick:  # seconds on CPU
+    common.quick_budget(c, 600, 0.1)
+    c.references.linear.num_steps = 150
+    c.model_kwargs.width = 64
+    c.eval.surrogates.size = 1000
+    common.quick_data(c, n_train=1000)
+  return c
+
+
+def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
+                      t0: np.ndarray, mu: np.ndarray, i_fy: np.ndarray) -> dict[str, Any]:
+  """The headlines of one surrogate from per-seed curves [S, E] and T_0 indices [S] (−1: never)."""
+  peak = np.argmax(acc, axis=1)
+  rows = np.arange(len(peak))
+  reached = t0 >= 0
+  t0_step = np.where(reached, steps[np.maximum(t0, 0)], np.nan).astype(np.float64)
+  peak_step = steps[peak].astype(np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ratio = np.where(reached & (t0_step > 0), peak_step / t0_step, np.nan)
+  return {
+      "acc_peak": stats.summarize(acc[rows, peak]),
+      "peak_step": stats.summarize(peak_step),
+      "peak_step_over_t0": stats.summarize(ratio),
+      "peaks_before_t0": int(np.sum(reached & (peak_step < t0_step))),
+      "acc_at_t0": stats.summarize(stats.at_index(acc, t0)),
+      "acc_end": stats.summarize(acc[:, -1]),
+      "drop_from_peak": stats.summarize(acc[rows, peak] - acc[:, -1]),
+      "test_acc_at_peak": stats.summarize(test_acc[rows, peak]),
+      "mu_over_i_at_t0": stats.summarize(stats.at_index(mu, t0) / stats.at_index(i_fy, t0)),
+  }
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        trained_f: Any = None) -> dict[str, Any]:
+  """Trains F and L for every seed with the surrogate sets recorded; summary.json + figure."""
+  from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
+
+  res = train_lib.train(config, workdir, trained_f=trained_f)
+  a = res.arrays
+  summary: dict[str, Any] = {
+      **common.header(NAME, config, res),
+      "t0_step": stats.summarize(np.where(a["t0_index"] >= 0, a["t0_step"], np.nan)),
+      "test_acc_end": stats.summarize(a["test_acc"][:, -1]),
+      "acc_l": stats.summarize(a["ref/linear/test_acc"]),
+      "surrogate_size": int(config.eval.surrogates.size),
+  }
+  for kind in config.eval.surrogates.kinds:
+    pre = f"surrogate/{kind}"
+    summary[kind] = surrogate_summary(
+        a["steps"], a[f"{pre}/acc"], a["test_acc"], a["t0_index"],
+        a[f"{pre}/mi/linear/mu"], a[f"{pre}/mi/linear/i_fy"])
+  return common.finish(workdir, summary, make_figures)
+
+
+def make_figures(workdir: str) -> list[str]:
+  """Redraws ``figures/low_order_statistics.png`` from results.npz (and config.json)."""
+  a = analysis.load(workdir).arrays
+  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
+  kinds = list(cfg["eval"]["surrogates"]["kinds"])
+
+  def ratio(pre: str) -> np.ndarray:  # μ/I(F;Y), undefined where I(F;Y) = 0
+    i_fy = a[f"{pre}/i_fy"]
+    return a[f"{pre}/mu"] / np.where(i_fy > 0, i_fy, np.nan)
+
+  title = f"{cfg.get('task', cfg['dataset']['name'])}: {cfg['model']}, {len(a['seed_ids'])} seeds"
+  fig = plotting.plot_surrogates(
+      a["steps"], {"test set": a["test_acc"],
+                   **{LABELS.get(k, k): a[f"surrogate/{k}/acc"] for k in kinds}},
+      {"test set": ratio("mi/linear"),
+       **{LABELS.get(k, k): ratio(f"surrogate/{k}/mi/linear") for k in kinds}},
+      acc_l=a["ref/linear/test_acc"], t0_steps=a["t0_step"], title=title)
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
+
+
+if __name__ == "__main__":
+  cli.main(__file__, run)
