@@ -13,7 +13,8 @@ Per surrogate, with 95% CIs over seeds: the peak surrogate accuracy and its step
 step sits relative to T_0 (the paper's end of the linear phase, acc(F_t) ≥ acc(L) on the real
 test set): the per-seed ratio peak step / T_0 and how many seeds peak before T_0, the accuracy
 at T_0 and at the end, the drop from the peak (paired per seed), the real test accuracy at the
-surrogate peak, and μ/I(F;Y) on the surrogate at T_0.
+surrogate peak, and μ/I(F;Y) on the surrogate at T_0 (read it with L's own accuracy on the
+surrogate, ``acc_l``: where L is at chance there, μ is ~0 whatever F does).
 
 Tasks (``get_config("<task>[,quick]")``): ``mnist_mlp`` and ``fashion_mlp`` (0–4 vs 5–9, MLP
 512×2, SGD lr 0.05, 10k steps, 5 seeds; the linear_phase settings) with 10,000 inputs per
@@ -116,6 +117,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     summary[kind] = surrogate_summary(
         a["steps"], a[f"{pre}/acc"], a["test_acc"], a["t0_index"],
         a[f"{pre}/mi/linear/mu"], a[f"{pre}/mi/linear/i_fy"])
+    summary[kind]["acc_l"] = stats.summarize(  # L (trained to the end) on the surrogate
+        (a[f"{pre}/ref/linear/predictions"] == a[f"{pre}/labels"]).mean(axis=-1))
   return common.finish(workdir, summary, make_figures)
 
 

@@ -64,6 +64,8 @@ def test_quick_run_records_surrogates_and_summarises_them(tmp_path):
     assert s[kind]["acc_peak"]["mean"] == pytest.approx(acc.max(1).mean())
     assert s[kind]["peak_step"]["mean"] == pytest.approx(a["steps"][peak].mean())
     assert s[kind]["drop_from_peak"]["mean"] == pytest.approx((acc.max(1) - acc[:, -1]).mean())
+    l_acc = (a[f"{pre}/ref/linear/predictions"] == y).mean(-1)
+    assert s[kind]["acc_l"]["mean"] == pytest.approx(l_acc.mean())
     # μ on the surrogate against L's predictions there, recomputed with pyitlib
     l_sur = a[f"{pre}/ref/linear/predictions"][0]
     i_fy = drv.information_mutual(f[0, -1], y, base=2)
