@@ -250,6 +250,26 @@ def plot_surrogates(steps: ArrayLike, acc: Mapping[str, ArrayLike],
   return fig
 
 
+def plot_kernel_regime(curves: Mapping[str, tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]],
+                       title: str = "", logx: bool = True) -> Figure:
+  """Per label (e.g. a width): (steps [E], μ_Y(F_t;F_lin,t)/I(F_t;Y) [S, E], agreement of F_t
+  with F_lin,t [S, E], T_0 steps [S]); 95% CI bands, mean T_0 dashed in the curve's colour."""
+  fig, axes = _new_figure(1, 2, panel=(4.4, 3.0))
+  left, right = axes[0]
+  for i, (label, (steps, ratio, agree, t0)) in enumerate(curves.items()):
+    st = np.asarray(steps, dtype=np.float64).ravel()
+    plot_band(left, st, ratio, label, color=f"C{i}", logx=logx)
+    plot_band(right, st, agree, label, color=f"C{i}", logx=logx, limits=ACC_LIMITS)
+    t0m = _mean_positive(t0)
+    for ax in (left, right):
+      if t0m is not None:
+        ax.axvline(t0m, color=f"C{i}", linestyle="--", linewidth=0.8)
+  left.set_ylim(-0.05, 1.05)
+  _style(left, "SGD step", "μ_Y(F_t;F_lin,t) / I(F_t;Y)", title, legend=True)
+  _style(right, "SGD step", "agreement of F_t and F_lin,t", "dashed: T_0 (vs linear L)")
+  return fig
+
+
 def plot_mi_vs_accuracy(acc_grid: ArrayLike, curve: ArrayLike,
                         measured_acc: ArrayLike | None = None,
                         measured_mi: ArrayLike | None = None) -> Figure:
