@@ -52,6 +52,20 @@ def task_base_config(task: Task) -> ml_collections.ConfigDict:
   return c
 
 
+def add_linear_reference(c: ml_collections.ConfigDict, num_steps: int = 10_000) -> None:
+  """The paper's L (``references.linear``: a linear classifier trained per seed by SGD on the
+  training labels) and T_0 defined against it, in place."""
+  from sgd_phases import config_lib  # local import: keeps experiment modules light to import
+  c.references.linear = config_lib.reference_config(
+      "linear", trained_on="labels", num_steps=num_steps, batch_size=64, learning_rate=LINEAR_LR)
+  c.t0.reference = "linear"
+
+
+def mnist_or_synthetic(task: str = "mnist_mlp", fallback: str = "sinusoid_hd") -> str:
+  """``task`` when the offline MNIST files are present, else the synthetic ``fallback``."""
+  return task if offline_data_dir("mnist") else fallback
+
+
 def header(name: str, config: ml_collections.ConfigDict, results: Any) -> dict[str, Any]:
   """First fields of a summary.json: experiment, task, data, model, seeds, steps, quick, and
   the resolved ``auto`` choices."""
@@ -158,7 +172,7 @@ RETENTION_TASKS: dict[str, Task] = {
 
 def retention_default_task() -> str:
   """``mnist`` when the offline MNIST files are present, else ``sinusoid_hd``."""
-  return "mnist" if offline_data_dir("mnist") else "sinusoid_hd"
+  return mnist_or_synthetic("mnist")
 
 
 def retention_base_config(task: str, name: str, quick: bool):
@@ -167,10 +181,8 @@ def retention_base_config(task: str, name: str, quick: bool):
   from sgd_phases import config_lib  # local import: keeps experiment modules light to import
   c = task_base_config(RETENTION_TASKS[task])
   c.eval.train_eval_size = 10_000   # >= the train set: train accuracy over every example
-  c.references.linear = config_lib.reference_config(
-      "linear", trained_on="labels", num_steps=10_000, batch_size=64, learning_rate=LINEAR_LR)
+  add_linear_reference(c)
   c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
-  c.t0.reference = "linear"
   c.experiment = name               # recorded in summary.json (make_figures dispatches on it)
   c.task = task                     # which row of TASKS this config came from
   c.quick = quick                   # shrunken settings for tests / smoke runs

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from sgd_phases import cli, config_lib, io_lib, mutual_info, plotting, stats
+from sgd_phases import cli, io_lib, mutual_info, plotting, stats
 
 NAME = "kernel_regime"
 LIN_FILE = "linearized.npz"
@@ -46,19 +46,11 @@ TASKS: dict[str, common.Task] = {
 _MAP_ONLY = ("widths", "min_bits")
 
 
-def default_task() -> str:
-  """``mnist_mlp`` when the offline MNIST files are present, else ``sinusoid_hd``."""
-  return "mnist_mlp" if common.offline_data_dir("mnist") else "sinusoid_hd"
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config: ``arg`` = "<task>[,quick]" (see the module docstring)."""
-  task, quick = common.parse_task(arg, TASKS, default_task())
+  task, quick = common.parse_task(arg, TASKS, common.mnist_or_synthetic())
   c = common.task_base_config(TASKS[task])
-  c.references.linear = config_lib.reference_config(
-      "linear", trained_on="labels", num_steps=10_000, batch_size=64,
-      learning_rate=common.LINEAR_LR)
-  c.t0.reference = "linear"
+  common.add_linear_reference(c)
   c.eval.num_points = 60
   c.null.num_permutations = 0      # this experiment's headlines are against F_lin, not L
   c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)

@@ -29,10 +29,11 @@ too slowly for a CPU budget; we use lr 0.05, which reaches ~97% test accuracy on
 On Fashion-MNIST the same network is still below the linear classifier (89.4% vs 91.2%) after
 1000 steps, so T_0 is never reached there; ``fashion_cnn`` therefore trains for 4000 steps.
 On a GPU use e.g. ``--config.num_steps=47000`` (50 epochs). paper_cnn runs are evaluated 30 times
-on a balanced 5000-example test subset (``common.cpu_eval_budget``). MNIST / Fashion-MNIST are read from
-``datasets.shared_data_dir()`` when that folder exists (``common.offline_data_dir``) (offline IDX files), else through the
-normal TFDS download. CIFAR-10 needs TFDS (download) and is meant for a GPU/TPU (the engine has
-no data augmentation); it is tested on mock data only.
+on a balanced 5000-example test subset (``common.cpu_eval_budget``). MNIST / Fashion-MNIST are
+read from ``datasets.shared_data_dir()`` (offline IDX files) when that folder exists
+(``common.offline_data_dir``), else through the normal TFDS download. CIFAR-10 needs TFDS
+(download) and is meant for a GPU/TPU (the engine has no data augmentation); it is tested on
+mock data only.
 
     python -m experiments.linear_phase --workdir=runs/linear_phase_sinusoid
     python -m experiments.linear_phase --workdir=runs/lp_mnist_mlp \\
@@ -50,7 +51,7 @@ from typing import Any
 import ml_collections
 
 from experiments import common
-from sgd_phases import analysis, cli, config_lib, io_lib, plotting
+from sgd_phases import analysis, cli, io_lib, plotting
 
 NAME = "linear_phase"
 DEFAULT_TASK = "sinusoid_hd"
@@ -77,10 +78,7 @@ def task_config(task: str, quick: bool) -> ml_collections.ConfigDict:
   t = TASKS[task]
   dataset, model, lr = t.dataset, t.model, t.learning_rate
   c = common.task_base_config(t)
-  c.references.linear = config_lib.reference_config(
-      "linear", trained_on="labels", num_steps=t.reference_steps, batch_size=64,
-      learning_rate=common.LINEAR_LR)
-  c.t0.reference = "linear"
+  common.add_linear_reference(c, t.reference_steps)
   if model == "paper_cnn":  # CPU budget: fewer, cheaper evaluations on a 5000-example test set
     common.cpu_eval_budget(c)
   if quick:  # seconds on CPU: small data, few steps, two seeds

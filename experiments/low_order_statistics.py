@@ -49,19 +49,11 @@ TASKS: dict[str, common.Task] = {
 LABELS = {"gaussian": "Gaussian surrogate (μ_c, Σ_c)", "first_moment": "first moment (μ_c, σ_c²I)"}
 
 
-def default_task() -> str:
-  """``mnist_mlp`` when the offline MNIST files are present, else ``sinusoid_hd``."""
-  return "mnist_mlp" if common.offline_data_dir("mnist") else "sinusoid_hd"
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config: ``arg`` = "<task>[,quick]" (see the module docstring)."""
-  task, quick = common.parse_task(arg, TASKS, default_task())
+  task, quick = common.parse_task(arg, TASKS, common.mnist_or_synthetic())
   c = common.task_base_config(TASKS[task])
-  c.references.linear = config_lib.reference_config(
-      "linear", trained_on="labels", num_steps=10_000, batch_size=64,
-      learning_rate=common.LINEAR_LR)
-  c.t0.reference = "linear"
+  common.add_linear_reference(c)
   c.eval.surrogates = config_lib.surrogate_config(size=10_000, seed=0)
   c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
   c.task = task                     # which row of TASKS this config came from

@@ -38,7 +38,8 @@ Tasks (``get_config("<task>[,quick]")``):
   600 steps; one nested program on CPU; ~20 s.
 
     python -m experiments.retention_map --workdir=runs/retention_map_mnist
-    python -m experiments.retention_map --workdir=/tmp/rmq --config=experiments/retention_map.py:quick
+    python -m experiments.retention_map --workdir=/tmp/rmq \\
+        --config=experiments/retention_map.py:quick
 
 Writes ``<workdir>/<cell>/`` engine workdirs (each with its summary.json and figure),
 ``summary.csv`` (one row per cell), ``summary.json`` (the sweep rows and a compact ``table``),
