@@ -59,7 +59,10 @@ SUMMARY_FILE, CSV_FILE, FIGURE_FILE, ERROR_FILE = ("summary.json", "summary.csv"
 
 # --------------------------------------------------------------------------- nested vmap
 def _f_dict(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """F's defining fields (``config_lib.F_FIELDS``) as a dict; None for a non-training config."""
+  """F's defining fields (``config_lib.F_FIELDS``) as a dict; None for a non-training config
+  and for one recording surrogate test sets (``eval.surrogates``: never nested or shared)."""
+  if "eval" in config and config.eval.get("surrogates"):
+    return None
   return config_lib.identity(config, config_lib.F_FIELDS)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import low_order_statistics as los
-from sgd_phases import analysis, surrogates, train_lib
+from sgd_phases import analysis, surrogates, sweep, train_lib
 
 
 def _two_gaussians(n: int = 20_000):
@@ -79,3 +79,13 @@ def test_quick_run_records_surrogates_and_summarises_them(tmp_path):
                                 a["surrogate/gaussian/predictions"])
   assert not np.allclose(rescored["surrogate/gaussian/mi/linear/i_fy"],
                          a["surrogate/gaussian/mi/linear/i_fy"])
+
+
+def test_runs_with_surrogates_are_never_nested_by_the_sweep():
+  """The sweep's nested (point × seed) programs record no surrogate sets: such points train
+  on their own."""
+  a, b = los.get_config("quick"), los.get_config("quick")
+  b.dataset.label_noise = 0.1
+  assert sweep.f_key(a) is None and sweep.nested_groups([a, b]) == []
+  del a.eval["surrogates"], b.eval["surrogates"]
+  assert sweep.nested_groups([a, b]) == [[0, 1]]
