@@ -61,6 +61,18 @@ def add_linear_reference(c: ml_collections.ConfigDict, num_steps: int = 10_000) 
   c.t0.reference = "linear"
 
 
+def engine_config(config: ml_collections.ConfigDict, drop: tuple[str, ...]
+                  ) -> ml_collections.ConfigDict:
+  """An unlocked copy of ``config`` without the experiment-only fields ``drop`` (those it has):
+  what ``train_lib.train`` gets for one run of a multi-run experiment."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  for field in drop:
+    if field in c:
+      del c[field]
+  return c
+
+
 def mnist_or_synthetic(task: str = "mnist_mlp", fallback: str = "sinusoid_hd") -> str:
   """``task`` when the offline MNIST files are present, else the synthetic ``fallback``."""
   return task if offline_data_dir("mnist") else fallback

@@ -69,10 +69,7 @@ def run_dir(workdir: io_lib.PathLike, p: float) -> epath.Path:
 
 def noise_config(config: ml_collections.ConfigDict, p: float) -> ml_collections.ConfigDict:
   """The engine config of one noise rate (experiment-only fields dropped)."""
-  c = config.copy_and_resolve_references()
-  c.unlock()
-  for field in ("noise_rates", "target_train_acc"):
-    del c[field]
+  c = common.engine_config(config, ("noise_rates", "target_train_acc"))
   c.dataset.label_noise = float(p)
   return c
 

@@ -117,12 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 # ------------------------------------------------------------------------------- one cell
 def cell_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The engine config of one cell (the map-only fields dropped)."""
-  c = config.copy_and_resolve_references()
-  c.unlock()
-  for field in _MAP_ONLY:
-    if field in c:
-      del c[field]
-  return c
+  return common.engine_config(config, _MAP_ONLY)
 
 
 def _with_null(observed: np.ndarray, null: np.ndarray | None,

@@ -16,6 +16,7 @@ The arrays (README: results format): ``steps``, ``seed_ids``, ``y_test``, ``num_
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 from etils import epath
 

@@ -37,6 +37,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
+from sgd_phases import io_lib
+
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -159,7 +161,7 @@ def prepare(name: str, idx_dir: str | os.PathLike, cache_dir: str | os.PathLike
   or are not valid IDX files.
   """
   idx_dir = epath.Path(idx_dir)
-  if "://" not in os.fspath(idx_dir):
+  if io_lib.is_local(idx_dir):
     idx_dir = idx_dir.expanduser().resolve()
   if not idx_dir.is_dir():
     raise ValueError(f"data_dir={os.fspath(idx_dir)!r} is not a folder")
