@@ -43,7 +43,7 @@ TASKS: dict[str, common.Task] = {
     "fashion_mlp": common.Task("fashion_mnist", "mlp", 3_000, 0.05, _MLP),
     "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 5_000, 0.05, _MLP),
 }
-_MAP_ONLY = ("widths", "min_bits")
+_EXPERIMENT_ONLY = ("widths", "min_bits")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -69,17 +69,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def width_config(config: ml_collections.ConfigDict, width: int) -> ml_collections.ConfigDict:
   """The engine config of one width (the experiment-only fields dropped)."""
-  c = config.copy_and_resolve_references()
-  c.unlock()
-  for field in _MAP_ONLY:
-    del c[field]
+  c = common.engine_config(config, _EXPERIMENT_ONLY)
   c.model_kwargs.width = int(width)
   return c
 
 
-def train_linearized(config: ml_collections.ConfigDict, workdir: str) -> dict[str, np.ndarray]:
+def train_linearized(config: ml_collections.ConfigDict, workdir: str,
+                     f_run_seconds: float = float("nan")) -> dict[str, np.ndarray]:
   """F_lin of every seed, time-paired with F (same θ₀, data order, steps): its test
-  predictions [S, E, N], test accuracy [S, E] and training seconds; cached in LIN_FILE."""
+  predictions [S, E, N], test accuracy [S, E] and training seconds, with ``f_run_seconds``
+  (F's run, NaN if not timed) kept beside them for the cost comparison; cached in LIN_FILE."""
   from sgd_phases import engine, train_lib
   from sgd_phases.models.linearized import Linearized
   path = io_lib.path(workdir) / LIN_FILE
@@ -95,6 +94,7 @@ def train_linearized(config: ml_collections.ConfigDict, workdir: str) -> dict[st
                                                       desc="F_lin"))
   res = {"predictions": np.asarray(out["predictions"]), "test_acc": np.asarray(out["test_acc"])}
   res["train_seconds"] = np.float64(time.perf_counter() - start)
+  res["f_run_seconds"] = np.float64(f_run_seconds)
   io_lib.write_npz(path, res)
   return res
 
@@ -135,21 +135,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   rows = {}
   for w in config.widths:
     wdir = io_lib.path(workdir) / f"width{int(w)}"
+    wc = width_config(config, w)
+    fresh = not (wdir / io_lib.RESULTS_FILE).exists()  # time F only when it is trained here
     start = time.perf_counter()
-    res = train_lib.train(width_config(config, w), wdir)
-    f_seconds = time.perf_counter() - start
-    lin = train_linearized(width_config(config, w), str(wdir))
+    res = train_lib.train(wc, wdir)
+    f_seconds = time.perf_counter() - start if fresh else float("nan")
+    lin = train_linearized(wc, str(wdir), f_seconds)
     a = res.arrays
     m = paired_measures(a["predictions"], lin["predictions"], a["y_test"], int(a["num_classes"]))
     rows[str(int(w))] = {**width_summary(a["steps"], a["t0_index"], m, lin["test_acc"],
                                          float(config.min_bits)),
                          "test_acc_end": stats.summarize(a["test_acc"][:, -1]),
                          "f_lin_train_seconds": float(lin["train_seconds"]),
-                         "f_run_seconds_incl_references": f_seconds}
-  summary = {"experiment": NAME, "task": config.task, "dataset": config.dataset.name,
-             "model": config.model, "num_seeds": int(config.num_seeds),
-             "num_steps": int(config.num_steps), "quick": bool(config.quick),
-             "widths": [int(w) for w in config.widths], "by_width": rows}
+                         "f_run_seconds_incl_references": float(lin.get("f_run_seconds",
+                                                                         np.nan))}
+  summary = {**common.header(NAME, config, res), "widths": [int(w) for w in config.widths],
+             "by_width": rows}
   return common.finish(workdir, summary, make_figures)
 
 
