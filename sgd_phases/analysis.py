@@ -12,6 +12,8 @@ predictions, e.g. from another run's ``ref/<name>/predictions`` or a scikit-lear
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 import numpy as np
 
@@ -53,25 +55,33 @@ def add_reference(results: Results, config: ml_collections.ConfigDict, name: str
   out = train_lib.train_reference(config, name, data, ds, results.arrays["seed_ids"])
   arrays = dict(results.arrays)
   arrays["reference_names"] = np.array(list(results.reference_names) + [name], dtype=str)
-  arrays[f"ref/{name}/predictions"] = out["predictions"]
-  arrays[f"ref/{name}/test_acc"] = out["test_acc"]
+  arrays[results_lib.ref_key(name, "predictions")] = out["predictions"]
+  arrays[results_lib.ref_key(name, "test_acc")] = out["test_acc"]
   for f, v in measures_against(results, out["predictions"], config.bias_correction).items():
-    arrays[f"mi/{name}/{f}"] = v
+    arrays[results_lib.mi_key(name, f)] = v
   return Results(arrays, results.workdir)
 
 
-def add_null(results: Results, num_permutations: int = 100, seed: int = 0,
-             bias_correction: str | None = None) -> Results:
+_FROM_RUN: Any = object()  # default of add_null: the value the run recorded
+
+
+def add_null(results: Results, num_permutations: int = 100, seed: Any = _FROM_RUN,
+             bias_correction: Any = _FROM_RUN) -> Results:
   """The conditional-independence null ``null/<ref>/mu`` [P, S, E] of every reference, computed
-  from the stored predictions (no retraining; seconds). ``seed`` and ``bias_correction`` should
-  be the run's ``config.seed`` and ``config.bias_correction`` (then the draws equal the
-  engine's)."""
+  from the stored predictions (no retraining; seconds). ``seed`` and ``bias_correction``
+  default to what the run recorded (``run/*`` in results.npz, or its config.json), so the
+  draws equal the engine's; a run that recorded neither needs both passed."""
+  seed = results.recorded("seed") if seed is _FROM_RUN else seed
+  bc = results.recorded("bias_correction") if bias_correction is _FROM_RUN else bias_correction
+  if seed is None:
+    raise ValueError("seed: the run recorded no config.seed (no run/seed in results.npz, no "
+                     "config.json beside it); pass seed= (and bias_correction=)")
   a = results.arrays
   arrays = dict(a)
   for name in results.reference_names:
-    arrays[f"null/{name}/mu"] = scoring.null_mu(
-        a["predictions"], a[f"ref/{name}/predictions"], a["y_test"], int(a["num_classes"]),
-        scoring.null_key(seed, name), num_permutations, bias_correction)
+    arrays[results_lib.null_key(name)] = scoring.null_mu(
+        a["predictions"], a[results_lib.ref_key(name, "predictions")], a["y_test"],
+        int(a["num_classes"]), scoring.null_key(int(seed), name), num_permutations, bc)
   return Results(arrays, results.workdir)
 
 
@@ -94,7 +104,7 @@ def headline(results: Results, reference: str) -> dict[str, dict[str, float]]:
       "i_ly": stats.summarize(m["i_ly"][:, last]),
       "i_fy_end": stats.summarize(m["i_fy"][:, last]),
       "mu_end": stats.summarize(m["mu"][:, last]),
-      "acc_l": stats.summarize(a[f"ref/{reference}/test_acc"]),
+      "acc_l": stats.summarize(results.reference(reference, "test_acc")),
       "train_acc_end": stats.summarize(a["train_acc"][:, last]),
       "test_acc_end": stats.summarize(a["test_acc"][:, last]),
   }

@@ -332,7 +332,7 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
         bad = jnp.where(bad < 0, bad_k, bad)
       buffers = record(states, buffers, i32(k), labels_sn[:, :m], shared)
       if pending is not None:  # host reads one evaluation late: no sync on the fresh work
-        _report(pending, bar, opts.writer, desc)
+        _report(pending, bar, opts.writer, desc, ckpt)
       pending = (k, int(eval_at[k]), int(eval_at[k - 1]) if k else 0, bad,
                  {n: buffers[n][:, k] for n in ("test_acc", "train_acc", "train_loss")}, ids)
       if ckpt is not None and (k % opts.checkpoint_every == 0 or k == e - 1):
@@ -340,7 +340,7 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
         ckpt.save(k, states, buffers, {"eval_index": k, "step": int(eval_at[k]),
                                        "seed_ids": [int(i) for i in ids]})
     if pending is not None:
-      _report(pending, bar, opts.writer, desc)
+      _report(pending, bar, opts.writer, desc, ckpt)
   finally:
     if bar is not None:
       bar.close()
@@ -356,15 +356,20 @@ def _check_finite(bad: jax.Array, ids: np.ndarray, ckpt=None) -> None:
   bad = sharding.to_host(bad)
   if (bad >= 0).any():
     j = int(np.argmax(bad >= 0))
+    if ckpt is not None:
+      ckpt.wait()
     last = ckpt.latest() if ckpt is not None else None
+    where = ("no checkpoint was saved" if last is None else
+             f"the last good checkpoint is evaluation {last} (saved before the divergence)")
     raise FloatingPointError(
-        f"non-finite loss in seed {int(ids[j])} at step {int(bad[j])}; the last good checkpoint "
-        f"is evaluation {last} (lower the learning rate, or rerun to resume from it)")
+        f"non-finite loss in seed {int(ids[j])} at step {int(bad[j])}; {where}. Lower the "
+        "learning rate: the corrected rerun may use the same workdir (a diverged attempt "
+        "blocks nothing)")
 
 
-def _report(pending, bar, writer, desc) -> None:
+def _report(pending, bar, writer, desc, ckpt=None) -> None:
   k, step, prev_step, bad, metrics, ids = pending
-  _check_finite(bad, ids)
+  _check_finite(bad, ids, ckpt)
   means = {f"{desc.split()[0]}/{n}": float(np.mean(sharding.to_host(v)))
            for n, v in metrics.items()}
   if bar is not None:

@@ -6,7 +6,10 @@ workdir into ``pathlib.Path(str(...))``: that collapses ``gs://b`` into ``gs:/b`
 
 "Nothing half-written", two ways:
 
-* Local disk: a temporary file in the same folder, then ``os.replace`` (atomic rename).
+* Local disk: a temporary file in the same folder, flushed to the disk (``fsync``), then
+  ``os.replace`` (atomic rename) and an ``fsync`` of the folder, so that a crash of the machine,
+  not only of the process, leaves the old file or the new one (as Orbax does for checkpoints).
+  Files get the usual mode, ``0666 & ~umask`` (``mkstemp`` alone would make them 0600).
 * Object stores (any URI): they have no rename, but an object upload is atomic -- the object
   becomes visible only once the upload completes, and a failed upload leaves the old object (or
   none). So every file is written as one object from bytes built in memory (:func:`write_bytes`),
@@ -45,18 +48,52 @@ def is_local(p: PathLike) -> bool:
   return "://" not in os.fspath(p)
 
 
+def _umask() -> int:
+  """The process's umask: read from /proc on Linux (no race with threads writing files, e.g.
+  Orbax's), elsewhere by setting and restoring it."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def _fsync_dir(folder: str) -> None:
+  try:
+    fd = os.open(folder, os.O_RDONLY)
+  except OSError:  # e.g. a platform whose folders cannot be opened
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
 def write_bytes(p: PathLike, data: bytes) -> None:
-  """Writes ``data`` to ``p`` atomically (rename locally, one object upload on a URI)."""
+  """Writes ``data`` to ``p`` atomically and durably (module doc): fsync + rename + fsync of the
+  folder locally, one object upload on a URI. The file's mode is ``0666 & ~umask``."""
   p = path(p)
   p.parent.mkdir(parents=True, exist_ok=True)
   if not is_local(p):
     p.write_bytes(data)
     return
-  fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=os.fspath(p.parent))
+  folder = os.fspath(p.parent)
+  fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+      f.flush()
+      os.fchmod(f.fileno(), 0o666 & ~_umask())
+      os.fsync(f.fileno())
     os.replace(tmp, os.fspath(p))
+    _fsync_dir(folder)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

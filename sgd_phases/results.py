@@ -10,7 +10,9 @@ The arrays (README: results format): ``steps``, ``seed_ids``, ``y_test``, ``num_
 ``predictions`` [S, E, N], the metric buffers [S, E], ``reference_names``, and per reference
 ``ref/<r>/predictions`` [S, N] (−1 rows: undefined for that seed), ``ref/<r>/test_acc``,
 ``mi/<r>/<field>`` [S, E] and ``null/<r>/mu`` [P, S, E]; ``t0_index``, ``t0_step``; and
-``resolved/<choice>``: what the run's ``auto`` settings resolved to.
+``resolved/<choice>``: what the run's ``auto`` settings resolved to; ``run/seed`` and
+``run/bias_correction``: the scoring inputs of the stored null (so ``analysis.add_null`` draws
+the same permutations). Every key is built by the functions below, nowhere else.
 """
 
 from __future__ import annotations
@@ -21,6 +23,44 @@ import numpy as np
 from etils import epath
 
 from sgd_phases import io_lib, mutual_info
+
+
+# ------------------------------------------------------------------ the keys of results.npz
+def mi_key(reference: str, field: str) -> str:
+  """``mi/<reference>/<field>``: an InfoMeasures field [S, E] against one reference."""
+  return f"mi/{reference}/{field}"
+
+
+def null_key(reference: str) -> str:
+  """``null/<reference>/mu``: the conditional null's draws [P, S, E]."""
+  return f"null/{reference}/mu"
+
+
+def ref_key(reference: str, what: str) -> str:
+  """``ref/<reference>/<what>`` (``predictions`` [S, N], ``test_acc`` [S])."""
+  return f"ref/{reference}/{what}"
+
+
+def surrogate_key(kind: str, *parts: str) -> str:
+  """``surrogate/<kind>/<parts...>`` (e.g. ``surrogate_key("gaussian", "mi", "linear", "mu")``)."""
+  return "/".join(("surrogate", kind) + parts)
+
+
+def resolved_key(choice: str) -> str:
+  """``resolved/<choice>``: what one ``auto`` setting became."""
+  return f"resolved/{choice}"
+
+
+def run_key(field: str) -> str:
+  """``run/<field>``: a config value the stored scores depend on (``seed``,
+  ``bias_correction``)."""
+  return f"run/{field}"
+
+
+def is_score_key(key: str) -> bool:
+  """True for the keys that scoring writes (measures and null draws), i.e. what re-scoring
+  replaces."""
+  return key.startswith(("mi/", "null/")) or (key.startswith("surrogate/") and "/mi/" in key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +90,29 @@ class Results:
   def measures(self, reference: str) -> dict[str, np.ndarray]:
     """InfoMeasures fields -> [seeds, evals] arrays against one reference."""
     self._check(reference)
-    return {f: self.arrays[f"mi/{reference}/{f}"] for f in mutual_info.InfoMeasures._fields}
+    return {f: self.arrays[mi_key(reference, f)] for f in mutual_info.InfoMeasures._fields}
 
   def null(self, reference: str) -> np.ndarray | None:
     """[P, S, E] draws of μ_Y(F_t;L) under F ⟂ L | Y for one reference, or None when the run
     has none (``config.null.num_permutations = 0``; ``analysis.add_null`` adds them)."""
     self._check(reference)
-    return self.arrays.get(f"null/{reference}/mu")
+    return self.arrays.get(null_key(reference))
+
+  def reference(self, reference: str, what: str = "predictions") -> np.ndarray:
+    """A reference's stored ``predictions`` [S, N] or ``test_acc`` [S]."""
+    self._check(reference)
+    return self.arrays[ref_key(reference, what)]
+
+  def recorded(self, field: str, default=None):
+    """A config value recorded with the scores (``run/<field>``), or ``default`` (runs
+    written before it was recorded: then from the workdir's config.json when there is one)."""
+    key = run_key(field)
+    if key in self.arrays:
+      v = self.arrays[key].item()
+      return None if v == "" else v
+    if self.workdir is not None and (self.workdir / io_lib.CONFIG_FILE).exists():
+      return io_lib.read_json(self.workdir / io_lib.CONFIG_FILE).get(field, default)
+    return default
 
 
 def load(workdir: io_lib.PathLike) -> Results:

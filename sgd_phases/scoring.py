@@ -8,17 +8,24 @@ Both take F's hard test predictions ``[S, E, N]`` (seeds × evaluations) and a r
 ``[S, N]`` (one per seed) or ``[N]`` (shared). A reference row of −1 means *undefined* for that
 seed (e.g. "F at T_0" for a seed that never reached T_0): its measures and null draws are NaN,
 never a number computed from a stand-in.
+
+This module owns scoring: a run's scores (:func:`score_run`, used by training, re-scoring and
+``analysis``), T_0 (:func:`t0_indices`) and the null's keys; ``sgd_phases.results`` owns the
+names of the arrays they are stored under.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgd_phases import mutual_info, sharding
+from sgd_phases import mutual_info, sharding, stats
+from sgd_phases import results as results_lib
 
 UNDEFINED = -1  # a reference prediction row of −1s: no reference for this seed
 
@@ -69,3 +76,75 @@ def null_key(seed: int, reference: str) -> jax.Array:
   """The PRNG key of reference ``reference``'s null draws in a run with ``config.seed``."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x6E756C6C),
                             zlib.crc32(reference.encode()) & 0x7FFFFFFF)
+
+
+# --------------------------------------------------------------------- a run's scores
+def score_reference(predictions: Any, ref_predictions: np.ndarray, y_test: np.ndarray,
+                    num_classes: int, name: str, *, seed: int, num_permutations: int,
+                    bias_correction: str | None) -> dict[str, np.ndarray]:
+  """``mi/<name>/<field>`` [S, E] and, with ``num_permutations`` > 0, the conditional null
+  ``null/<name>/mu`` [P, S, E] of F's predictions against one reference (rows of −1 =
+  undefined for that seed: NaN). ``seed``: the run's ``config.seed`` (the null's key)."""
+  out = {results_lib.mi_key(name, f): v for f, v in measures(
+      predictions, ref_predictions, y_test, num_classes, bias_correction).items()}
+  if num_permutations > 0:
+    out[results_lib.null_key(name)] = null_mu(predictions, ref_predictions, y_test, num_classes,
+                                              null_key(seed, name), num_permutations,
+                                              bias_correction)
+  return out
+
+
+def score_surrogate(arrays: Mapping[str, np.ndarray], kind: str, names: list[str],
+                    num_classes: int, bias_correction: str | None) -> dict[str, np.ndarray]:
+  """``surrogate/<kind>/mi/<ref>/<field>`` [S, E] from the stored surrogate predictions."""
+  key = functools.partial(results_lib.surrogate_key, kind)
+  return {key("mi", name, f): v for name in names for f, v in measures(
+      arrays[key("predictions")], arrays[key("ref", name, "predictions")], arrays[key("labels")],
+      num_classes, bias_correction).items()}
+
+
+def score_run(config: Any, arrays: Mapping[str, np.ndarray], predictions: Any = None
+              ) -> dict[str, np.ndarray]:
+  """Every score of a run under ``config``'s scoring options (``bias_correction``, ``null``)
+  from its recorded arrays (F's and the references' predictions, surrogate predictions):
+  ``arrays`` with the scores (re)computed and ``run/seed``, ``run/bias_correction`` recorded.
+  ``predictions``: F's predictions on device if at hand (default ``arrays["predictions"]``)."""
+  bc = config.get("bias_correction")
+  a = {k: v for k, v in arrays.items() if not results_lib.is_score_key(k)}
+  names = [str(r) for r in a["reference_names"]]
+  f = a["predictions"] if predictions is None else predictions
+  k = int(a["num_classes"])
+  for name in names:
+    a.update(score_reference(f, a[results_lib.ref_key(name, "predictions")], a["y_test"], k,
+                             name, seed=int(config.seed),
+                             num_permutations=int(config.null.num_permutations),
+                             bias_correction=bc))
+  kinds = sorted({key.split("/")[1] for key in a if key.startswith("surrogate/")})
+  for kind in kinds:
+    a.update(score_surrogate(a, kind, names, k, bc))
+  a[results_lib.run_key("seed")] = np.int64(config.seed)
+  a[results_lib.run_key("bias_correction")] = np.array(bc or "")
+  return a
+
+
+def rescore(config: Any, results: results_lib.Results) -> results_lib.Results:
+  """Every measure and null recomputed from the stored predictions under ``config``'s scoring
+  options (``config_lib.SCORING_FIELDS``); nothing is trained."""
+  return results_lib.Results(score_run(config, results.arrays), results.workdir)
+
+
+def t0_indices(config: Any, test_acc: np.ndarray, predictions: np.ndarray,
+               refs: Mapping[str, Mapping[str, np.ndarray]], y_test: np.ndarray,
+               num_classes: int) -> np.ndarray:
+  """T_0 per seed (index into the evaluations, −1 if never) by ``config.t0.rule`` against
+  ``config.t0.reference`` (−1 everywhere when there is none)."""
+  name = config.t0.reference
+  if not name or name not in refs:
+    return np.full(test_acc.shape[0], -1, np.int64)
+  kw = {}
+  if config.t0.rule == "mu_ratio":
+    m = measures(predictions, refs[name]["predictions"], y_test, num_classes,
+                 config.get("bias_correction"))
+    kw = dict(mu=m["mu"], i_fy=m["i_fy"], delta=config.t0.delta)
+  return np.asarray(stats.t0_index(test_acc, refs[name]["test_acc"], rule=config.t0.rule,
+                                   **kw), np.int64)

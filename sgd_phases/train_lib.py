@@ -17,17 +17,19 @@
 4. ``score``: every information measure and the conditional-independence null, on device;
 5. ``results.npz`` and ``metrics.jsonl`` written atomically by one process.
 
-A workdir holds one run (``run_identity``): the same run is resumed from its checkpoints, a
-finished one is returned (re-scored from its stored predictions when only scoring options
-changed), another one is refused unless ``overwrite``.
+A workdir holds one run (``sgd_phases.workdir``, the one owner of run identity, resume,
+re-scoring, overwrite and caches): the same run is resumed from its checkpoints, a finished one
+is returned (re-scored from its stored predictions when only scoring options changed), another
+one is refused naming the differing fields unless ``overwrite`` (which removes every artifact
+of the old run); a diverged attempt (``failed.json``) never blocks its corrected rerun.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
-import os
 import zlib
 from typing import Any, Callable, Mapping
 
@@ -37,10 +39,15 @@ import numpy as np
 from etils import epath
 
 from sgd_phases import (config_lib, engine, eval_lib, io_lib, mutual_info, scoring, sharding,
-                        stats, surrogates)
+                        surrogates)
 from sgd_phases import datasets as datasets_lib
+from sgd_phases import results as results_lib
+from sgd_phases import workdir as workdir_lib
 from sgd_phases.models import layers
 from sgd_phases.results import Results
+
+run_identity = workdir_lib.run_identity  # what a run is (sgd_phases.workdir owns it)
+rescore = scoring.rescore               # re-scoring lives with the rest of scoring
 
 # F's outputs trained elsewhere: ``trained_f(config, train_predictions)`` returns what
 # ``engine.run_seeds`` would for this config (arrays [S, E, ...]) or None (train it here).
@@ -92,8 +99,9 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
                                 config.eval.every)
   tr, strategy = trainer_for(config, None, num_steps, ds)
   sur = config.eval.get("surrogates")
-  sets = {k: surrogates.sample(k, ds.x_train, ds.y_train, ds.num_classes, sur.size, sur.seed)
-          for k in (sur.kinds if sur else ())}
+  # the class moments of the *clean* labels (with label noise, y_train would mix the classes)
+  sets = {k: surrogates.sample(k, ds.x_train, ds.y_train_clean, ds.num_classes, sur.size,
+                               sur.seed) for k in (sur.kinds if sur else ())}
   extra = ([] if probe is None else [probe]) + [x for x, _ in sets.values()]
   x_probe = np.concatenate(extra) if extra else None
   return Plan(ds=ds, data=engine.EvalData.create(ds, config.eval.train_eval_size, x_probe),
@@ -154,20 +162,25 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
   ``workdir`` the result is cached in ``references/<name>.npz`` (reused on resume).
   """
   ref = config.references[name]
-  cache = None if workdir is None else workdir / "references" / f"{name}.npz"
-  if cache is not None and cache.exists():
-    return io_lib.read_npz(cache)
-  tr, strategy = trainer_for(config, ref, ref.num_steps, ds)
-  out = engine.run_seeds(tr, data, ds.y_train if labels is None else labels,
-                         engine.SeedSet(config.seed, seed_ids, salt=f"reference/{name}"),
-                         np.array([0, ref.num_steps]), engine.RunOptions(
-                             strategy=strategy, seeds_per_chunk=config.seeds_per_chunk,
-                             progress=config.progress, desc=f"ref:{name}"))
-  res = {k: sharding.to_host(out[k])[:, -1] for k in ("predictions", "test_acc", "train_acc",
-                                                       "probe_predictions") if k in out}
-  if cache is not None:
-    io_lib.write_npz(cache, res)
-  return res
+
+  def compute() -> dict[str, np.ndarray]:
+    tr, strategy = trainer_for(config, ref, ref.num_steps, ds)
+    out = engine.run_seeds(tr, data, ds.y_train if labels is None else labels,
+                           engine.SeedSet(config.seed, seed_ids, salt=f"reference/{name}"),
+                           np.array([0, ref.num_steps]), engine.RunOptions(
+                               strategy=strategy, seeds_per_chunk=config.seeds_per_chunk,
+                               progress=config.progress, desc=f"ref:{name}"))
+    return {k: sharding.to_host(out[k])[:, -1] for k in ("predictions", "test_acc",
+                                                         "train_acc", "probe_predictions")
+            if k in out}
+
+  if workdir is None:
+    return compute()
+  # the run's identity names F (whose predictions some references learn) and every reference
+  ident = {"run": workdir_lib.run_identity(config), "reference": name,
+           "seed_ids": [int(i) for i in seed_ids]}
+  return workdir_lib.cached_npz(workdir / "references" / f"{name}.npz", ident, compute,
+                                what=f"reference {name!r}")
 
 
 def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str, np.ndarray],
@@ -178,7 +191,8 @@ def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str
   out = {name: train_reference(config, name, p.data, p.ds, p.seed_ids,
                                _reference_labels(ref, f_out, None), workdir)
          for name, ref in refs.items() if ref.trained_on not in _T0_DEFINED}
-  t0 = _t0(config, f_out, out, p.ds)
+  t0 = scoring.t0_indices(config, f_out["test_acc"], f_out["predictions"], out, p.ds.y_test,
+                          p.ds.num_classes)
   late = [name for name, ref in refs.items() if ref.trained_on in _T0_DEFINED]
   reached = t0 >= 0
   if late and not reached.all():
@@ -203,41 +217,12 @@ def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str
   return {name: out[name] for name in refs}, t0
 
 
-def _t0(config, f_out, ref_out, ds) -> np.ndarray:
-  """T_0 per seed (index into steps, −1 if never) by ``config.t0.rule``."""
-  name = config.t0.reference
-  if not name or name not in ref_out:
-    return np.full(f_out["test_acc"].shape[0], -1, np.int64)
-  kw = {}
-  if config.t0.rule == "mu_ratio":
-    m = scoring.measures(f_out["predictions"], ref_out[name]["predictions"], ds.y_test,
-                         ds.num_classes, config.bias_correction)
-    kw = dict(mu=m["mu"], i_fy=m["i_fy"], delta=config.t0.delta)
-  return np.asarray(stats.t0_index(f_out["test_acc"], ref_out[name]["test_acc"],
-                                   rule=config.t0.rule, **kw), np.int64)
-
-
-def score_reference(config: ml_collections.ConfigDict, name: str, predictions: Any,
-                    ref_predictions: np.ndarray, y_test: np.ndarray, num_classes: int
-                    ) -> dict[str, np.ndarray]:
-  """``mi/<name>/<field>`` [S, E] and, with ``config.null.num_permutations`` > 0, the
-  conditional-independence null ``null/<name>/mu`` [P, S, E] of F's predictions against one
-  reference (rows of −1 = undefined for that seed: NaN)."""
-  bc = config.get("bias_correction")
-  out = {f"mi/{name}/{f}": v for f, v in scoring.measures(
-      predictions, ref_predictions, y_test, num_classes, bc).items()}
-  p = int(config.null.num_permutations)
-  if p > 0:
-    out[f"null/{name}/mu"] = scoring.null_mu(predictions, ref_predictions, y_test, num_classes,
-                                             scoring.null_key(config.seed, name), p, bc)
-  return out
-
-
 def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
           f_out: Mapping[str, np.ndarray], refs: dict[str, dict[str, np.ndarray]],
           t0: np.ndarray) -> dict[str, np.ndarray]:
-  """Step 4: the arrays of ``results.npz`` (README: results format). The measures are computed
-  on device from F's device predictions ``f_dev``; ``f_out`` are their host copies."""
+  """Step 4: the arrays of ``results.npz`` (README: results format): what was recorded, then
+  every score by ``scoring.score_run``, on device from F's device predictions ``f_dev``
+  (``f_out`` are their host copies)."""
   arrays: dict[str, np.ndarray] = {
       "steps": p.eval_at, "seed_ids": p.seed_ids, "y_test": p.ds.y_test.astype(np.int32),
       "num_classes": np.int64(p.ds.num_classes), "predictions": f_out["predictions"],
@@ -248,43 +233,22 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
     arrays["probe_predictions"] = f_out["probe_predictions"][..., :grid]
   arrays["reference_names"] = np.array(list(refs), dtype=str)
   for name, out in refs.items():
-    arrays[f"ref/{name}/predictions"] = out["predictions"]
-    arrays[f"ref/{name}/test_acc"] = out["test_acc"]
-    arrays.update(score_reference(config, name, f_dev["predictions"], out["predictions"],
-                                  p.ds.y_test, p.ds.num_classes))
-  arrays.update(_score_surrogates(p, f_out, refs, grid, config.get("bias_correction")))
-  arrays["t0_index"] = t0
-  arrays["t0_step"] = np.where(t0 >= 0, p.eval_at[np.maximum(t0, 0)], -1)
-  arrays["t0_reference"] = np.array(config.t0.reference or "")
-  return arrays
-
-
-def _score_surrogates(p: Plan, f_out: Mapping[str, np.ndarray],
-                      refs: dict[str, dict[str, np.ndarray]], start: int,
-                      bias_correction: str | None) -> dict[str, np.ndarray]:
-  """``surrogate/<kind>/{inputs,labels,predictions,acc}`` and ``surrogate/<kind>/mi/<ref>/*``:
-  F's and every reference's predictions on each surrogate test set (``eval.surrogates``)."""
-  out: dict[str, np.ndarray] = {}
-  for kind, (x, y) in p.surrogates.items():
+    arrays[results_lib.ref_key(name, "predictions")] = out["predictions"]
+    arrays[results_lib.ref_key(name, "test_acc")] = out["test_acc"]
+  start = grid
+  for kind, (x, y) in p.surrogates.items():  # recorded after the probe grid in x_probe
     cut = slice(start, start + len(y))
     start += len(y)
     f = f_out["probe_predictions"][..., cut]
-    pre = f"surrogate/{kind}"
-    out.update({f"{pre}/inputs": x, f"{pre}/labels": y, f"{pre}/predictions": f,
-                f"{pre}/acc": (f == y).mean(axis=-1)})
+    key = functools.partial(results_lib.surrogate_key, kind)
+    arrays.update({key("inputs"): x, key("labels"): y, key("predictions"): f,
+                   key("acc"): (f == y).mean(axis=-1)})
     for name, r in refs.items():
-      out[f"{pre}/ref/{name}/predictions"] = r["probe_predictions"][..., cut]
-    out.update(score_surrogate(out, kind, list(refs), p.ds.num_classes, bias_correction))
-  return out
-
-
-def score_surrogate(arrays: Mapping[str, np.ndarray], kind: str, names: list[str],
-                    num_classes: int, bias_correction: str | None) -> dict[str, np.ndarray]:
-  """``surrogate/<kind>/mi/<ref>/<field>`` [S, E] from the stored surrogate predictions."""
-  pre = f"surrogate/{kind}"
-  return {f"{pre}/mi/{name}/{k}": v for name in names for k, v in scoring.measures(
-      arrays[f"{pre}/predictions"], arrays[f"{pre}/ref/{name}/predictions"],
-      arrays[f"{pre}/labels"], num_classes, bias_correction).items()}
+      arrays[key("ref", name, "predictions")] = r["probe_predictions"][..., cut]
+  arrays["t0_index"] = t0
+  arrays["t0_step"] = np.where(t0 >= 0, p.eval_at[np.maximum(t0, 0)], -1)
+  arrays["t0_reference"] = np.array(config.t0.reference or "")
+  return scoring.score_run(config, arrays, f_dev["predictions"])
 
 
 def init_distributed(config: ml_collections.ConfigDict) -> None:
@@ -300,7 +264,8 @@ def init_distributed(config: ml_collections.ConfigDict) -> None:
               if d[k] is not None}
     jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=d.heartbeat_timeout_s)
   from jax.experimental import multihost_utils
-  digest = zlib.crc32(json.dumps(run_identity(config), sort_keys=True).encode()) & 0x7FFFFFFF
+  digest = zlib.crc32(json.dumps(workdir_lib.run_identity(config), sort_keys=True).encode()
+                     ) & 0x7FFFFFFF
   multihost_utils.assert_equal(np.array([digest], np.int32),
                                f"config: process {jax.process_index()} was started with a "
                                "different run config from its peers")
@@ -317,7 +282,7 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   init_distributed(config)
   workdir = io_lib.path(workdir) if workdir is not None else None
   if workdir is not None:
-    done = _check_workdir(config, workdir)
+    done = workdir_lib.check(config, workdir, scoring.rescore)
     if done is not None:
       return done
   p = plan(config)  # everything that can fail on bad input, before config.json is written
@@ -327,7 +292,12 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
     writer.write_hparams(config_lib.to_dict(config))
   f_dev = None if trained_f is None else trained_f(config, p.train_predictions)
   if f_dev is None:
-    f_dev = train_f(config, p, workdir, writer)
+    try:
+      f_dev = train_f(config, p, workdir, writer)
+    except FloatingPointError as e:  # diverged: this attempt must not block the corrected one
+      workdir_lib.mark_failed(workdir, config, e)
+      writer.close()
+      raise
   f_host = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz
   refs, t0 = train_references(config, p, f_host, workdir)
   results = Results(score(config, p, f_dev, f_host, refs, t0), workdir)
@@ -338,74 +308,6 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   return results
 
 
-def run_identity(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any] | None:
-  """``config_lib.identity`` of a run, plus ``bias_correction`` where T_0 is defined by μ
-  (``t0.rule = mu_ratio``: then it decides which step "F at T_0" is)."""
-  d = config_lib.to_dict(config) if isinstance(config, ml_collections.ConfigDict) else config
-  ident = config_lib.identity(d)
-  if ident is not None and d.get("t0", {}).get("rule") == "mu_ratio":
-    ident["bias_correction"] = d.get("bias_correction")
-  return ident
-
-
-def _check_workdir(config: ml_collections.ConfigDict, workdir: epath.Path) -> Results | None:
-  """Refuses a workdir holding another run; returns the results of a finished same run.
-
-  "Same run" is :func:`run_identity`. A finished run whose other fields differ (scoring options
-  such as ``bias_correction`` or ``null``, or an experiment's analysis options) is re-scored
-  from its stored predictions (:func:`rescore`, seconds) and its config.json updated: never
-  refused, never retrained. Writes nothing else. A workdir whose run differs but that holds no
-  training progress (no checkpoint, reference or results file: e.g. a run that failed on bad
-  input) is treated as fresh, so the corrected rerun is never blocked by its failed attempt.
-  """
-  io_lib.check_writable(workdir)
-  path = workdir / io_lib.CONFIG_FILE
-  if not path.exists():
-    return None
-  old, new = io_lib.read_json(path), config_lib.to_dict(config)
-  changed = config_lib.diff(run_identity(old) or old, run_identity(new) or new)
-  progress = [sub for sub in ("checkpoints", "references", io_lib.RESULTS_FILE)
-              if (workdir / sub).exists() and any((workdir / sub).iterdir()
-                                                   if (workdir / sub).is_dir() else [True])]
-  if changed and not progress:
-    logging.info("%s holds a config but no training progress; starting afresh", workdir)
-  elif changed and not config.overwrite:
-    raise ValueError(f"workdir {os.fspath(workdir)!r} holds a run with a different config:\n  "
-                     + "\n  ".join(changed) + "\nuse a new workdir or --config.overwrite=True")
-  elif changed:
-    logging.warning("overwriting the run in %s (config changed: %s)", workdir, changed)
-    for sub in ("checkpoints", "references", "tensorboard"):
-      (workdir / sub).rmtree(missing_ok=True)
-    (workdir / io_lib.RESULTS_FILE).unlink(missing_ok=True)
-  elif (workdir / io_lib.RESULTS_FILE).exists():
-    logging.info("%s already holds the finished run; not retraining", workdir)
-    results = Results(io_lib.read_npz(workdir / io_lib.RESULTS_FILE), workdir)
-    scoring_changed = [f for f in config_lib.SCORING_FIELDS if old.get(f) != new.get(f)]
-    if scoring_changed:
-      logging.info("re-scoring the stored predictions (%s changed)", scoring_changed)
-      results = rescore(config, results)
-    if old != new and jax.process_index() == 0:  # multi-host: one writer
-      if scoring_changed:
-        io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
-      io_lib.write_json(path, new)
-    return results
-  return None
-
-
-def rescore(config: ml_collections.ConfigDict, results: Results) -> Results:
-  """Every reference's measures and null recomputed from the stored predictions under
-  ``config``'s scoring options (``config_lib.SCORING_FIELDS``); nothing is trained."""
-  a = {k: v for k, v in results.arrays.items()
-       if not k.startswith(("mi/", "null/")) and "/mi/" not in k}
-  for name in results.reference_names:
-    a.update(score_reference(config, name, a["predictions"], a[f"ref/{name}/predictions"],
-                             a["y_test"], int(a["num_classes"])))
-  for kind in {k.split("/")[1] for k in a if k.startswith("surrogate/")}:
-    a.update(score_surrogate(a, kind, results.reference_names, int(a["num_classes"]),
-                             config.get("bias_correction")))
-  return Results(a, results.workdir)
-
-
 def _write_metrics(writer: io_lib.MetricWriter, results: Results) -> None:
   """metrics.jsonl: one row per evaluation, means over seeds (rewritten whole at the end)."""
   writer.reset()
@@ -414,5 +316,5 @@ def _write_metrics(writer: io_lib.MetricWriter, results: Results) -> None:
     row = {n: float(np.mean(a[n][:, k])) for n in engine.BUFFER_KEYS}
     for r in results.reference_names:
       for f in ("i_fy", "mu", "i_fy_given_l"):
-        row[f"{r}/{f}"] = float(np.mean(a[f"mi/{r}/{f}"][:, k]))
+        row[f"{r}/{f}"] = float(np.nanmean(a[results_lib.mi_key(r, f)][:, k]))
     writer.write_scalars(int(step), row)

@@ -1,0 +1,216 @@
+"""What a run is, and what may be reused from disk: the one owner of run identity, resume,
+re-scoring, overwrite and every cache.
+
+    ident = workdir.run_identity(config)          # the fields that make the trained networks
+    done = workdir.check(config, wd)              # Results of the same finished run, or None
+    arrays = workdir.cached_npz(wd / "x.npz", ident, compute, what="F_lin")
+
+The rule, for every artifact that something later reuses (a run's ``results.npz``, a reference
+cache, an experiment's F_lin, a sweep point's ``summary.json``): it records the identity of the
+config that produced it, and on reuse an identity that differs is *recomputed* (caches, sweep
+points) or *refused naming the differing fields* (a run with training progress, unless
+``overwrite``), never returned.
+
+States of a run's workdir (:func:`check`):
+
+* empty, or a config but no training progress (no checkpoint past the untrained step 0, no
+  reference cache, no results), or the progress of a failed attempt (``failed.json``, written
+  when training diverged): a fresh start -- a failed attempt never blocks its corrected rerun;
+* the same run, unfinished: resumed from its checkpoints;
+* the same run, finished: returned; re-scored from its stored predictions when only scoring
+  options changed (``config_lib.SCORING_FIELDS``), never retrained;
+* another run with progress: refused, naming the fields, unless ``overwrite``, which removes
+  every artifact of the old run (checkpoints, references, results, F_lin, summaries, figures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+
+from sgd_phases import config_lib, io_lib
+from sgd_phases.results import Results
+
+# Fields that change how a job runs, never what it computes: left out of every identity.
+OPERATIONAL_FIELDS = ("progress", "checkpoint_every", "overwrite", "distributed",
+                      "seeds_per_chunk")
+FAILED_FILE = "failed.json"     # a failed (diverged) attempt: its progress blocks nothing
+IDENTITY_KEY = "__identity__"   # the identity of a cached .npz, stored as a JSON string
+SUMMARY_IDENTITY = "identity"   # the identity of an experiment's summary.json
+
+
+def run_identity(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any] | None:
+  """``config_lib.identity`` of a run, plus ``bias_correction`` where T_0 is defined by μ
+  (``t0.rule = mu_ratio``: then it decides which step "F at T_0" is)."""
+  d = _as_dict(config)
+  ident = config_lib.identity(d)
+  if ident is not None and d.get("t0", {}).get("rule") == "mu_ratio":
+    ident["bias_correction"] = d.get("bias_correction")
+  return ident
+
+
+def experiment_identity(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+  """Every field of an experiment's config except the operational ones: what its summary
+  depends on (a sweep point's summary.json is reused only when this matches)."""
+  return {k: v for k, v in _as_dict(config).items() if k not in OPERATIONAL_FIELDS}
+
+
+def fingerprint(identity: Any) -> str:
+  """A short stable hash of an identity (canonical JSON)."""
+  return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(old: Any, new: Any) -> list[str]:
+  """'field: old -> new' for every differing field of two identities (dicts)."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    return config_lib.diff(old, new)
+  return [] if old == new else [f"identity: {old!r} -> {new!r}"]
+
+
+def _as_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+  if isinstance(config, ml_collections.ConfigDict):
+    return config_lib.to_dict(config)
+  return json.loads(json.dumps(dict(config)))  # tuples -> lists, as in a stored config
+
+
+# ----------------------------------------------------------------------------- caches
+def cached_npz(path: io_lib.PathLike, identity: Any, compute: Callable[[], dict[str, Any]],
+               what: str) -> dict[str, np.ndarray]:
+  """The arrays at ``path`` if they were computed for ``identity``; else ``compute()``,
+  written there with the identity (a cache from another config, or from before identities
+  were recorded, is recomputed with a log line naming the difference, never returned)."""
+  path = io_lib.path(path)
+  if path.exists():
+    stored = io_lib.read_npz(path)
+    old = stored.pop(IDENTITY_KEY, None)
+    old = None if old is None else json.loads(str(old))
+    changed = differences(old, identity) if old is not None else ["no identity recorded"]
+    if not changed:
+      return stored
+    logging.warning("%s cache %s came from another config (%s); recomputing", what,
+                    os.fspath(path), "; ".join(changed[:5]))
+  out = {k: np.asarray(v) for k, v in compute().items()}
+  if jax.process_index() == 0:  # multi-host: one writer
+    io_lib.write_npz(path, {**out, IDENTITY_KEY: np.array(json.dumps(identity, sort_keys=True))})
+  return out
+
+
+def summary_differences(path: io_lib.PathLike, config: ml_collections.ConfigDict
+                        ) -> list[str] | None:
+  """None when the summary.json at ``path`` is missing; else the fields in which the config
+  that wrote it differs from ``config`` (empty: the summary is this config's)."""
+  path = io_lib.path(path)
+  if not path.exists():
+    return None
+  stored = io_lib.read_json(path).get(SUMMARY_IDENTITY)
+  if stored is None:
+    return ["no identity recorded (written before identities were)"]
+  return differences(stored.get("config"), experiment_identity(config))
+
+
+def summary_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The ``identity`` entry of an experiment's summary.json."""
+  ident = experiment_identity(config)
+  return {"config": ident, "fingerprint": fingerprint(ident)}
+
+
+# ----------------------------------------------------------------------------- a run
+def _untrained_checkpoints(ckpt_dir: epath.Path) -> bool:
+  """True when every chunk's checkpoints hold only evaluation 0 (the untrained states)."""
+  for chunk in ckpt_dir.iterdir():
+    if not chunk.is_dir():
+      return False
+    steps = [p.name for p in chunk.iterdir() if p.name.isdigit()]
+    if any(int(s) > 0 for s in steps):
+      return False
+  return True
+
+
+def progress(workdir: epath.Path) -> list[str]:
+  """What in ``workdir`` is training progress worth protecting: checkpoints past the untrained
+  step 0, reference caches, results. Empty when the last attempt failed (``failed.json``)."""
+  if (workdir / FAILED_FILE).exists():
+    return []
+  out = []
+  ckpt = workdir / "checkpoints"
+  if ckpt.exists() and any(True for _ in ckpt.iterdir()) and not _untrained_checkpoints(ckpt):
+    out.append("checkpoints")
+  refs = workdir / "references"
+  if refs.exists() and any(True for _ in refs.iterdir()):
+    out.append("references")
+  if (workdir / io_lib.RESULTS_FILE).exists():
+    out.append(io_lib.RESULTS_FILE)
+  return out
+
+
+def clear(workdir: epath.Path) -> None:
+  """Removes every artifact of the run in ``workdir`` (the workdir itself stays)."""
+  if jax.process_index() != 0 or not workdir.exists():
+    return
+  for p in list(workdir.iterdir()):
+    if p.is_dir():
+      p.rmtree(missing_ok=True)
+    else:
+      p.unlink(missing_ok=True)
+
+
+def mark_failed(workdir: epath.Path | None, config: ml_collections.ConfigDict,
+                error: BaseException) -> None:
+  """Records that training in ``workdir`` failed (e.g. diverged): its progress then never
+  blocks a corrected rerun (:func:`progress`)."""
+  if workdir is None or jax.process_index() != 0:
+    return
+  io_lib.write_json(workdir / FAILED_FILE, {"error": f"{type(error).__name__}: {error}",
+                                            "run": fingerprint(run_identity(config))})
+
+
+def check(config: ml_collections.ConfigDict, workdir: epath.Path,
+          rescore: Callable[[ml_collections.ConfigDict, Results], Results]) -> Results | None:
+  """Decides what ``workdir`` holds for ``config`` (module doc); returns the Results of the
+  same finished run (re-scored by ``rescore`` when scoring options changed), else None after
+  clearing what must not be reused. Writes nothing but config.json / results.npz updates of a
+  re-scored run and the removals of a fresh start or an overwrite."""
+  io_lib.check_writable(workdir)
+  path = workdir / io_lib.CONFIG_FILE
+  if not path.exists():
+    return None
+  old, new = io_lib.read_json(path), config_lib.to_dict(config)
+  changed = differences(run_identity(old) or old, run_identity(new) or new)
+  failed = (workdir / FAILED_FILE).exists()
+  if not changed and failed:  # the same config again: resume from its last good checkpoint
+    (workdir / FAILED_FILE).unlink(missing_ok=True)
+  elif changed:
+    kept = progress(workdir)
+    if kept and not config.overwrite:
+      raise ValueError(f"workdir {os.fspath(workdir)!r} holds a run with a different config "
+                       f"({', '.join(kept)} on disk):\n  " + "\n  ".join(changed)
+                       + "\nuse a new workdir or --config.overwrite=True")
+    if kept:
+      logging.warning("overwriting the run in %s (config changed: %s)", os.fspath(workdir),
+                      changed)
+    else:
+      logging.info("%s holds %s; starting afresh", os.fspath(workdir),
+                   "a failed attempt" if failed else "a config but no training progress")
+    clear(workdir)
+    return None
+  if not (workdir / io_lib.RESULTS_FILE).exists():
+    return None  # the same run, unfinished: resumed from its checkpoints
+  logging.info("%s already holds the finished run; not retraining", os.fspath(workdir))
+  results = Results(io_lib.read_npz(workdir / io_lib.RESULTS_FILE), workdir)
+  scoring_changed = [f for f in config_lib.SCORING_FIELDS if old.get(f) != new.get(f)]
+  if scoring_changed:
+    logging.info("re-scoring the stored predictions (%s changed)", scoring_changed)
+    results = rescore(config, results)
+  if old != new and jax.process_index() == 0:  # multi-host: one writer
+    if scoring_changed:
+      io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
+    io_lib.write_json(path, new)
+  return results
