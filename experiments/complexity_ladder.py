@@ -155,8 +155,8 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
     mu = results.measures(name)["mu"]
     p = np.asarray(stats.plateau_index(mu, tol=tol, smooth=smooth))
     plateau[name] = np.where(p >= 0, steps[np.maximum(p, 0)], np.nan)
-    rung = {"name": name, "test_acc": stats.summarize(a[f"ref/{name}/test_acc"]),
-            "plateau_step": stats.summarize(plateau[name]),
+    rung = {"name": name, "test_acc": stats.summarize(a[f"ref/{name}/test_acc"], bounded=True),
+            "plateau_step": stats.summarize(plateau[name], bounded=True),
             "mu_end": stats.summarize(mu[:, -1]),
             "mu_max": stats.summarize(np.nanmax(mu, axis=1))}
     null = results.null(name)
@@ -174,7 +174,7 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
   return {
       "rungs": rungs,
       "i_fy_plateau_step": stats.summarize(
-          np.where(p_i >= 0, steps[np.maximum(p_i, 0)], np.nan)),
+          np.where(p_i >= 0, steps[np.maximum(p_i, 0)], np.nan), bounded=True),
       "plateau_step_means": dict(zip(names, means)),
       "plateaus_in_order": bool(np.all(np.diff(means) >= 0)),
       "pairwise_order_fraction": float(np.mean(ordered)) if ordered else float("nan"),

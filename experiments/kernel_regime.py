@@ -117,15 +117,15 @@ def width_summary(steps: np.ndarray, t0: np.ndarray, m: dict[str, np.ndarray],
     ratio = np.where(t0_step > 0, dep_step / t0_step, np.nan)
   ratio_mu = m["mu"] / np.where(m["i_fy"] > 0, m["i_fy"], np.nan)
   return {
-      "departure_step": stats.summarize(dep_step),
+      "departure_step": stats.summarize(dep_step, bounded=True),
       "never_departs": int(np.sum(dep < 0)),
-      "t0_step": stats.summarize(t0_step),
-      "departure_over_t0": stats.summarize(ratio),
-      "mu_over_i_at_t0": stats.summarize(stats.at_index(ratio_mu, t0)),
-      "mu_over_i_end": stats.summarize(ratio_mu[:, -1]),
-      "agreement_at_t0": stats.summarize(stats.at_index(m["agreement"], t0)),
-      "agreement_end": stats.summarize(m["agreement"][:, -1]),
-      "lin_acc_end": stats.summarize(lin_acc[:, -1]),
+      "t0_step": stats.summarize(t0_step, bounded=True),
+      "departure_over_t0": stats.summarize(ratio, bounded=True),
+      "mu_over_i_at_t0": stats.summarize(stats.at_index(ratio_mu, t0), bounded=True),
+      "mu_over_i_end": stats.summarize(ratio_mu[:, -1], bounded=True),
+      "agreement_at_t0": stats.summarize(stats.at_index(m["agreement"], t0), bounded=True),
+      "agreement_end": stats.summarize(m["agreement"][:, -1], bounded=True),
+      "lin_acc_end": stats.summarize(lin_acc[:, -1], bounded=True),
   }
 
 
@@ -145,7 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     m = paired_measures(a["predictions"], lin["predictions"], a["y_test"], int(a["num_classes"]))
     rows[str(int(w))] = {**width_summary(a["steps"], a["t0_index"], m, lin["test_acc"],
                                          float(config.min_bits)),
-                         "test_acc_end": stats.summarize(a["test_acc"][:, -1]),
+                         "test_acc_end": stats.summarize(a["test_acc"][:, -1], bounded=True),
                          "f_lin_train_seconds": float(lin["train_seconds"]),
                          "f_run_seconds_incl_references": float(lin.get("f_run_seconds",
                                                                          np.nan))}

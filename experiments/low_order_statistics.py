@@ -78,15 +78,15 @@ def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
   with np.errstate(divide="ignore", invalid="ignore"):
     ratio = np.where(reached & (t0_step > 0), peak_step / t0_step, np.nan)
   return {
-      "acc_peak": stats.summarize(acc[rows, peak]),
-      "peak_step": stats.summarize(peak_step),
-      "peak_step_over_t0": stats.summarize(ratio),
+      "acc_peak": stats.summarize(acc[rows, peak], bounded=True),
+      "peak_step": stats.summarize(peak_step, bounded=True),
+      "peak_step_over_t0": stats.summarize(ratio, bounded=True),
       "peaks_before_t0": int(np.sum(reached & (peak_step < t0_step))),
-      "acc_at_t0": stats.summarize(stats.at_index(acc, t0)),
-      "acc_end": stats.summarize(acc[:, -1]),
+      "acc_at_t0": stats.summarize(stats.at_index(acc, t0), bounded=True),
+      "acc_end": stats.summarize(acc[:, -1], bounded=True),
       "drop_from_peak": stats.summarize(acc[rows, peak] - acc[:, -1]),
-      "test_acc_at_peak": stats.summarize(test_acc[rows, peak]),
-      "mu_over_i_at_t0": stats.summarize(stats.at_index(mu, t0) / stats.at_index(i_fy, t0)),
+      "test_acc_at_peak": stats.summarize(test_acc[rows, peak], bounded=True),
+      "mu_over_i_at_t0": stats.summarize(stats.at_index(mu, t0) / stats.at_index(i_fy, t0), bounded=True),
   }
 
 
@@ -99,9 +99,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   a = res.arrays
   summary: dict[str, Any] = {
       **common.header(NAME, config, res),
-      "t0_step": stats.summarize(np.where(a["t0_index"] >= 0, a["t0_step"], np.nan)),
-      "test_acc_end": stats.summarize(a["test_acc"][:, -1]),
-      "acc_l": stats.summarize(a["ref/linear/test_acc"]),
+      "t0_step": stats.summarize(np.where(a["t0_index"] >= 0, a["t0_step"], np.nan), bounded=True),
+      "test_acc_end": stats.summarize(a["test_acc"][:, -1], bounded=True),
+      "acc_l": stats.summarize(a["ref/linear/test_acc"], bounded=True),
       "surrogate_size": int(config.eval.surrogates.size),
   }
   for kind in config.eval.surrogates.kinds:

@@ -72,7 +72,9 @@ TASKS = common.RETENTION_TASKS
 HEATMAPS = (
     ("mu_l_peak.value", "peak μ_Y(F_t;L) [bits]", "mu_l_peak.null", ".3f"),
     ("mu_l_end.value", "μ_Y(F_T;L) at the end [bits]", "mu_l_end.null", ".3f"),
-    ("mu_l_loss_from_peak", "loss from peak μ_peak − μ_end [bits]", None, ".3f"),
+    ("mu_l_loss_from_peak.value", "loss from peak μ_peak − μ_end [bits]",
+     "mu_l_loss_from_peak.null", ".3f"),
+    ("mu_l_loss_from_peak.excess", "loss from peak above its null [bits]", None, ".3f"),
     ("mu_l_end_over_i_ly.value", "μ_Y(F_T;L) / I(L;Y) at the end", "mu_l_end_over_i_ly.null",
      ".2f"),
     ("mu_l_end_over_i_ly.excess", "excess over the null of μ_end/I(L;Y)", None, ".2f"),
@@ -149,26 +151,29 @@ def cell_summary(res: results.Results, target: float) -> dict[str, Any]:
     end_over_peak = end / peak
   return {
       "t0_found": int((t0 >= 0).sum()),
-      "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan)),
-      "mu_l_peak": _with_null(peak, at(null_l, peak_at)),
-      "mu_l_peak_step": stats.summarize(steps[peak_at]),
+      "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan), bounded=True),
+      # chosen over evaluations: null = the same choice per draw (stats.selected_null)
+      "mu_l_peak": _with_null(peak, None if null_l is None else stats.selected_null(null_l)),
+      "mu_l_peak_step": stats.summarize(steps[peak_at], bounded=True),
       "mu_l_t0": _with_null(stats.at_index(mu, t0), at(null_l, t0)),
       "mu_l_end": _with_null(end, None if null_l is None else null_l[:, :, last]),
       "mu_l_end_over_i_ly": _with_null(end, None if null_l is None else null_l[:, :, last],
                                        i_ly),
-      "mu_l_loss_from_peak": stats.summarize(peak - end),  # paired per seed, >= 0
-      "mu_l_end_over_peak": stats.summarize(end_over_peak),
+      "mu_l_loss_from_peak": _with_null(  # paired per seed, >= 0; null: per-draw max − end
+          peak - end, None if null_l is None else
+          stats.selected_null(null_l, "max_minus_end", np.full(len(end), last))),
+      "mu_l_end_over_peak": stats.summarize(end_over_peak, bounded=True),
       "mu_l_change_from_t0": stats.summarize(end - stats.at_index(mu, t0)),
       "mu_f_t0_end": _with_null(m_0["mu"][:, last],
                                 None if null_0 is None else null_0[:, :, last]),
       "i_ly": stats.summarize(i_ly),
       "i_fy_end": stats.summarize(m_l["i_fy"][:, last]),
-      "acc_l": stats.summarize(a["ref/linear/test_acc"]),
-      "train_acc_end": stats.summarize(train_end),            # on the noisy labels
+      "acc_l": stats.summarize(a["ref/linear/test_acc"], bounded=True),
+      "train_acc_end": stats.summarize(train_end, bounded=True),            # on the noisy labels
       "train_acc_end_min": float(train_end.min()),
-      "train_acc_clean_end": stats.summarize(a["train_acc_clean"][:, last]),
-      "test_acc_end": stats.summarize(a["test_acc"][:, last]),
-      "interp_step": stats.summarize(interp),                  # NaN seeds: never reached
+      "train_acc_clean_end": stats.summarize(a["train_acc_clean"][:, last], bounded=True),
+      "test_acc_end": stats.summarize(a["test_acc"][:, last], bounded=True),
+      "interp_step": stats.summarize(interp, bounded=True),                  # NaN seeds: never reached
       "interp_seeds": int(np.isfinite(interp).sum()),
       "interpolates": bool(train_end.min() >= target),
   }
@@ -233,7 +238,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   grid = map_grid(config)
   rows = sweep.run_sweep(CELL, config, grid, workdir, vectorize=config.vectorize,
-                         metric="mu_l_loss_from_peak")
+                         metric="mu_l_loss_from_peak.value")
   root = epath.Path(workdir)
   field = next(iter(grid[0]))
   meta = io_lib.read_json(root / sweep.SUMMARY_FILE)  # the sweep's: fields, nested_points, ...

@@ -98,15 +98,15 @@ def headline(results: Results, reference: str) -> dict[str, dict[str, float]]:
   last = len(a["steps"]) - 1
   end = np.full_like(t0, last)
   out = {
-      "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan)),
-      "mu_over_i_at_t0": stats.summarize(stats.ratio_at(m["mu"], m["i_fy"], t0)),
-      "mu_end_over_i_ly": stats.summarize(stats.ratio_at(m["mu"], m["i_ly"], end)),
+      "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan), bounded=True),
+      "mu_over_i_at_t0": stats.summarize(stats.ratio_at(m["mu"], m["i_fy"], t0), bounded=True),
+      "mu_end_over_i_ly": stats.summarize(stats.ratio_at(m["mu"], m["i_ly"], end), bounded=True),
       "i_ly": stats.summarize(m["i_ly"][:, last]),
       "i_fy_end": stats.summarize(m["i_fy"][:, last]),
       "mu_end": stats.summarize(m["mu"][:, last]),
-      "acc_l": stats.summarize(results.reference(reference, "test_acc")),
-      "train_acc_end": stats.summarize(a["train_acc"][:, last]),
-      "test_acc_end": stats.summarize(a["test_acc"][:, last]),
+      "acc_l": stats.summarize(results.reference(reference, "test_acc"), bounded=True),
+      "train_acc_end": stats.summarize(a["train_acc"][:, last], bounded=True),
+      "test_acc_end": stats.summarize(a["test_acc"][:, last], bounded=True),
   }
   null = results.null(reference)
   if null is not None:

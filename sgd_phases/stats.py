@@ -1,6 +1,6 @@
 """Statistics over seeds and evaluation points for the ``results.npz`` of a run.
 
-Pure numpy (no scipy): confidence intervals, the end of the linear phase T_0, plateau and
+numpy and scipy: confidence intervals, the end of the linear phase T_0, plateau and
 departure indices of information curves, and headlines beside the conditional null.
 
 Usage (``res = sgd_phases.results.load(workdir)``, the one reader of a run's results)::
@@ -13,6 +13,18 @@ Usage (``res = sgd_phases.results.load(workdir)``, the one reader of a run's res
     stats.summarize(ratio)                             # {"mean", "lo", "hi", "std", "n"}
     mean, lo, hi = stats.mean_ci(m["i_fy"], axis=0)    # [E] each, 95% Student-t band
 
+Intervals: ``summarize`` gives the Student-t interval of the mean for unbounded quantities (bits,
+changes in bits, excesses without a ratio); ``summarize(..., bounded=True)`` the percentile
+bootstrap of the mean (2000 resamples, a fixed generator: the same numbers on every rerun) for
+step counts, accuracies and ratios, whose interval must not leave the possible range -- a
+bootstrap mean lies between the smallest and the largest value, so it cannot (a t interval on 2
+seeds gave "acc_end [0.794, 1.003]"). With few seeds the bootstrap interval is narrow (2 seeds:
+their range); read it as a description of the seeds, not a guarantee of coverage.
+
+A statistic chosen over the evaluations (a peak, a departure) gets a null by the same choice
+applied to every null draw (``selected_null``): the null of max_t μ(t) is max_t of each draw's
+μ₀(t), never the draws at the observed argmax (that null is too low).
+
 NaN convention (all functions): NaN entries are dropped, i.e. statistics are computed over the
 finite values only, per output element. Where fewer than two finite values remain the interval
 is NaN (the mean is the single value, or NaN when none remain).
@@ -20,82 +32,26 @@ is NaN (the mean is the single value, or NaN when none remain).
 
 from __future__ import annotations
 
-import functools
-import math
 import warnings
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import stats as scipy_stats
 
 T0_RULES = ("acc_reaches_reference", "mu_ratio")
 CI_METHODS = ("t", "bootstrap")
 
 
 # ----------------------------------------------------------------------------- t quantile
-def _betacf(a: float, b: float, x: float) -> float:
-  """Continued fraction of the incomplete beta function (modified Lentz)."""
-  tiny, eps = 1e-300, 1e-16
-  qab, qap, qam = a + b, a + 1.0, a - 1.0
-  c, d = 1.0, 1.0 - qab * x / qap
-  d = 1.0 / (d if abs(d) > tiny else tiny)
-  h = d
-  for m in range(1, 1000):
-    m2 = 2 * m
-    for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-               -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-      d = 1.0 + aa * d
-      d = 1.0 / (d if abs(d) > tiny else tiny)
-      c = 1.0 + aa / c
-      c = c if abs(c) > tiny else tiny
-      h *= d * c
-    if abs(d * c - 1.0) < eps:
-      break
-  return h
-
-
-def _t_two_tail(t: float, df: float) -> float:
-  """P[|T| > t] = I_x(df/2, 1/2) with x = df/(df+t²), using 1−x = t²/(df+t²) exactly."""
-  a, b = 0.5 * df, 0.5
-  x, y = df / (df + t * t), t * t / (df + t * t)
-  if y <= 0.0:
-    return 1.0
-  if x <= 0.0:
-    return 0.0
-  lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
-  if x < (a + 1.0) / (a + b + 2.0):
-    return math.exp(lbt) * _betacf(a, b, x) / a
-  return 1.0 - math.exp(lbt) * _betacf(b, a, y) / b
-
-
-@functools.lru_cache(maxsize=1024)
 def t_quantile(q: float, df: float) -> float:
-  """Quantile of Student's t with ``df`` degrees of freedom (no scipy needed).
-
-  Solves P[|T| > t] = 2(1 − q) by bisection on log t, with the two-sided tail from the
-  regularized incomplete beta function (continued fraction); agrees with
-  ``scipy.stats.t.ppf`` to ~1e-10 relative.
-  """
+  """Quantile of Student's t with ``df`` degrees of freedom (``scipy.stats.t.ppf``)."""
   q, df = float(q), float(df)
   if not 0.0 < q < 1.0:
     raise ValueError(f"q must be in (0, 1), got {q}")
   if not df > 0.0:
     raise ValueError(f"df must be > 0, got {df}")
-  if q == 0.5:
-    return 0.0
-  if q < 0.5:
-    return -t_quantile(1.0 - q, df)
-  target = 2.0 * (1.0 - q)  # decreasing in t
-  lo, hi = -60.0, 60.0  # log t
-  for _ in range(200):
-    mid = 0.5 * (lo + hi)
-    if _t_two_tail(math.exp(mid), df) > target:
-      lo = mid
-    else:
-      hi = mid
-    if hi - lo < 1e-14:
-      break
-  return math.exp(0.5 * (lo + hi))
+  return float(scipy_stats.t.ppf(q, df))
 
 
 # ----------------------------------------------------------------------------- intervals
@@ -170,10 +126,16 @@ def _bootstrap(cols: NDArray[np.float64], n: NDArray[np.int64], level: float,
   return lo, hi
 
 
-def summarize(values: ArrayLike, level: float = 0.95) -> dict[str, Any]:
+BOOTSTRAP_SEED, BOOTSTRAP_RESAMPLES = 0, 2000
+
+
+def summarize(values: ArrayLike, level: float = 0.95, *, bounded: bool = False
+              ) -> dict[str, Any]:
   """{mean, lo, hi, std, n} of per-seed values as Python floats/int (NaNs dropped).
 
-  ``lo``/``hi`` is the Student-t interval; ``std`` uses ddof=1. Undefined entries are
+  ``lo``/``hi`` is the Student-t interval, or with ``bounded`` (steps, accuracies, ratios: a
+  range the interval must stay in) the percentile bootstrap of the mean, then ``ci`` =
+  "bootstrap" is added (module doc); ``std`` uses ddof=1. Undefined entries are
   ``float("nan")`` (``json.dumps`` writes them as ``NaN``); with no finite value at all (e.g. a
   T_0 no seed reached) every field is NaN and ``n`` is 0.
   """
@@ -182,9 +144,15 @@ def summarize(values: ArrayLike, level: float = 0.95) -> dict[str, Any]:
   if v.size == 0:
     nan = float("nan")
     return {"mean": nan, "lo": nan, "hi": nan, "std": nan, "n": 0}
-  mean, lo, hi = mean_ci(v, axis=0, level=level)
+  if bounded:
+    mean, lo, hi = mean_ci(v, axis=0, level=level, method="bootstrap",
+                           rng=np.random.default_rng(BOOTSTRAP_SEED),
+                           num_resamples=BOOTSTRAP_RESAMPLES)
+  else:
+    mean, lo, hi = mean_ci(v, axis=0, level=level)
   std = float(np.std(v, ddof=1)) if v.size >= 2 else float("nan")
-  return {"mean": float(mean), "lo": float(lo), "hi": float(hi), "std": std, "n": int(v.size)}
+  out = {"mean": float(mean), "lo": float(lo), "hi": float(hi), "std": std, "n": int(v.size)}
+  return {**out, "ci": "bootstrap"} if bounded else out
 
 
 # ----------------------------------------------------------------------------- the null
@@ -234,10 +202,12 @@ def versus_null(observed: ArrayLike, null: ArrayLike, denominator: ArrayLike | N
   if den is not None:
     obs, nul = obs / den[keep], nul / den[keep]
   nan = float("nan")
+  ratio = den is not None  # ratios (≤ 1) get intervals that stay in range
   if obs.size == 0 or nul.shape[0] == 0:
     empty = {"mean": nan, "lo": nan, "hi": nan, "p_value": nan, "p_values": [],
              "num_draws": int(nul.shape[0])}
-    return {"value": summarize(obs), "null": empty, "excess": summarize(obs)}
+    return {"value": summarize(obs, bounded=ratio), "null": empty,
+            "excess": summarize(obs, bounded=ratio)}
   seed_mean = nul.mean(axis=1)  # [P]
   q = 50.0 * (1.0 - level), 50.0 * (1.0 + level)
   lo, hi = np.percentile(seed_mean, q)
@@ -247,11 +217,11 @@ def versus_null(observed: ArrayLike, null: ArrayLike, denominator: ArrayLike | N
   with np.errstate(invalid="ignore", divide="ignore"):
     excess = (obs - base) / (1.0 - base) if den is not None else obs - base
   return {
-      "value": summarize(obs, level),
+      "value": summarize(obs, level, bounded=ratio),
       "null": {"mean": float(seed_mean.mean()), "lo": float(lo), "hi": float(hi),
                "p_value": float(p_all), "p_values": [float(p) for p in p_seed],
                "num_draws": int(nul.shape[0])},
-      "excess": summarize(excess, level),
+      "excess": summarize(excess, level, bounded=ratio),
   }
 
 
@@ -282,18 +252,53 @@ def _first_true(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
   return np.where(mask.any(axis=1), mask.argmax(axis=1), -1).astype(np.int64)
 
 
-def departure_index(mu: ArrayLike, i_fy: ArrayLike, *, delta: float = 0.1,
-                    floor: float = 1e-3) -> NDArray[np.int64] | int:
-  """First evaluation where μ < (1−δ)·I(F;Y), among points with finite values and I > floor.
-
-  ``mu``/``i_fy``: [S, E] (returns [S]) or [E] (returns an int). −1 if μ never departs.
-  """
+def _below(mu: ArrayLike, i_fy: ArrayLike, delta: float, floor: float
+           ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+  """(valid, below) [S, E]: finite with I > floor; and valid with μ < (1−δ)·I(F;Y)."""
   mu_r, i_r = _rows(mu, "mu"), _rows(i_fy, "i_fy")
   if mu_r.shape != i_r.shape:
     raise ValueError(f"mu shape {np.shape(mu)} != i_fy shape {np.shape(i_fy)}")
   valid = np.isfinite(mu_r) & np.isfinite(i_r) & (i_r > floor)
-  out = _first_true(valid & (mu_r < (1.0 - delta) * i_r))
+  return valid, valid & (mu_r < (1.0 - delta) * i_r)
+
+
+def departure_index(mu: ArrayLike, i_fy: ArrayLike, *, delta: float = 0.1,
+                    floor: float = 1e-3) -> NDArray[np.int64] | int:
+  """First evaluation where μ departs from the phase it was in: μ < (1−δ)·I(F;Y) after some
+  earlier evaluation with μ ≥ (1−δ)·I(F;Y) (the phase), among points with finite values and
+  I > floor. A curve that never enters the phase has no departure (a 10-class F at
+  initialisation carries a little information that L does not explain: that is no departure).
+
+  ``mu``/``i_fy``: [S, E] (returns [S]) or [E] (returns an int). −1 if μ never departs.
+  """
+  valid, below = _below(mu, i_fy, delta, floor)
+  in_phase = valid & ~below
+  entered = np.cumsum(in_phase, axis=1) > 0            # the phase was seen at or before e
+  after_phase = np.zeros_like(entered)
+  after_phase[:, 1:] = entered[:, :-1]                 # ... strictly before e
+  out = _first_true(below & after_phase)
   return int(out[0]) if np.ndim(mu) == 1 else out
+
+
+def selected_null(null: ArrayLike, select: str = "max", end: ArrayLike | None = None
+                  ) -> NDArray[np.float64]:
+  """The null of a statistic chosen over evaluations, by the same choice on every draw:
+  ``select="max"``: max_t of each draw [P, S, E] -> [P, S] (the null of a peak);
+  ``"max_minus_end"``: max_t − the value at evaluation index ``end`` [S] (the null of the
+  loss from peak). NaN evaluations are skipped; an all-NaN seed gives NaN."""
+  nul = np.asarray(null, np.float64)
+  if nul.ndim != 3:
+    raise ValueError(f"null must be [P, S, E], got shape {nul.shape}")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN seeds -> NaN
+    peak = np.nanmax(nul, axis=2)
+  if select == "max":
+    return peak
+  if select == "max_minus_end":
+    if end is None:
+      raise ValueError("end: the evaluation index [S] is required for 'max_minus_end'")
+    return peak - at_index(nul, np.asarray(end))
+  raise ValueError(f"select must be 'max' or 'max_minus_end', got {select!r}")
 
 
 def t0_index(
@@ -333,9 +338,8 @@ def t0_index(
         raise ValueError(f"{name} is required for rule='mu_ratio'")
       if np.shape(arr) != acc.shape:
         raise ValueError(f"{name} must have shape {acc.shape}, got {np.shape(arr)}")
-    mu_r, i_r = np.asarray(mu, np.float64), np.asarray(i_fy, np.float64)
-    valid = np.isfinite(mu_r) & np.isfinite(i_r) & (i_r > floor)
-    dep = np.asarray(departure_index(mu_r, i_r, delta=delta, floor=floor))
+    valid, below = _below(mu, i_fy, delta, floor)
+    dep = _first_true(below)  # the first valid evaluation below the ratio
     e = np.arange(acc.shape[1])[None, :]
     limit = np.where(dep < 0, acc.shape[1], dep)[:, None]
     before = valid & (e < limit)

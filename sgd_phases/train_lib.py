@@ -316,5 +316,5 @@ def _write_metrics(writer: io_lib.MetricWriter, results: Results) -> None:
     row = {n: float(np.mean(a[n][:, k])) for n in engine.BUFFER_KEYS}
     for r in results.reference_names:
       for f in ("i_fy", "mu", "i_fy_given_l"):
-        row[f"{r}/{f}"] = float(np.nanmean(a[results_lib.mi_key(r, f)][:, k]))
+        row[f"{r}/{f}"] = float(np.mean(a[results_lib.mi_key(r, f)][:, k]))
     writer.write_scalars(int(step), row)

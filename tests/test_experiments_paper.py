@@ -239,10 +239,20 @@ def test_retention_row_on_hand_built_curves():
   kept = base.copy()
   kept[:, -1] = [0.40, 0.28, 0.31]  # changes from T_0: +0.10, −0.02 (third: no T_0)
   i_fy = np.full((3, 10), 0.6)
+  null = np.full((4, 3, 10), 0.1)
+  null[0, :, 6] = 0.3  # draw 0 peaks at evaluation 6, away from every observed peak (4, 9)
   res = _fake_results(steps, {"linear": kept, "f_t0": kept}, i_fy, {"linear": 0.9, "f_t0": 0.9},
-                      nulls={"linear": np.full((4, 3, 10), 0.1), "f_t0": np.zeros((4, 3, 10))},
+                      nulls={"linear": null, "f_t0": np.zeros((4, 3, 10))},
                       t0=t0, train_acc=np.full((3, 10), 0.995))
   row = retention.noise_row(res, 0.1, target=0.99)
+  # the peak's null is each draw's own peak: (0.3 + 3 x 0.1) / 4, over I(L;Y) = 0.5 (read at
+  # the observed argmax it would be 0.1 / 0.5, too low)
+  peak_null = row["mu_l_peak_over_i_ly_vs_null"]["null"]["mean"]
+  assert peak_null == pytest.approx((0.3 + 3 * 0.1) / 4 / 0.5)
+  # loss from peak: observed peak − end = (0, 0.12, 0.09); null per draw = (0.2, 0, 0, 0)
+  loss = row["mu_l_loss_from_peak_vs_null"]
+  assert loss["value"]["mean"] == pytest.approx(np.mean([0.0, 0.12, 0.09]))
+  assert loss["null"]["mean"] == pytest.approx(0.2 / 4)
   assert row["t0_found"] == 2 and row["reached_target"] is True
   assert row["mu_l"]["at_t0"] == pytest.approx({"mean": 0.3, "lo": 0.3, "hi": 0.3, "std": 0.0,
                                                 "n": 2}, nan_ok=True)

@@ -18,7 +18,8 @@ from etils import epath
 from experiments import retention_map
 from sgd_phases import io_lib, mutual_info, results, train_lib
 
-MU_KEYS = ("mu_l_peak", "mu_l_t0", "mu_l_end", "mu_l_end_over_i_ly", "mu_f_t0_end")
+MU_KEYS = ("mu_l_peak", "mu_l_t0", "mu_l_end", "mu_l_end_over_i_ly", "mu_f_t0_end",
+           "mu_l_loss_from_peak")
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (3 seeds)
 
 
@@ -52,7 +53,7 @@ def test_outputs_one_row_per_cell_with_nulls(quick_map):
         assert f"{m}.{col}" in r, (m, col)
     for m in ("mu_l_peak", "mu_l_end", "mu_l_end_over_i_ly"):
       assert math.isfinite(float(r[f"{m}.null.mean"])) and 0 < float(r[f"{m}.p_value"]) <= 1
-    for col in ("mu_l_peak_step.mean", "mu_l_loss_from_peak.lo", "train_acc_clean_end.mean",
+    for col in ("mu_l_peak_step.mean", "mu_l_loss_from_peak.value.lo", "train_acc_clean_end.mean",
                 "test_acc_end.hi", "interp_step.mean", "interpolates"):
       assert col in r, col
   saved = io_lib.read_json(workdir / "summary.json")
@@ -90,14 +91,21 @@ def test_cell_numbers_match_results_npz(quick_map):
     assert get("mu_l_peak_step.mean") == pytest.approx(a["steps"][peak_at].mean())
     assert get("mu_l_end.value.mean") == pytest.approx(end.mean(), abs=1e-6)
     half = T_975_DF2 * loss.std(ddof=1) / math.sqrt(len(loss))
-    assert get("mu_l_loss_from_peak.mean") == pytest.approx(loss.mean(), abs=1e-6)
-    assert get("mu_l_loss_from_peak.hi") == pytest.approx(loss.mean() + half, abs=1e-6)
+    assert get("mu_l_loss_from_peak.value.mean") == pytest.approx(loss.mean(), abs=1e-6)
+    assert get("mu_l_loss_from_peak.value.hi") == pytest.approx(loss.mean() + half, abs=1e-6)
+    # the loss's null: per draw, its own maximum over the evaluations minus its own end value
+    loss_null = null.max(axis=2) - null[:, :, -1]
+    assert get("mu_l_loss_from_peak.null.mean") == pytest.approx(loss_null.mean(), abs=1e-6)
+    assert get("mu_l_loss_from_peak.excess.mean") == pytest.approx(
+        np.mean(loss - loss_null.mean(axis=0)), abs=1e-6)
     assert get("mu_l_end_over_i_ly.value.mean") == pytest.approx(
         np.mean(end / i_ly[:, -1]), abs=1e-6)
     assert get("mu_l_end.null.mean") == pytest.approx(null[:, :, -1].mean(), abs=1e-6)
-    peak_null = np.take_along_axis(null, np.broadcast_to(peak_at[None, :, None],
+    # the peak's null is the peak of every draw, not the draws at the observed argmax
+    assert get("mu_l_peak.null.mean") == pytest.approx(null.max(axis=2).mean(), abs=1e-6)
+    at_argmax = np.take_along_axis(null, np.broadcast_to(peak_at[None, :, None],
                                                          null.shape[:2] + (1,)), -1)[..., 0]
-    assert get("mu_l_peak.null.mean") == pytest.approx(peak_null.mean(), abs=1e-6)
+    assert get("mu_l_peak.null.mean") > at_argmax.mean()
     assert get("mu_l_end.excess.mean") == pytest.approx(
         np.mean(end - null[:, :, -1].mean(axis=0)), abs=1e-6)
     for key, arr in (("train_acc_end", "train_acc"), ("train_acc_clean_end", "train_acc_clean"),
@@ -168,8 +176,12 @@ def test_cell_summary_on_hand_built_curves():
     arrays[f"mi/{name}/mu"] = mu
     arrays[f"ref/{name}/test_acc"] = np.full(s, 0.8)
     arrays[f"null/{name}/mu"] = np.full((10, s, e), 0.1)
+  arrays["null/linear/mu"][3, 0, 2] = 0.6  # one draw peaks at 0.6: the peak's null counts it
   row = retention_map.cell_summary(results.Results(arrays), target=0.99)
-  assert row["mu_l_loss_from_peak"]["mean"] == pytest.approx(np.mean([0.05, 0.0, 0.0]))
+  assert row["mu_l_peak"]["null"]["mean"] == pytest.approx(0.1 + 0.5 / 10 / 3)
+  assert row["mu_l_loss_from_peak"]["value"]["mean"] == pytest.approx(np.mean([0.05, 0.0, 0.0]))
+  # the loss's null: zero for flat draws, 0.6 − 0.1 for the one that peaks
+  assert row["mu_l_loss_from_peak"]["null"]["mean"] == pytest.approx(0.5 / 10 / 3)
   assert row["mu_l_peak_step"]["mean"] == pytest.approx(np.mean([100, 100, 1000]))
   assert row["mu_l_t0"]["value"]["mean"] == pytest.approx(0.3)  # seeds 0, 1: mu[0, 1], mu[1, 2]
   assert row["mu_l_end_over_i_ly"]["value"]["mean"] == pytest.approx(0.9 / 3 / 0.5)

@@ -136,8 +136,58 @@ def test_t0_mu_ratio():
   # A looser δ lets seed 0 stay linear until index 3 (0.2 ≥ 0.6·0.3 but 0.2 < 0.6·0.4).
   t0 = stats.t0_index(acc, 0.0, rule="mu_ratio", mu=mu, i_fy=i_fy, delta=0.4)
   assert t0[0] == 3
-  np.testing.assert_array_equal(stats.departure_index(mu, i_fy, delta=0.1), [3, -1, 1, -1])
+  # seed 2 is below the ratio at its first valid point and never in the phase: no departure
+  np.testing.assert_array_equal(stats.departure_index(mu, i_fy, delta=0.1), [3, -1, -1, -1])
   assert stats.departure_index(mu[0], i_fy[0], delta=0.1) == 3
+
+
+def test_departure_needs_the_phase_it_departs_from():
+  """A 10-class F at initialisation: I(F;Y) above the floor, μ/I small (no phase yet); then
+  μ/I ≥ 0.9 for two evaluations; then it falls: the departure is that fall, not step 0."""
+  i_fy = np.array([0.02, 0.5, 1.0, 1.5, 2.0, 2.5])
+  mu = np.array([0.001, 0.48, 0.95, 1.0, 1.2, 1.3])   # ratios 0.05, 0.96, 0.95, 0.67, ...
+  assert stats.departure_index(mu, i_fy, delta=0.1, floor=0.01) == 3
+  # below the ratio throughout (never in the phase): no departure at all
+  assert stats.departure_index(0.5 * i_fy, i_fy, delta=0.1, floor=0.01) == -1
+  # dips that come back before the phase do not count; a NaN point is skipped
+  mu2 = np.array([0.001, np.nan, 0.95, 0.5, 1.9, 2.4])
+  assert stats.departure_index(mu2, i_fy, delta=0.1, floor=0.01) == 3
+
+
+def test_selected_null_is_the_selection_on_every_draw():
+  rng = np.random.default_rng(0)
+  null = rng.normal(size=(50, 3, 20))
+  peak = stats.selected_null(null)
+  np.testing.assert_array_equal(peak, null.max(axis=2))
+  end = np.array([19, 5, 0])
+  loss = stats.selected_null(null, "max_minus_end", end)
+  expected = null.max(axis=2) - null[:, np.arange(3), end]
+  np.testing.assert_allclose(loss, expected)
+  assert (loss >= 0).all()
+  # the peak's null sits above the null read at any one evaluation (here, the observed argmax)
+  assert peak.mean() > null[:, :, 7].mean() + 1.0
+  null[:, 1, :] = np.nan
+  assert np.isnan(stats.selected_null(null)[:, 1]).all()
+
+
+@pytest.mark.parametrize("values,lo_bound,hi_bound", [
+    ([0.794, 1.0], 0.0, 1.0),                       # acc_end on 2 seeds: t gave [0.794, 1.003]
+    ([10.0, 2800.0, 40.0], 0.0, np.inf),            # peak steps: t gave a negative lower end
+    ([0.99, 1.0, 1.0, 0.97, 1.0], 0.0, 1.0),
+])
+def test_bounded_summary_stays_in_range(values, lo_bound, hi_bound):
+  t = stats.summarize(values)
+  b = stats.summarize(values, bounded=True)
+  assert t["lo"] < lo_bound or t["hi"] > hi_bound     # the t interval leaves the range
+  assert min(values) <= b["lo"] <= b["mean"] <= b["hi"] <= max(values)
+  assert b["mean"] == pytest.approx(np.mean(values)) and b["ci"] == "bootstrap"
+  assert stats.summarize(values, bounded=True) == b   # a fixed generator: reproducible
+  # the percentile bootstrap of the mean, computed independently
+  v = np.asarray(values)
+  rng = np.random.default_rng(stats.BOOTSTRAP_SEED)
+  u = rng.random((stats.BOOTSTRAP_RESAMPLES, v.size))
+  means = np.sort(v)[(u * v.size).astype(int)].mean(axis=1)
+  np.testing.assert_allclose([b["lo"], b["hi"]], np.percentile(means, [2.5, 97.5]))
 
 
 def test_t0_errors():
