@@ -5,6 +5,7 @@ linear-phase headline that several experiments report."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 import ml_collections
@@ -103,12 +104,21 @@ def quick_budget(c: ml_collections.ConfigDict, num_steps: int, learning_rate: fl
 
 
 def finish(workdir: io_lib.PathLike, summary: dict[str, Any],
-           make_figures: Callable[[str], list[str]]) -> dict[str, Any]:
+           make_figures: Callable[[str], list[str]], *, config: ml_collections.ConfigDict,
+           started: float) -> dict[str, Any]:
   """Writes ``summary.json`` atomically, draws the figures; returns the summary + their paths.
 
-  In a multi-process job only process 0 writes (the others return the summary, no figures)."""
+  The summary records what produced it: ``identity`` (the experiment config without its
+  operational fields, and its fingerprint: a sweep reuses a point's summary only when it
+  matches), ``command`` (the command line, or None when called from Python) and
+  ``wall_time_s`` (this call, from ``started`` = ``time.time()`` at its start; a resumed or
+  reloaded run counts only what this call did). In a multi-process job only process 0 writes
+  (the others return the summary, no figures)."""
   import jax  # local import: keeps get_config light
 
+  from sgd_phases import workdir as workdir_lib
+  summary = {**summary, "identity": workdir_lib.summary_identity(config),
+             "command": cli.command(), "wall_time_s": round(time.time() - started, 1)}
   if jax.process_index() != 0:
     return {**summary, "figures": []}
   io_lib.write_json(io_lib.path(workdir) / "summary.json", summary)

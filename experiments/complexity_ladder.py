@@ -42,6 +42,7 @@ Writes the engine's files, ``summary.json`` and ``figures/complexity_ladder.png`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ml_collections
@@ -191,6 +192,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
+  started = time.time()
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   names = rung_names(config)
@@ -201,7 +203,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       **summarize_ladder(results, names, float(config.plateau_tol), int(config.plateau_smooth)),
       "linear_phase": common.summarize_linear_phase(results, "linear", 0.05),
   }
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -78,25 +78,29 @@ def train_linearized(config: ml_collections.ConfigDict, workdir: str,
                      f_run_seconds: float = float("nan")) -> dict[str, np.ndarray]:
   """F_lin of every seed, time-paired with F (same θ₀, data order, steps): its test
   predictions [S, E, N], test accuracy [S, E] and training seconds, with ``f_run_seconds``
-  (F's run, NaN if not timed) kept beside them for the cost comparison; cached in LIN_FILE."""
+  (F's run, NaN if not timed) kept beside them for the cost comparison. Cached in LIN_FILE
+  with the run's identity (``sgd_phases.workdir.cached_npz``): a cache from another config of
+  F is retrained, never paired with this F."""
   from sgd_phases import engine, train_lib
+  from sgd_phases import workdir as workdir_lib
   from sgd_phases.models.linearized import Linearized
-  path = io_lib.path(workdir) / LIN_FILE
-  if path.exists():
-    return io_lib.read_npz(path)
-  if config.optimizer.weight_decay:
-    raise ValueError("optimizer.weight_decay: must be 0 (it would move θ₀ of F_lin)")
-  p = train_lib.plan(config)
-  tr = dataclasses.replace(p.trainer, model=Linearized(p.trainer.model))
-  start = time.perf_counter()
-  out = engine.run_seeds(tr, p.data, p.ds.y_train, engine.SeedSet(config.seed, p.seed_ids),
-                         p.eval_at, engine.RunOptions(strategy=p.strategy, progress=config.progress,
-                                                      desc="F_lin"))
-  res = {"predictions": np.asarray(out["predictions"]), "test_acc": np.asarray(out["test_acc"])}
-  res["train_seconds"] = np.float64(time.perf_counter() - start)
-  res["f_run_seconds"] = np.float64(f_run_seconds)
-  io_lib.write_npz(path, res)
-  return res
+
+  def compute() -> dict[str, np.ndarray]:
+    if config.optimizer.weight_decay:
+      raise ValueError("optimizer.weight_decay: must be 0 (it would move θ₀ of F_lin)")
+    p = train_lib.plan(config)
+    tr = dataclasses.replace(p.trainer, model=Linearized(p.trainer.model))
+    start = time.perf_counter()
+    out = engine.run_seeds(tr, p.data, p.ds.y_train, engine.SeedSet(config.seed, p.seed_ids),
+                           p.eval_at, engine.RunOptions(strategy=p.strategy,
+                                                        progress=config.progress, desc="F_lin"))
+    res = {"predictions": np.asarray(out["predictions"]), "test_acc": np.asarray(out["test_acc"])}
+    res["train_seconds"] = np.float64(time.perf_counter() - start)
+    res["f_run_seconds"] = np.float64(f_run_seconds)
+    return res
+
+  ident = {"run": workdir_lib.run_identity(config), "artifact": "F_lin"}
+  return workdir_lib.cached_npz(io_lib.path(workdir) / LIN_FILE, ident, compute, what="F_lin")
 
 
 def paired_measures(f: np.ndarray, f_lin: np.ndarray, y: np.ndarray, k: int
@@ -131,6 +135,7 @@ def width_summary(steps: np.ndarray, t0: np.ndarray, m: dict[str, np.ndarray],
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """F (and L) per width through the engine, then F_lin time-paired; summary.json + figure."""
+  started = time.time()
   from sgd_phases import train_lib
   rows = {}
   for w in config.widths:
@@ -151,7 +156,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                                          np.nan))}
   summary = {**common.header(NAME, config, res), "widths": [int(w) for w in config.widths],
              "by_width": rows}
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -46,6 +46,7 @@ Writes the engine's files (results.npz, config.json, ...), ``summary.json`` and
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ml_collections
@@ -112,6 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
+  started = time.time()
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(config, workdir, trained_f=trained_f)
@@ -119,7 +121,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       **common.header(NAME, config, results),
       **common.summarize_linear_phase(results, "linear", float(config.min_bits)),
   }
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

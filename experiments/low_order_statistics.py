@@ -31,6 +31,7 @@ Writes the engine's files (``surrogate/<kind>/...`` arrays in results.npz), ``su
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ml_collections
@@ -93,6 +94,7 @@ def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         trained_f: Any = None) -> dict[str, Any]:
   """Trains F and L for every seed with the surrogate sets recorded; summary.json + figure."""
+  started = time.time()
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   res = train_lib.train(config, workdir, trained_f=trained_f)
@@ -111,7 +113,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         a[f"{pre}/mi/linear/mu"], a[f"{pre}/mi/linear/i_fy"])
     summary[kind]["acc_l"] = stats.summarize(  # L (trained to the end) on the surrogate
         (a[f"{pre}/ref/linear/predictions"] == a[f"{pre}/labels"]).mean(axis=-1))
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

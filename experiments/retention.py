@@ -30,6 +30,7 @@ Writes ``p<p>/`` engine workdirs, ``summary.json`` and ``figures/retention.png``
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ml_collections
@@ -134,6 +135,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
+  started = time.time()
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   if not config.noise_rates or any(not 0.0 <= p < 0.5 for p in config.noise_rates):
@@ -150,7 +152,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       "all_reached_target": all(r["reached_target"] for r in rows),
       "all_retained": all(r["retained"] for r in rows), "table": rows,
   }
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -182,6 +182,7 @@ def cell_summary(res: results.Results, target: float) -> dict[str, Any]:
 def run_cell(config: ml_collections.ConfigDict, workdir: str, *,
              trained_f: Any = None) -> dict[str, Any]:
   """One cell: the engine run, its summary.json and figure (``trained_f``: the sweep's)."""
+  started = time.time()
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   c = cell_config(config)
@@ -190,7 +191,8 @@ def run_cell(config: ml_collections.ConfigDict, workdir: str, *,
              "label_noise": float(c.dataset.label_noise),
              "target_train_acc": float(config.target_train_acc),
              **cell_summary(res, float(config.target_train_acc))}
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 # What sweep.run_sweep runs at each grid point.
@@ -235,6 +237,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The whole map as one sweep; then summary.json (rows + table) and the figures."""
   import jax  # local import: keeps get_config light
 
+  from sgd_phases import workdir as workdir_lib
   start = time.time()
   grid = map_grid(config)
   rows = sweep.run_sweep(CELL, config, grid, workdir, vectorize=config.vectorize,
@@ -250,6 +253,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "noise_rates": list(config.noise_rates),
       "target_train_acc": float(config.target_train_acc),
       "wall_time_s": round(time.time() - start, 1),  # this invocation (a resume: its share)
+      "command": cli.command(), "identity": workdir_lib.summary_identity(config),
       "all_done": all(r["status"] == "done" for r in rows),
       "all_interpolate": all(bool(r.get("interpolates")) for r in rows),
       "table": [table_row(r, field) for r in rows], "rows": rows,

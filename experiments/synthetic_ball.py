@@ -18,6 +18,7 @@ linear_phase,agreement}.png``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ml_collections
@@ -103,6 +104,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
+  started = time.time()
   tcfg = training_config(config)
   train_lib.train(tcfg, workdir, trained_f=trained_f)
   ds = datasets_lib.get_dataset(tcfg.dataset)
@@ -131,7 +133,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       "step_of_max_agreement": stats.summarize(steps[agree.argmax(axis=1)], bounded=True),
       "agreement_with_linear_end": stats.summarize(agree[:, last], bounded=True),
   }
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

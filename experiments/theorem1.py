@@ -24,6 +24,7 @@ whether the sampled initialisations actually satisfied the conditions.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -135,6 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
+  started = time.time()
   _validate(config)
   wd = io_lib.check_writable(workdir)
   settings = []
@@ -159,7 +161,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   summary = {"experiment": NAME, "quick": bool(config.quick),
              "noise_rates": [float(p) for p in config.noise_rates],
              "inits": list(config.inits), "settings": settings}
-  return common.finish(workdir, summary, make_figures)
+  return common.finish(workdir, summary, make_figures, config=config,
+                       started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

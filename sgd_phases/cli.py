@@ -15,9 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import sys
 from typing import Any, Callable
 
 import ml_collections
+
+_COMMAND: list[str] = []  # the command line of this process, when started by ``main``
+
+
+def command() -> str | None:
+  """The command line that started this process through :func:`main` (``python -m
+  experiments.<name> ...``), or None when the experiment was called from Python."""
+  return _COMMAND[0] if _COMMAND else None
 
 
 def parse_arg(arg: str | None) -> set[str]:
@@ -35,6 +45,9 @@ def main(module_file: str, run: Callable[[ml_collections.ConfigDict, str], dict[
   config_flags.DEFINE_config_file("config", os.path.abspath(module_file),
                                   "Experiment config: path.py[:arg].", lock_config=True)
   flags.mark_flags_as_required(["workdir"])
+
+  module = os.path.splitext(os.path.relpath(os.path.abspath(module_file)))[0].replace(os.sep, ".")
+  _COMMAND[:] = [shlex.join(["python", "-m", module] + sys.argv[1:])]
 
   def _main(argv):
     if len(argv) > 1:

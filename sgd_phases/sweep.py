@@ -12,7 +12,8 @@ are built by :mod:`sgd_phases.grid`; they are re-exported here.
 
 Points are the Cartesian product of the value lists, each run by the experiment's
 ``run(config, DIR/<point>)`` (the engine resumes from checkpoints); a point whose
-``summary.json`` exists is not rerun, and a failing point writes ``DIR/<point>/error.txt``, is
+``summary.json`` was written by the same config (its recorded ``identity``) is not rerun, one
+from another config is run again (``sgd_phases.workdir``: never a stale row), and a failing point writes ``DIR/<point>/error.txt``, is
 marked ``failed`` and does not stop the others.
 
 Nested vmap (``vectorize``): pending points whose F differs only in ``VECTORIZABLE`` fields
@@ -46,6 +47,7 @@ import optax
 from etils import epath
 
 from sgd_phases import config_lib, engine, eval_lib, io_lib, plotting, steps, train_lib
+from sgd_phases import workdir as workdir_lib
 from sgd_phases import datasets as datasets_lib
 from sgd_phases.grid import (apply_overrides, convert_value, format_value,  # noqa: F401
                              make_grid, point_name, resolve_field)
@@ -221,10 +223,15 @@ def _nest(configs: list[ml_collections.ConfigDict], root: epath.Path, vectorize:
 
 
 # ---------------------------------------------------------------------------- the driver
+_NOT_COLUMNS = ("identity", "command")  # what produced a summary: not a headline column
+
+
 def flatten_summary(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   """Scalars of an experiment summary; each stats.summarize dict -> ``<key>.{mean,lo,hi}``."""
   out: dict[str, Any] = {}
   for k, v in summary.items():
+    if not prefix and k in _NOT_COLUMNS:
+      continue
     key = f"{prefix}{k}"
     if isinstance(v, Mapping) and "mean" in v:
       out.update({f"{key}.{s}": v.get(s) for s in ("mean", "lo", "hi")})
@@ -261,12 +268,20 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
   rows: dict[str, dict[str, Any]] = {}
   pending = []
   for name, o, cfg in points:
-    done = root / name / SUMMARY_FILE
-    if done.exists():
+    # reused only when it came from this point's config (sgd_phases.workdir); otherwise the
+    # point is run again: re-summarised from its finished run, re-scored, or -- where the
+    # trained networks would differ -- refused by the engine naming the fields (unless
+    # overwrite), never returned stale
+    changed = workdir_lib.summary_differences(root / name / SUMMARY_FILE, cfg)
+    if changed == []:
       logging.info("sweep point %s is finished; skipped", name)
-      rows[name] = _row(o, name, "done", flatten_summary(io_lib.read_json(done)))
-    else:
-      pending.append((name, o, cfg))
+      rows[name] = _row(o, name, "done",
+                        flatten_summary(io_lib.read_json(root / name / SUMMARY_FILE)))
+      continue
+    if changed:
+      logging.warning("sweep point %s: its summary.json came from another config (%s); "
+                      "running it again", name, "; ".join(changed[:5]))
+    pending.append((name, o, cfg))
   fresh = [cfg for name, _, cfg in pending
            if not (root / name / io_lib.RESULTS_FILE).exists()]
   nested = {} if vectorize == "off" else _nest(fresh, root, vectorize)

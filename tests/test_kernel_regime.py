@@ -72,10 +72,12 @@ def test_quick_run_pairs_f_with_its_linearisation(tmp_path):
                     for e in range(f.shape[1])] for i in range(f.shape[0])])
     i_fy = np.array([[drv.information_mutual(f[i, e], y, base=2) for e in range(f.shape[1])]
                      for i in range(f.shape[0])])
-    dep = []
+    dep = []  # the first fall below 0.9·I after an evaluation at or above it (the phase)
     for i in range(f.shape[0]):
-      hits = [e for e in range(f.shape[1])
-              if i_fy[i, e] > c.min_bits and mu[i, e] < 0.9 * i_fy[i, e]]
+      valid = [e for e in range(f.shape[1]) if i_fy[i, e] > c.min_bits]
+      in_phase = [e for e in valid if mu[i, e] >= 0.9 * i_fy[i, e]]
+      hits = [e for e in valid if mu[i, e] < 0.9 * i_fy[i, e] and in_phase
+              and min(in_phase) < e]
       dep.append(a["steps"][hits[0]] if hits else np.nan)
     row = s["by_width"][str(w)]
     assert row["never_departs"] == int(np.isnan(dep).sum())
@@ -83,3 +85,28 @@ def test_quick_run_pairs_f_with_its_linearisation(tmp_path):
       assert row["departure_step"]["mean"] == pytest.approx(np.nanmean(dep))
     assert row["agreement_end"]["mean"] == pytest.approx((f[:, -1] == g[:, -1]).mean())
   assert (tmp_path / "figures" / "kernel_regime.png").stat().st_size > 1000
+
+
+def test_overwrite_retrains_f_lin(tmp_path):
+  """F retrained under another config is never paired with the old F_lin."""
+  c = kernel_regime.get_config("quick")
+  c.progress, c.widths = False, [16]
+  kernel_regime.run(c, str(tmp_path))
+  wdir = tmp_path / "width16"
+  old = io_lib.read_npz(wdir / kernel_regime.LIN_FILE)
+  c2 = kernel_regime.get_config("quick")
+  c2.progress, c2.widths, c2.overwrite = False, [16], True
+  c2.optimizer.learning_rate = 0.03  # same shapes: a stale F_lin would pass unnoticed
+  kernel_regime.run(c2, str(tmp_path))
+  new = io_lib.read_npz(wdir / kernel_regime.LIN_FILE)
+  assert not np.array_equal(new["predictions"], old["predictions"])
+  fresh = kernel_regime.train_linearized(kernel_regime.width_config(c2, 16), str(tmp_path / "f"))
+  np.testing.assert_array_equal(new["predictions"], fresh["predictions"])
+  # and a cache of another config found without overwrite (e.g. copied in) is retrained too
+  io_lib.write_bytes(wdir / kernel_regime.LIN_FILE, (tmp_path / "f" / kernel_regime.LIN_FILE
+                                                     ).read_bytes())
+  c2.overwrite = False
+  c3 = kernel_regime.width_config(c2, 16)
+  c3.optimizer.learning_rate = 0.07
+  again = kernel_regime.train_linearized(c3, str(wdir))
+  assert not np.array_equal(again["predictions"], fresh["predictions"])

@@ -121,10 +121,44 @@ def test_sweep_end_to_end_skip_and_failure(sweep_root, monkeypatch):
   assert again[0] == rows[0] and "still broken" in again[3]["error"]
 
 
+def test_rerun_with_a_changed_field_never_returns_the_old_rows(tmp_path, monkeypatch):
+  """A point's summary.json is reused only when the config that wrote it is this point's."""
+  root = epath.Path(tmp_path / "sw")
+  grid = sweep.make_grid(_mi_config(), {"num_examples": [2000]})
+  first = _mi_config()
+  first.accuracies = [0.6, 0.9]
+  sweep.run_sweep(mi_vs_accuracy, first, grid, root)
+  point = root / sweep.point_name(grid[0]) / "summary.json"
+  assert [r["accuracy"] for r in io_lib.read_json(point)["table"]] == [0.6, 0.9]
+  calls = []
+  orig = mi_vs_accuracy.run
+  monkeypatch.setattr(mi_vs_accuracy, "run", lambda c, w: calls.append(w) or orig(c, w))
+  same = _mi_config()  # the same config again: skipped
+  same.accuracies = [0.6, 0.9]
+  sweep.run_sweep(mi_vs_accuracy, same, grid, root)
+  assert calls == []
+  # other accuracies: the point is run again and its row is the new one
+  changed = _mi_config()
+  changed.accuracies = [0.7, 0.95]
+  rows = sweep.run_sweep(mi_vs_accuracy, changed, grid, root)
+  assert len(calls) == 1 and rows[0]["status"] == "done"
+  saved = io_lib.read_json(point)
+  assert [r["accuracy"] for r in saved["table"]] == [0.7, 0.95]
+  assert saved["identity"]["config"]["accuracies"] == [0.7, 0.95]
+  # a summary written before identities were recorded is not trusted either
+  del saved["identity"]
+  io_lib.write_json(point, saved)
+  sweep.run_sweep(mi_vs_accuracy, changed, grid, root)
+  assert len(calls) == 2
+
+
 def test_flatten_and_figure_with_two_fields(tmp_path):
   flat = sweep.flatten_summary({"a": {"mean": 1.0, "lo": 0.5, "hi": 1.5, "std": 1, "n": 3},
                                 "b": {"c": 2, "d": [1, 2]}, "e": "x", "figures": ["p.png"]})
   assert flat == {"a.mean": 1.0, "a.lo": 0.5, "a.hi": 1.5, "b.c": 2, "e": "x"}
+  # what produced a summary is not a column
+  assert sweep.flatten_summary({"identity": {"config": {"x": 1}}, "command": "python -m x",
+                                "e": 1}) == {"e": 1}
   rows = [{"lr": lr, "p": p, "status": "done", "mu_over_i_at_t0.mean": lr + p,
            "mu_over_i_at_t0.lo": lr, "mu_over_i_at_t0.hi": lr + 2 * p}
           for p in (0.0, 0.2) for lr in (0.01, 0.1, 1.0)]

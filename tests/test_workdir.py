@@ -1,0 +1,148 @@
+"""sgd_phases.workdir: nothing reused from disk unless it came from the same config; a failed
+attempt never blocks its corrected rerun; files written with the usual mode, durably."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+import tiny_run
+from sgd_phases import config_lib, io_lib, train_lib
+from sgd_phases import workdir as workdir_lib
+
+
+def _tiny(**overrides):
+  c = tiny_run.config(60)
+  c.num_seeds = 2
+  c.eval.num_points = 6
+  c.null.num_permutations = 0
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+# ------------------------------------------------------------------------------- caches
+def test_cached_npz_recomputes_another_configs_cache(tmp_path):
+  path = tmp_path / "c.npz"
+  calls = []
+
+  def compute(v):
+    return lambda: calls.append(v) or {"x": np.full(3, v)}
+
+  a = workdir_lib.cached_npz(path, {"lr": 0.1}, compute(1), what="test")
+  b = workdir_lib.cached_npz(path, {"lr": 0.1}, compute(2), what="test")  # reused
+  assert calls == [1] and (a["x"] == 1).all() and (b["x"] == 1).all()
+  assert workdir_lib.IDENTITY_KEY not in b
+  c = workdir_lib.cached_npz(path, {"lr": 0.2}, compute(3), what="test")  # another config
+  assert calls == [1, 3] and (c["x"] == 3).all()
+  stored = io_lib.read_npz(path)
+  assert json.loads(str(stored[workdir_lib.IDENTITY_KEY])) == {"lr": 0.2}
+  io_lib.write_npz(path, {"x": np.full(3, 9)})  # written before identities were recorded
+  d = workdir_lib.cached_npz(path, {"lr": 0.2}, compute(4), what="test")
+  assert calls == [1, 3, 4] and (d["x"] == 4).all()
+
+
+def test_reference_cache_from_another_config_is_retrained(tmp_path):
+  """A references/<name>.npz of another run put into this workdir is not paired with this F:
+  the reference is retrained and equals the one a clean run trains."""
+  a_cfg, b_cfg = _tiny(), _tiny()
+  b_cfg.references.linear.optimizer.learning_rate = 0.5
+  a = train_lib.train(a_cfg, tmp_path / "a")
+  train_lib.train(b_cfg, tmp_path / "b")
+  foreign = tmp_path / "b" / "references" / "linear.npz"
+  mine = tmp_path / "a" / "references" / "linear.npz"
+  assert not np.array_equal(io_lib.read_npz(foreign)["predictions"],
+                            io_lib.read_npz(mine)["predictions"])
+  shutil.copy(foreign, mine)
+  (tmp_path / "a" / "results.npz").unlink()  # an unfinished run: F resumes, L is looked up
+  again = train_lib.train(a_cfg, tmp_path / "a")
+  np.testing.assert_array_equal(again.reference("linear"), a.reference("linear"))
+  np.testing.assert_array_equal(again.measures("linear")["mu"], a.measures("linear")["mu"])
+
+
+# ------------------------------------------------------------------- failed attempts
+def test_diverged_run_never_blocks_its_corrected_rerun(tmp_path):
+  wd = tmp_path / "wd"
+  bad = _tiny(checkpoint_every=1)
+  bad.optimizer.learning_rate = 1e30
+  with pytest.raises(FloatingPointError, match=r"last good checkpoint is evaluation \d+ "):
+    train_lib.train(bad, wd)  # (it used to say "evaluation None")
+  assert (wd / workdir_lib.FAILED_FILE).exists() and (wd / "checkpoints").exists()
+  good = _tiny(checkpoint_every=1)
+  res = train_lib.train(good, wd)  # same workdir, corrected learning rate: runs
+  assert np.isfinite(res.arrays["train_loss"]).all()
+  assert io_lib.read_json(wd / "config.json")["optimizer"]["learning_rate"] == 0.1
+  assert not (wd / workdir_lib.FAILED_FILE).exists()
+  fresh = train_lib.train(good, tmp_path / "fresh")
+  np.testing.assert_array_equal(res.arrays["predictions"], fresh.arrays["predictions"])
+
+
+def test_untrained_step0_checkpoint_is_no_progress(tmp_path):
+  """Checkpoints holding only evaluation 0 (nothing trained yet) block no other config."""
+  wd = tmp_path / "wd"
+  c = _tiny(checkpoint_every=1)
+  c.optimizer.learning_rate = 1e30
+  with pytest.raises(FloatingPointError):
+    train_lib.train(c, wd)
+  # as if the process had died right after the checkpoint of step 0: only evaluation 0 left
+  (wd / workdir_lib.FAILED_FILE).unlink()
+  assert workdir_lib.progress(wd) == ["checkpoints"]
+  for chunk in (wd / "checkpoints").iterdir():
+    for step in chunk.iterdir():
+      if step.name.isdigit() and int(step.name) > 0:
+        shutil.rmtree(step)
+  assert workdir_lib.progress(wd) == []
+  other = _tiny(num_seeds=3)
+  assert train_lib.train(other, wd).arrays["predictions"].shape[0] == 3
+  assert workdir_lib.progress(wd)  # now there is real progress: another config is refused
+  with pytest.raises(ValueError, match=r"num_seeds: 3 -> 2"):
+    train_lib.train(_tiny(), wd)
+
+
+def test_overwrite_removes_every_artifact_of_the_old_run(tmp_path):
+  wd = tmp_path / "wd"
+  train_lib.train(_tiny(), wd)
+  for extra in ("linearized.npz", "summary.json", "figures/x.png"):
+    io_lib.write_bytes(wd / extra, b"old")
+  changed = _tiny(overwrite=True)
+  changed.optimizer.learning_rate = 0.05
+  train_lib.train(changed, wd)
+  assert not (wd / "linearized.npz").exists() and not (wd / "summary.json").exists()
+  assert not (wd / "figures").exists()
+  assert io_lib.read_json(wd / "config.json")["optimizer"]["learning_rate"] == 0.05
+
+
+# ------------------------------------------------------------------------------ files
+def test_files_get_the_usual_mode_and_are_synced(tmp_path, monkeypatch):
+  synced = []
+  orig = os.fsync
+  monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or orig(fd))
+  old = os.umask(0o022)
+  try:
+    io_lib.write_json(tmp_path / "a.json", {"x": 1})
+    io_lib.write_npz(tmp_path / "r.npz", {"x": np.zeros(2)})
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "r.npz").st_mode) == 0o644
+    os.umask(0o077)
+    io_lib.write_json(tmp_path / "b.json", {"x": 1})
+    assert stat.S_IMODE(os.stat(tmp_path / "b.json").st_mode) == 0o600
+  finally:
+    os.umask(old)
+  assert len(synced) == 6  # each file and its folder
+  assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_run_identity_ignores_operational_fields():
+  a, b = _tiny(), _tiny(progress=True, checkpoint_every=0, seeds_per_chunk=1)
+  assert workdir_lib.run_identity(a) == workdir_lib.run_identity(b)
+  assert workdir_lib.experiment_identity(a) == workdir_lib.experiment_identity(b)
+  c = _tiny()
+  c.references.linear.num_steps = 7
+  assert "references.linear.num_steps: 100 -> 7" in workdir_lib.differences(
+      workdir_lib.run_identity(a), workdir_lib.run_identity(c))
+  assert config_lib.to_dict(a) != config_lib.to_dict(b)
