@@ -328,6 +328,34 @@ def test_fashion_mnist_from_idx(idx_cache):
   tfds_images.clear_cache()  # free the raw arrays held by this session
 
 
+def test_mnist_idx_in_a_gcs_bucket_feeds_a_quick_run(gcs_bucket, tmp_path):
+  """``data_dir = gs://...`` is read as a URI (it used to become ``/cwd/gs:/...``)."""
+  from etils import epath
+
+  from experiments import linear_phase
+  local = _idx_config("mnist", tmp_path)["data_dir"]
+  uri = f"{gcs_bucket}/idx/mnist"
+  for f in sorted(os.listdir(local)):
+    (epath.Path(uri) / f).write_bytes((Path(local) / f).read_bytes())
+  tfds_images.clear_cache()
+  cfg = {"name": "mnist", "data_dir": uri, "tfds_dir": str(tmp_path / "cache"),
+         "train_size": 500, "test_size": 300}
+  ds = datasets.get_dataset(cfg)
+  ref = datasets.get_dataset({**cfg, "data_dir": local, "tfds_dir": str(tmp_path / "c2")})
+  np.testing.assert_array_equal(ds.x_train, ref.x_train)
+  np.testing.assert_array_equal(ds.y_test, ref.y_test)
+  assert list((tmp_path / "cache").glob("*/local_mnist/1.0.0/dataset_info.json"))  # built
+  c = linear_phase.get_config("mnist_mlp,quick")
+  c.dataset.update({k: v for k, v in cfg.items() if k != "name"})
+  c.progress = False
+  s = linear_phase.run(c, str(tmp_path / "run"))
+  assert s["dataset"] == "mnist" and s["identity"]["config"]["dataset"]["data_dir"] == uri
+  assert s["test_acc_end"]["mean"] > 0.8  # it learned from the bucket's data
+  with pytest.raises(ValueError, match=r"^tfds_dir="):
+    datasets.get_dataset({**cfg, "tfds_dir": f"{gcs_bucket}/cache"})
+  tfds_images.clear_cache()
+
+
 # ----------------------------------------------------------------------------- CIFAR-10 (mock)
 
 

@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
+from sgd_phases import io_lib
 from sgd_phases.datasets import base
 
 # name -> (image shape, number of original classes, local IDX files supported)
@@ -115,11 +116,14 @@ def clear_cache() -> None:
 
 
 def _check_path_field(config: Mapping[str, Any], field: str) -> str | None:
+  """A local path made absolute, or a URI (``gs://bucket/x``) left exactly as given."""
   value = config.get(field)
   if value is None:
     return None
   if not isinstance(value, (str, os.PathLike)) or not str(value):
     raise ValueError(f"{field}={value!r} must be a path or None")
+  if not io_lib.is_local(value):
+    return os.fspath(value)
   return str(Path(value).expanduser().resolve())
 
 
@@ -134,6 +138,10 @@ def build_image_dataset(config: Mapping[str, Any]) -> base.Dataset:
     raise ValueError(f"data_dir={data_dir!r}: local IDX files are only supported for "
                      f"{[n for n, spec in IMAGE_DATASETS.items() if spec[2]]}, not {name!r}")
   tfds_dir = _check_path_field(config, "tfds_dir")
+  if data_dir is not None and tfds_dir is not None and not io_lib.is_local(tfds_dir):
+    raise ValueError(f"tfds_dir={tfds_dir!r}: with data_dir set it is where the IDX files are "
+                     "built into TFDS array_record files and read back, a local folder; leave it "
+                     "unset (data_dir may be a URI)")
   x_tr, y_tr, x_te, y_te = load_raw(name, data_dir, tfds_dir)
   y_tr, y_te = (base.group_classes(y, groups, num_original) for y in (y_tr, y_te))
   keep_tr, keep_te = y_tr >= 0, y_te >= 0
