@@ -48,25 +48,33 @@ def workdir(request, tmp_path):
   return request.getfixturevalue("gcs_bucket") + f"/killed-{os.getpid()}"
 
 
-def test_sigkill_then_resume(workdir, uninterrupted, caplog, monkeypatch):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
+def test_sigkill_inside_a_save_then_resume(workdir, uninterrupted, caplog, monkeypatch,
+                                          tmp_path):
+  """The process is killed inside a real Orbax save (the third checkpoint: its data written,
+  not yet committed; tiny_run.stall_inside_a_save), then the run is resumed."""
+  marker = tmp_path / "stalled"
+  env = dict(os.environ, PYTHONPATH=str(ROOT), TINY_RUN_STALL_SAVE=f"3:{marker}")
   proc = subprocess.Popen([sys.executable, "tests/tiny_run.py", workdir, str(STEPS)], cwd=ROOT,
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   deadline = time.time() + 300
-  while len(_committed(workdir)) < 2 and proc.poll() is None and time.time() < deadline:
+  while not marker.exists() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
   assert proc.poll() is None, "the run finished before it could be killed: " + (
       proc.stderr.read().decode()[-2000:])
+  time.sleep(0.2)  # the marker's content is flushed
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   wd = epath.Path(workdir)
   assert not (wd / "results.npz").exists()
-  # A write interrupted by the kill leaves an uncommitted checkpoint (locally a temporary
-  # folder, on GCS a step folder without commit_success.txt): simulate one beyond the last.
-  chunk = next(p for p in (wd / "checkpoints").iterdir() if p.name.startswith("chunk_"))
-  partial = chunk / ("999.orbax-checkpoint-tmp-1234" if io_lib.is_local(wd) else "999")
-  partial.mkdir()
-  (partial / "junk").write_bytes(b"\x00" * 10)
+  # the kill left the third save uncommitted: locally Orbax's temporary folder (with data in
+  # it), on GCS a step prefix without commit_success.txt
+  partial = epath.Path(marker.read_text())
+  assert partial.exists() and any(True for _ in partial.iterdir())
+  assert len(_committed(workdir)) == 2
+  if io_lib.is_local(wd):
+    assert ".orbax-checkpoint-tmp" in partial.name
+  else:
+    assert not (partial / "commit_success.txt").exists()
   # the last checkpoint the killed run committed (every chunk of this config is one chunk)
   steps = uninterrupted.arrays["steps"]
   committed = max(_committed(workdir))

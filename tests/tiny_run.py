@@ -47,9 +47,39 @@ def count_trained_steps(monkeypatch, steps) -> list[int]:
   return trained
 
 
+def stall_inside_a_save(save: int, marker: str) -> None:
+  """Makes the ``save``-th Orbax checkpoint of this process stop inside its save: its data
+  are written to the temporary step folder (local disk) or step prefix (object store), then,
+  before Orbax commits it (the rename, or the ``commit_success.txt`` object), ``marker`` is
+  created and the saving thread sleeps -- so a SIGKILL lands inside a real save."""
+  import os
+  import time
+
+  from orbax.checkpoint._src.path import atomicity
+
+  calls = []
+  for cls in (atomicity.AtomicRenameTemporaryPath, atomicity.CommitFileTemporaryPath):
+    orig = cls.finalize
+
+    async def finalize(self, *args, _orig=orig, **kwargs):
+      step = self.get_final().name.isdigit()  # a checkpoint's step folder, not an item's
+      calls.extend([1] if step else [])
+      if step and len(calls) == save:
+        with open(marker, "w") as f:
+          f.write(os.fspath(self.get()))
+        time.sleep(3600)  # killed here, before the commit
+      return await _orig(self, *args, **kwargs)
+
+    cls.finalize = finalize
+
+
 if __name__ == "__main__":
   import logging
+  import os
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
+  if os.environ.get("TINY_RUN_STALL_SAVE"):  # save number:marker file (test_preemption)
+    n, marker = os.environ["TINY_RUN_STALL_SAVE"].split(":", 1)
+    stall_inside_a_save(int(n), marker)
   c = config(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
   if len(sys.argv) > 3:  # ... --distributed PORT PROCESS_ID [NULL_PERMUTATIONS]: a 2-process job
     c.distributed.enabled = True
