@@ -62,16 +62,15 @@ def add_linear_reference(c: ml_collections.ConfigDict, num_steps: int = 10_000) 
   c.t0.reference = "linear"
 
 
-def engine_config(config: ml_collections.ConfigDict, drop: tuple[str, ...]
-                  ) -> ml_collections.ConfigDict:
-  """An unlocked copy of ``config`` without the experiment-only fields ``drop`` (those it has):
-  what ``train_lib.train`` gets for one run of a multi-run experiment."""
-  c = config.copy_and_resolve_references()
-  c.unlock()
-  for field in drop:
-    if field in c:
-      del c[field]
-  return c
+HEADER_FIELDS = ("experiment", "task", "quick")  # kept in an engine run's config.json
+
+
+def engine_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The engine config of one run of a multi-run experiment: the engine's fields
+  (``config_lib.ENGINE_FIELDS``) and the header fields, without the experiment's own ones --
+  one rule for every experiment, no per-module lists."""
+  from sgd_phases import config_lib  # local import: keeps experiment modules light to import
+  return config_lib.engine_part(config, keep=HEADER_FIELDS)
 
 
 def mnist_or_synthetic(task: str = "mnist_mlp", fallback: str = "sinusoid_hd") -> str:

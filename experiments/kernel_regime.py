@@ -43,7 +43,6 @@ TASKS: dict[str, common.Task] = {
     "fashion_mlp": common.Task("fashion_mnist", "mlp", 3_000, 0.05, _MLP),
     "sinusoid_hd": common.Task("sinusoid_hd", "mlp", 5_000, 0.05, _MLP),
 }
-_EXPERIMENT_ONLY = ("widths", "min_bits")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -68,8 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def width_config(config: ml_collections.ConfigDict, width: int) -> ml_collections.ConfigDict:
-  """The engine config of one width (the experiment-only fields dropped)."""
-  c = common.engine_config(config, _EXPERIMENT_ONLY)
+  """The engine config of one width (``common.engine_config``: the engine's fields)."""
+  c = common.engine_config(config)
   c.model_kwargs.width = int(width)
   return c
 

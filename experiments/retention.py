@@ -69,8 +69,8 @@ def run_dir(workdir: io_lib.PathLike, p: float) -> epath.Path:
 
 
 def noise_config(config: ml_collections.ConfigDict, p: float) -> ml_collections.ConfigDict:
-  """The engine config of one noise rate (experiment-only fields dropped)."""
-  c = common.engine_config(config, ("noise_rates", "target_train_acc"))
+  """The engine config of one noise rate (``common.engine_config``: the engine's fields)."""
+  c = common.engine_config(config)
   c.dataset.label_noise = float(p)
   return c
 

@@ -66,7 +66,6 @@ from sgd_phases import cli, io_lib, plotting, results, stats, sweep
 
 NAME = "retention_map"
 NOISE_FIELD = "dataset.label_noise"
-_MAP_ONLY = ("noise_rates", "map_field", "map_values", "target_train_acc", "vectorize")
 TASKS = common.RETENTION_TASKS
 # Heatmaps: (flat summary key, title, key of its null or None, number format).
 HEATMAPS = (
@@ -118,8 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 # ------------------------------------------------------------------------------- one cell
 def cell_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The engine config of one cell (the map-only fields dropped)."""
-  return common.engine_config(config, _MAP_ONLY)
+  """The engine config of one cell (``common.engine_config``: the engine's fields)."""
+  return common.engine_config(config)
 
 
 def _with_null(observed: np.ndarray, null: np.ndarray | None,

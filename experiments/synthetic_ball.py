@@ -30,7 +30,6 @@ from sgd_phases import datasets as datasets_lib
 
 NAME = "synthetic_ball"
 POINTS_FILE = "train_points.npz"
-EXPERIMENT_FIELDS = ("experiment", "quick", "snapshot_steps", "num_snapshots")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -69,12 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The engine's config: ``config`` without the experiment-only fields."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  for f in EXPERIMENT_FIELDS:
-    if f in c:
-      del c[f]
-  return c
+  """The engine's config: ``config`` without the experiment's own fields."""
+  return common.engine_config(config)
 
 
 def pick_snapshots(steps: np.ndarray, requested: list[int], num: int) -> list[int]:

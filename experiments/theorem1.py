@@ -36,7 +36,6 @@ from experiments import common
 from sgd_phases import cli, config_lib, engine, io_lib, plotting, stats, steps, train_lib
 
 NAME = "theorem1"
-EXPERIMENT_FIELDS = ("experiment", "quick", "noise_rates", "inits", "epsilon")
 
 
 def _init(init_scale: float, init_first: float | None = None) -> ml_collections.ConfigDict:
@@ -98,9 +97,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 def training_config(config: ml_collections.ConfigDict, p: float,
                     init: str) -> ml_collections.ConfigDict:
   """The engine's config for one (p, init): experiment-only fields removed."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  for f in EXPERIMENT_FIELDS:
-    del c[f]
+  c = common.engine_config(config)
   c.dataset.label_noise = float(p)
   spec = config.inits[init]
   c.model_kwargs.init_scale = float(spec.init_scale)

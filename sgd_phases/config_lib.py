@@ -34,6 +34,10 @@ F_FIELDS = ("dataset", "model", "model_kwargs", "loss", "optimizer", "batch_size
             "num_epochs", "seed", "num_seeds", "eval")
 RUN_FIELDS = F_FIELDS + ("seed_strategy", "references", "t0")
 SCORING_FIELDS = ("bias_correction", "null")  # change results.npz, re-scored without training
+# Every field of ``base_config``: what the engine reads. An experiment's own fields (widths,
+# noise_rates, ...) sit beside them in its config; ``engine_part`` leaves them out.
+ENGINE_FIELDS = RUN_FIELDS + ("seeds_per_chunk", "bias_correction", "null", "checkpoint_every",
+                              "overwrite", "progress", "distributed")
 
 
 def optimizer_config(name: str = "sgd", learning_rate: float = 0.1, momentum: float = 0.0,
@@ -244,6 +248,17 @@ def _validate_optimizer(opt: ml_collections.ConfigDict, field: str) -> None:
            f"{field}.learning_rate", f"must be > 0, got {opt.learning_rate!r}")
   _require(0.0 <= opt.momentum < 1.0, f"{field}.momentum", "must be in [0, 1)")
   _require(opt.weight_decay >= 0.0, f"{field}.weight_decay", "must be >= 0")
+
+
+def engine_part(config: ml_collections.ConfigDict, keep: Iterable[str] = ()
+                ) -> ml_collections.ConfigDict:
+  """An unlocked copy of ``config`` with only the engine's fields (``ENGINE_FIELDS``, those it
+  has) and ``keep``: what ``train_lib.train`` gets from an experiment's config."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  for field in [f for f in c.keys() if f not in ENGINE_FIELDS and f not in tuple(keep)]:
+    del c[field]
+  return c
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -146,3 +146,15 @@ def test_run_identity_ignores_operational_fields():
   assert "references.linear.num_steps: 100 -> 7" in workdir_lib.differences(
       workdir_lib.run_identity(a), workdir_lib.run_identity(c))
   assert config_lib.to_dict(a) != config_lib.to_dict(b)
+
+
+def test_engine_fields_are_base_configs_and_experiments_keep_theirs_out():
+  from experiments import common, kernel_regime, retention_map
+  assert set(config_lib.base_config().keys()) == set(config_lib.ENGINE_FIELDS)
+  for module, own in ((kernel_regime, {"widths", "min_bits"}),
+                      (retention_map, {"noise_rates", "map_field", "map_values", "vectorize",
+                                       "target_train_acc"})):
+    c = module.get_config("quick")
+    e = common.engine_config(c)
+    assert own <= set(c.keys()) and not own & set(e.keys())
+    assert set(e.keys()) == set(config_lib.ENGINE_FIELDS) | set(common.HEADER_FIELDS)
