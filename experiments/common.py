@@ -172,8 +172,10 @@ def summarize_linear_phase(results: Any, reference: str, min_bits: float) -> dic
   return {
       "t0_found": int((t0 >= 0).sum()),
       **analysis.headline(results, reference),
-      "mu_over_i_min_before_t0": stats.summarize(early_ratio_min(m["mu"], m["i_fy"], t0, min_bits), bounded=True),
-      "departure_step": stats.summarize(np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan), bounded=True),
+      "mu_over_i_min_before_t0": stats.summarize(
+          early_ratio_min(m["mu"], m["i_fy"], t0, min_bits), bounded=True),
+      "departure_step": stats.summarize(
+          np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan), bounded=True),
       "i_fy_at_t0": stats.summarize(stats.at_index(m["i_fy"], t0)),
       "test_acc_at_t0": stats.summarize(stats.at_index(a["test_acc"], t0), bounded=True),
   }

@@ -156,7 +156,8 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
     mu = results.measures(name)["mu"]
     p = np.asarray(stats.plateau_index(mu, tol=tol, smooth=smooth))
     plateau[name] = np.where(p >= 0, steps[np.maximum(p, 0)], np.nan)
-    rung = {"name": name, "test_acc": stats.summarize(a[f"ref/{name}/test_acc"], bounded=True),
+    rung = {"name": name,
+            "test_acc": stats.summarize(results.reference(name, "test_acc"), bounded=True),
             "plateau_step": stats.summarize(plateau[name], bounded=True),
             "mu_end": stats.summarize(mu[:, -1]),
             "mu_max": stats.summarize(np.nanmax(mu, axis=1))}

@@ -133,7 +133,7 @@ def make_figures(workdir: str) -> list[str]:
   cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   title = f"{cfg.get('task', cfg['dataset']['name'])}: {cfg['model']}, {len(a['seed_ids'])} seeds"
   fig = plotting.plot_linear_phase(a["steps"], m["i_fy"], m["mu"], m["i_ly"][:, -1],
-                                   a["test_acc"], a["ref/linear/test_acc"],
+                                   a["test_acc"], res.reference("linear", "test_acc"),
                                    t0_steps=a["t0_step"], title=title, mu_null=res.null("linear"))
   return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
 

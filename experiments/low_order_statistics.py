@@ -31,6 +31,7 @@ Writes the engine's files (``surrogate/<kind>/...`` arrays in results.npz), ``su
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from experiments import common
 from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
+from sgd_phases import results as results_lib
 
 NAME = "low_order_statistics"
 _MLP = {"width": 512, "depth": 2}
@@ -87,7 +89,8 @@ def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
       "acc_end": stats.summarize(acc[:, -1], bounded=True),
       "drop_from_peak": stats.summarize(acc[rows, peak] - acc[:, -1]),
       "test_acc_at_peak": stats.summarize(test_acc[rows, peak], bounded=True),
-      "mu_over_i_at_t0": stats.summarize(stats.at_index(mu, t0) / stats.at_index(i_fy, t0), bounded=True),
+      "mu_over_i_at_t0": stats.summarize(stats.at_index(mu, t0) / stats.at_index(i_fy, t0),
+                                         bounded=True),
   }
 
 
@@ -103,37 +106,41 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       **common.header(NAME, config, res),
       "t0_step": stats.summarize(np.where(a["t0_index"] >= 0, a["t0_step"], np.nan), bounded=True),
       "test_acc_end": stats.summarize(a["test_acc"][:, -1], bounded=True),
-      "acc_l": stats.summarize(a["ref/linear/test_acc"], bounded=True),
+      "acc_l": stats.summarize(res.reference("linear", "test_acc"), bounded=True),
       "surrogate_size": int(config.eval.surrogates.size),
   }
   for kind in config.eval.surrogates.kinds:
-    pre = f"surrogate/{kind}"
+    key = functools.partial(results_lib.surrogate_key, kind)
     summary[kind] = surrogate_summary(
-        a["steps"], a[f"{pre}/acc"], a["test_acc"], a["t0_index"],
-        a[f"{pre}/mi/linear/mu"], a[f"{pre}/mi/linear/i_fy"])
+        a["steps"], a[key("acc")], a["test_acc"], a["t0_index"],
+        a[key("mi", "linear", "mu")], a[key("mi", "linear", "i_fy")])
     summary[kind]["acc_l"] = stats.summarize(  # L (trained to the end) on the surrogate
-        (a[f"{pre}/ref/linear/predictions"] == a[f"{pre}/labels"]).mean(axis=-1))
+        (a[key("ref", "linear", "predictions")] == a[key("labels")]).mean(axis=-1),
+        bounded=True)
   return common.finish(workdir, summary, make_figures, config=config,
                        started=started)
 
 
 def make_figures(workdir: str) -> list[str]:
   """Redraws ``figures/low_order_statistics.png`` from results.npz (and config.json)."""
-  a = analysis.load(workdir).arrays
+  res = analysis.load(workdir)
+  a = res.arrays
   cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   kinds = list(cfg["eval"]["surrogates"]["kinds"])
 
-  def ratio(pre: str) -> np.ndarray:  # μ/I(F;Y), undefined where I(F;Y) = 0
-    i_fy = a[f"{pre}/i_fy"]
-    return a[f"{pre}/mu"] / np.where(i_fy > 0, i_fy, np.nan)
+  def ratio(m: dict[str, np.ndarray]) -> np.ndarray:  # μ/I(F;Y), undefined where I(F;Y) = 0
+    return m["mu"] / np.where(m["i_fy"] > 0, m["i_fy"], np.nan)
+
+  def surrogate(kind: str) -> dict[str, np.ndarray]:
+    return {f: a[results_lib.surrogate_key(kind, "mi", "linear", f)] for f in ("mu", "i_fy")}
 
   title = f"{cfg.get('task', cfg['dataset']['name'])}: {cfg['model']}, {len(a['seed_ids'])} seeds"
   fig = plotting.plot_surrogates(
       a["steps"], {"test set": a["test_acc"],
-                   **{LABELS.get(k, k): a[f"surrogate/{k}/acc"] for k in kinds}},
-      {"test set": ratio("mi/linear"),
-       **{LABELS.get(k, k): ratio(f"surrogate/{k}/mi/linear") for k in kinds}},
-      acc_l=a["ref/linear/test_acc"], t0_steps=a["t0_step"], title=title)
+                   **{LABELS.get(k, k): a[results_lib.surrogate_key(k, "acc")] for k in kinds}},
+      {"test set": ratio(res.measures("linear")),
+       **{LABELS.get(k, k): ratio(surrogate(k)) for k in kinds}},
+      acc_l=res.reference("linear", "test_acc"), t0_steps=a["t0_step"], title=title)
   return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
 
 

@@ -116,9 +116,9 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
         peak - m_l["mu"][:, last], stats.selected_null(null, "max_minus_end", end))
   row["mu_l_end_minus_peak"] = stats.summarize(m_l["mu"][:, last] - peak)
   row["i_ly"] = stats.summarize(m_l["i_ly"][:, last])
-  row["acc_l"] = stats.summarize(a["ref/linear/test_acc"], bounded=True)
+  row["acc_l"] = stats.summarize(results.reference("linear", "test_acc"), bounded=True)
   train_end = a["train_acc"][:, last]
-  row["train_acc_end"] = stats.summarize(train_end, bounded=True)          # on the noisy labels
+  row["train_acc_end"] = stats.summarize(train_end, bounded=True)  # on the noisy labels
   row["train_acc_clean_end"] = stats.summarize(a["train_acc_clean"][:, last], bounded=True)
   row["train_acc_end_min"] = float(train_end.min())
   row["reached_target"] = bool(train_end.min() >= target)

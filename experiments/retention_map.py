@@ -167,12 +167,12 @@ def cell_summary(res: results.Results, target: float) -> dict[str, Any]:
                                 None if null_0 is None else null_0[:, :, last]),
       "i_ly": stats.summarize(i_ly),
       "i_fy_end": stats.summarize(m_l["i_fy"][:, last]),
-      "acc_l": stats.summarize(a["ref/linear/test_acc"], bounded=True),
-      "train_acc_end": stats.summarize(train_end, bounded=True),            # on the noisy labels
+      "acc_l": stats.summarize(res.reference("linear", "test_acc"), bounded=True),
+      "train_acc_end": stats.summarize(train_end, bounded=True),  # on the noisy labels
       "train_acc_end_min": float(train_end.min()),
       "train_acc_clean_end": stats.summarize(a["train_acc_clean"][:, last], bounded=True),
       "test_acc_end": stats.summarize(a["test_acc"][:, last], bounded=True),
-      "interp_step": stats.summarize(interp, bounded=True),                  # NaN seeds: never reached
+      "interp_step": stats.summarize(interp, bounded=True),  # NaN seeds: never reached
       "interp_seeds": int(np.isfinite(interp).sum()),
       "interpolates": bool(train_end.min() >= target),
   }

@@ -89,7 +89,7 @@ def pick_snapshots(steps: np.ndarray, requested: list[int], num: int) -> list[in
 def agreement_with(results: results.Results, reference: str) -> np.ndarray:
   """[S, E] fraction of test points where F_t and the reference predict the same class."""
   a = results.arrays
-  return np.mean(a["predictions"] == a[f"ref/{reference}/predictions"][:, None, :], axis=-1)
+  return np.mean(a["predictions"] == results.reference(reference)[:, None, :], axis=-1)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -153,7 +153,7 @@ def make_figures(workdir: str) -> list[str]:
   out = [plotting.save_figure(fig, wd / "figures" / "decision_boundaries.png")]
   m = results.measures("linear")
   fig = plotting.plot_linear_phase(steps, m["i_fy"], m["mu"], m["i_ly"], a["test_acc"],
-                                   a["ref/linear/test_acc"], t0_steps=a["t0_step"],
+                                   results.reference("linear", "test_acc"), t0_steps=a["t0_step"],
                                    title="2-D sinusoid ball, MLP vs linear L",
                                    mu_null=results.null("linear"))
   out.append(plotting.save_figure(fig, wd / "figures" / "linear_phase.png"))

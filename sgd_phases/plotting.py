@@ -16,7 +16,7 @@ Usage::
     res = results.load(workdir)
     m, a = res.measures("linear"), res.arrays
     fig = plotting.plot_linear_phase(a["steps"], m["i_fy"], m["mu"], m["i_ly"], m["acc_f"],
-                                     a["ref/linear/test_acc"], t0_steps=a["t0_step"],
+                                     res.reference("linear", "test_acc"), t0_steps=a["t0_step"],
                                      mu_null=res.null("linear"))
     plotting.save_figure(fig, f"{workdir}/linear_phase.png")
 """

@@ -8,7 +8,7 @@ Usage (``res = sgd_phases.results.load(workdir)``, the one reader of a run's res
     from sgd_phases import stats
 
     m = res.measures("linear")                         # {"i_fy": [S,E], "mu": [S,E], ...}
-    t0 = stats.t0_index(m["acc_f"], res.arrays["ref/linear/test_acc"])
+    t0 = stats.t0_index(m["acc_f"], res.reference("linear", "test_acc"))
     ratio = stats.ratio_at(m["mu"], m["i_fy"], t0)     # [S] μ/I at T_0
     stats.summarize(ratio)                             # {"mean", "lo", "hi", "std", "n"}
     mean, lo, hi = stats.mean_ci(m["i_fy"], axis=0)    # [E] each, 95% Student-t band

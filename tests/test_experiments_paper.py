@@ -57,7 +57,11 @@ def test_linear_phase_quick(linear_run):
   assert s["task"] == "sinusoid_hd" and s["quick"] is True
   for key in ("t0_step", "mu_over_i_at_t0", "i_ly", "mu_end", "acc_l", "test_acc_end",
               "train_acc_end", "departure_step", "mu_over_i_min_before_t0"):
-    assert set(s[key]) == CI_KEYS, key
+    assert set(s[key]) - {"ci"} == CI_KEYS, key
+  for key in ("acc_l", "test_acc_end", "train_acc_end"):  # bounded: intervals stay in [0, 1]
+    assert s[key]["ci"] == "bootstrap" and 0 <= s[key]["lo"] <= s[key]["hi"] <= 1, key
+  assert s["t0_step"]["ci"] == "bootstrap" and s["t0_step"]["lo"] >= 0
+  assert "ci" not in s["i_ly"]  # bits: the t interval
   res = analysis.load(workdir)
   a = res.arrays
   t0 = a["t0_index"]
@@ -106,10 +110,13 @@ def test_linear_phase_on_a_gs_workdir_writes_every_file_and_equals_local(linear_
   assert sorted(a) == sorted(b)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-  assert {k: v for k, v in g.items() if k != "figures"} == {
-      k: v for k, v in s.items() if k != "figures"}
+  differ = ("figures", "wall_time_s")  # where the files went, and how long it took
+  assert {k: v for k, v in g.items() if k not in differ} == {
+      k: v for k, v in s.items() if k not in differ}
   assert g["figures"] == [f"{uri}/figures/linear_phase.png"]
-  assert io_lib.read_json(f"{uri}/summary.json") == io_lib.read_json(local / "summary.json")
+  on_gs, on_disk = io_lib.read_json(f"{uri}/summary.json"), io_lib.read_json(local / "summary.json")
+  assert on_gs.pop("wall_time_s") >= 0 and on_disk.pop("wall_time_s") >= 0
+  assert on_gs == on_disk
   (epath.Path(uri) / "figures" / "linear_phase.png").unlink()
   assert linear_phase.make_figures(uri) == [f"{uri}/figures/linear_phase.png"]
   assert len((epath.Path(uri) / "figures" / "linear_phase.png").read_bytes()) > 1000
