@@ -134,6 +134,18 @@ def test_rerun_trains_nothing_and_redraws(quick_map, monkeypatch):
   assert all(epath.Path(p).is_file() for p in again["figures"])
 
 
+def test_make_figures_redraws_the_map_and_its_cells(quick_map):
+  from experiments import make_figures
+  workdir, _, s = quick_map
+  for p in s["figures"]:
+    epath.Path(p).unlink()
+  pngs = make_figures.make_all(workdir)
+  assert sorted(s["figures"]) == sorted(p for p in pngs if "/figures/retention_map_" in p
+                                        and "_cell" not in p)
+  cells = [p for p in pngs if p.endswith("retention_map_cell.png")]
+  assert len(cells) == 4 and all(os.path.getsize(p) > 5000 for p in pngs)
+
+
 def test_heatmaps_hatch_non_interpolating_cells(quick_map):
   workdir = quick_map[0]
   summary = io_lib.read_json(workdir / "summary.json")
