@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import ml_collections
 
+from sgd_phases import preemption
+
 _COMMAND: list[str] = []  # the command line of this process, when started by ``main``
 
 
@@ -53,7 +55,11 @@ def main(module_file: str, run: Callable[[ml_collections.ConfigDict, str], dict[
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.getLogger().setLevel(logging.INFO)
-    summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
+    try:
+      summary = run(flags.FLAGS.config, flags.FLAGS.workdir)
+    except preemption.Preempted as e:  # SIGTERM: checkpointed; the same command resumes
+      logging.warning("%s", e)
+      sys.exit(preemption.EXIT_CODE)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
   app.run(_main)

@@ -22,6 +22,7 @@ prefix specs on those three pytrees. Seed i always trains from ``fold_in(key(see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from sgd_phases import checkpointing, eval_lib, io_lib, optim, sharding, steps
+from sgd_phases import checkpointing, eval_lib, io_lib, optim, preemption, sharding, steps
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import models as models_lib
 
@@ -324,21 +325,31 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
   bar = _progress_bar(opts.progress, int(eval_at[-1]), int(eval_at[k0 - 1]) if k0 else 0, desc)
   bad = jnp.full((s,), -1, jnp.int32)
   pending = None
+  watch = preemption.watch() if ckpt is not None else contextlib.nullcontext()
   try:
-    for k in range(k0, e):
-      if k > 0:
-        states, bad_k, perm = segment((states, perm), seeded,
-                                      (data.x_train, i32(eval_at[k - 1]), i32(eval_at[k])))
-        bad = jnp.where(bad < 0, bad_k, bad)
-      buffers = record(states, buffers, i32(k), labels_sn[:, :m], shared)
-      if pending is not None:  # host reads one evaluation late: no sync on the fresh work
-        _report(pending, bar, opts.writer, desc, ckpt)
-      pending = (k, int(eval_at[k]), int(eval_at[k - 1]) if k else 0, bad,
-                 {n: buffers[n][:, k] for n in ("test_acc", "train_acc", "train_loss")}, ids)
-      if ckpt is not None and (k % opts.checkpoint_every == 0 or k == e - 1):
-        _check_finite(bad, ids, ckpt)  # never checkpoint a diverged state
-        ckpt.save(k, states, buffers, {"eval_index": k, "step": int(eval_at[k]),
-                                       "seed_ids": [int(i) for i in ids]})
+    with watch:
+      for k in range(k0, e):
+        if k > 0:
+          states, bad_k, perm = segment((states, perm), seeded,
+                                        (data.x_train, i32(eval_at[k - 1]), i32(eval_at[k])))
+          bad = jnp.where(bad < 0, bad_k, bad)
+        buffers = record(states, buffers, i32(k), labels_sn[:, :m], shared)
+        if pending is not None:  # host reads one evaluation late: no sync on the fresh work
+          _report(pending, bar, opts.writer, desc, ckpt)
+        pending = (k, int(eval_at[k]), int(eval_at[k - 1]) if k else 0, bad,
+                   {n: buffers[n][:, k] for n in ("test_acc", "train_acc", "train_loss")}, ids)
+        regular = ckpt is not None and (k % opts.checkpoint_every == 0 or k == e - 1)
+        stop = ckpt is not None and k < e - 1 and preemption.requested()
+        if regular or stop:
+          _check_finite(bad, ids, ckpt)  # never checkpoint a diverged state
+          ckpt.save(k, states, buffers, {"eval_index": k, "step": int(eval_at[k]),
+                                         "seed_ids": [int(i) for i in ids]})
+        if stop:
+          _report(pending, bar, opts.writer, desc, ckpt)
+          ckpt.wait()
+          logging.warning("%s: preempted; checkpoint saved at step %d (evaluation %d)", desc,
+                          int(eval_at[k]), k)
+          raise preemption.Preempted(int(eval_at[k]), k)
     if pending is not None:
       _report(pending, bar, opts.writer, desc, ckpt)
   finally:

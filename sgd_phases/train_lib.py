@@ -38,8 +38,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from sgd_phases import (config_lib, engine, eval_lib, io_lib, mutual_info, scoring, sharding,
-                        surrogates)
+from sgd_phases import (config_lib, engine, eval_lib, io_lib, mutual_info, preemption, scoring,
+                        sharding, surrogates)
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import results as results_lib
 from sgd_phases import workdir as workdir_lib
@@ -296,6 +296,9 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
       f_dev = train_f(config, p, workdir, writer)
     except FloatingPointError as e:  # diverged: this attempt must not block the corrected one
       workdir_lib.mark_failed(workdir, config, e)
+      writer.close()
+      raise
+    except preemption.Preempted:  # checkpointed at the signal: the rerun resumes from there
       writer.close()
       raise
   f_host = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz

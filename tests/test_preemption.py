@@ -96,3 +96,36 @@ def test_sigkill_inside_a_save_then_resume(workdir, uninterrupted, caplog, monke
   again = train_lib.train(tiny_run.config(STEPS), workdir)
   assert trained == []
   np.testing.assert_array_equal(again.arrays["predictions"], uninterrupted.arrays["predictions"])
+
+
+def test_sigterm_checkpoints_at_the_signal_and_resumes(workdir, uninterrupted, caplog,
+                                                        monkeypatch):
+  """SIGTERM (scancel, preemption): a checkpoint at the next evaluation, exit status 75, and
+  the rerun resumes there and ends bit-identical to an uninterrupted run."""
+  from sgd_phases import preemption
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.Popen([sys.executable, "tests/tiny_run.py", workdir, str(STEPS)], cwd=ROOT,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + 300
+  while len(_committed(workdir)) < 2 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run finished before the signal"
+  before = max(_committed(workdir))
+  sent = time.time()
+  proc.send_signal(signal.SIGTERM)
+  rc = proc.wait(timeout=120)
+  err = proc.stderr.read().decode()
+  assert rc == preemption.EXIT_CODE, err[-3000:]
+  assert time.time() - sent < 60
+  assert "preempted; checkpoint saved at step" in err
+  steps = uninterrupted.arrays["steps"]
+  at = max(_committed(workdir))
+  assert at >= before and f"saved at step {steps[at]} (evaluation {at})" in err
+  assert not (epath.Path(workdir) / "results.npz").exists()
+  trained = tiny_run.count_trained_steps(monkeypatch, steps)
+  with caplog.at_level(logging.INFO):
+    resumed = train_lib.train(tiny_run.config(STEPS), workdir)
+  assert f"resumed from checkpoint at step {steps[at]}" in caplog.text
+  assert sum(trained) == STEPS - int(steps[at])
+  for k, v in uninterrupted.arrays.items():
+    np.testing.assert_array_equal(v, resumed.arrays[k], err_msg=k)

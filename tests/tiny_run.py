@@ -88,4 +88,9 @@ if __name__ == "__main__":
     c.distributed.heartbeat_timeout_s = 20
     if len(sys.argv) > 6:
       c.null.num_permutations = int(sys.argv[6])
-  train_lib.train(c, sys.argv[1])
+  from sgd_phases import preemption
+  try:
+    train_lib.train(c, sys.argv[1])
+  except preemption.Preempted as e:  # as the experiments' command line does
+    logging.warning("%s", e)
+    sys.exit(preemption.EXIT_CODE)

@@ -1,0 +1,82 @@
+"""Preemption: SIGTERM → a checkpoint at an agreed evaluation, then a documented exit.
+
+``scancel``, Slurm preemption, Kubernetes and TPU maintenance events send SIGTERM and kill the
+job after a grace period. While a run is training with checkpoints, the engine asks
+:func:`requested` at every evaluation:
+
+* one process: a SIGTERM handler (installed by :func:`watch`) sets a flag;
+* a multi-process job: JAX's preemption service (on in ``jax.distributed``; it catches SIGTERM
+  itself and propagates the notice to every process), through
+  ``multihost_utils.reached_preemption_sync_point``, so that every process stops at the *same*
+  evaluation, the first one after the slowest process learned of the notice.
+
+At that evaluation the engine saves a checkpoint, logs it and raises :class:`Preempted`, which
+the command line turns into exit status :data:`EXIT_CODE` (75, ``EX_TEMPFAIL``: retry). Rerunning
+the same command resumes from that checkpoint and ends bit-identical to an uninterrupted run
+(CPU; tests/test_preemption.py). The checkpoint is taken at the next evaluation, so the time
+from the signal to the exit is at most one segment between evaluations (log-spaced: the
+longest is the last, ~4.5% of the run with 100 evaluations) plus a checkpoint write; keep the
+scheduler's grace period above that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import signal
+import threading
+from typing import Iterator
+
+EXIT_CODE = 75  # EX_TEMPFAIL: the job stopped on a preemption notice; rerun it to resume
+
+_FLAG = threading.Event()
+_CALLS = itertools.count()  # the sync point's step ids: one per call, the same on every process
+
+
+class Preempted(BaseException):
+  """Raised after the checkpoint taken on a preemption notice (a BaseException, like
+  KeyboardInterrupt, so that per-point error handling -- e.g. a sweep's -- does not swallow
+  it)."""
+
+  def __init__(self, step: int, evaluation: int):
+    super().__init__(f"preempted (SIGTERM): checkpoint saved at step {step} (evaluation "
+                     f"{evaluation}); rerun the same command to resume (exit status "
+                     f"{EXIT_CODE})")
+    self.step, self.evaluation = step, evaluation
+
+
+def _distributed_service() -> bool:
+  import jax
+  from jax._src import distributed
+  return jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[None]:
+  """While training: in one process, SIGTERM sets the flag :func:`requested` reads (the
+  previous handler is restored afterwards). In a multi-process job JAX's own handler is kept.
+  Outside the main thread (where handlers cannot be installed) nothing is watched."""
+  if _distributed_service() or threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  _FLAG.clear()
+
+  def on_sigterm(signum, frame):  # noqa: ARG001
+    logging.warning("SIGTERM received: checkpointing at the next evaluation, then exiting")
+    _FLAG.set()
+
+  previous = signal.signal(signal.SIGTERM, on_sigterm)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def requested() -> bool:
+  """True when the run must checkpoint now and stop. Every process of a job calls it at every
+  evaluation of every checkpointed chunk (the same number of calls, so the same sync ids)."""
+  if _distributed_service():
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.reached_preemption_sync_point(next(_CALLS)))
+  return _FLAG.is_set()
