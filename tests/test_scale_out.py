@@ -1,6 +1,7 @@
 """Seeds sharded over 4 simulated CPU devices give the single-device results (subprocess)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +116,24 @@ def test_two_processes_killed_resumed_equal_one_process_with_four_devices(tmp_pa
   steps, wd = 400, tmp_path / "two"
   ckpts = lambda: sorted(int(p.name) for p in wd.glob("checkpoints/chunk_*/*")  # noqa: E731
                          if p.name.isdigit())
+  # SIGTERM to process 1 only (a preemption notice): JAX's preemption service tells process 0,
+  # both checkpoint at the same evaluation and exit with status 75
+  from sgd_phases import preemption
+  procs = _start_two(wd, (steps, steps))
+  deadline = time.time() + 300
+  while max(ckpts(), default=0) < 4 and procs[1].poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert procs[1].poll() is None, _log(wd, 1).read_text()[-2000:]
+  procs[1].send_signal(signal.SIGTERM)
+  for p in procs:
+    p.wait(timeout=120)
+  logs = [_log(wd, i).read_text() for i in range(2)]
+  assert [p.returncode for p in procs] == [preemption.EXIT_CODE] * 2, logs[0][-2000:]
+  saved = [re.search(r"preempted; checkpoint saved at step (\d+) \(evaluation (\d+)\)", t)
+           for t in logs]
+  assert all(saved) and saved[0].groups() == saved[1].groups(), logs[1][-2000:]
+  assert int(saved[0].group(2)) == max(ckpts())
+  # the same command resumes there; SIGKILL process 1 mid-run this time
   procs = _start_two(wd, (steps, steps))
   deadline = time.time() + 300
   while max(ckpts(), default=0) < 10 and procs[1].poll() is None and time.time() < deadline:
