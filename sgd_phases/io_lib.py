@@ -38,9 +38,36 @@ METRICS_FILE = "metrics.jsonl"
 PathLike = str | os.PathLike
 
 
-def path(p: PathLike) -> epath.Path:
-  """``p`` as an ``epath.Path`` (local folder or URI, e.g. ``gs://bucket/x``)."""
-  return epath.Path(p)
+URI_SCHEMES = ("gs",)  # the URI schemes tested here (gs:// through gcsfs)
+
+
+def check_location(p: PathLike, field: str = "path") -> str:
+  """``p`` as a string if it is a local path or a URI of a supported scheme; else one
+  ValueError naming ``field``, before anything is created. Catches the usual slips: ``gs:/x``
+  (one slash: it would become a local folder ``./gs:/x``), ``gs:///x`` (no bucket) and unknown
+  schemes (``gcs://``, ``hdfs://``)."""
+  s = os.fspath(p)
+  scheme, sep, rest = s.partition("://")
+  if sep:
+    if scheme not in URI_SCHEMES:
+      raise ValueError(f"{field}={s!r}: unsupported URI scheme {scheme!r}; use a local path or "
+                       + " or ".join(f"{x}://bucket/..." for x in URI_SCHEMES))
+    if not rest or rest.startswith("/") or not rest.split("/")[0]:
+      raise ValueError(f"{field}={s!r}: no bucket name after {scheme}://")
+    return s
+  head = s.split("/")[0]
+  if head.endswith(":") and head[:-1].isalpha() and len(head) > 2 and s[len(head):].startswith("/"):
+    raise ValueError(f"{field}={s!r} looks like a URI with a missing slash "
+                     f"({head}//...); a local folder of that name is not created")
+  return s
+
+
+def path(p: PathLike, field: str = "path") -> epath.Path:
+  """``p`` as an ``epath.Path`` (local folder or URI, e.g. ``gs://bucket/x``), checked by
+  :func:`check_location`."""
+  if isinstance(p, epath.Path):
+    return p
+  return epath.Path(check_location(p, field))
 
 
 def is_local(p: PathLike) -> bool:
@@ -140,7 +167,7 @@ def read_npz(p: PathLike) -> dict[str, np.ndarray]:
 
 def check_writable(workdir: PathLike, min_free_bytes: int = 50 << 20) -> epath.Path:
   """Creates ``workdir`` and checks it is writable (and, on a local disk, has free space)."""
-  workdir = path(workdir)
+  workdir = path(workdir, "workdir")
   probe = workdir / f".write_test.{os.getpid()}"
   try:
     workdir.mkdir(parents=True, exist_ok=True)

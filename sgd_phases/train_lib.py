@@ -280,7 +280,7 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   """
   config_lib.validate(config)
   init_distributed(config)
-  workdir = io_lib.path(workdir) if workdir is not None else None
+  workdir = io_lib.path(workdir, "workdir") if workdir is not None else None
   if workdir is not None:
     done = workdir_lib.check(config, workdir, scoring.rescore)
     if done is not None:

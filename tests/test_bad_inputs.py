@@ -191,3 +191,24 @@ def test_workdir_that_is_a_file(tmp_path):
 def test_disk_space_check(tmp_path):
   with pytest.raises(ValueError, match=r"\bfree\b"):
     io_lib.check_writable(tmp_path, min_free_bytes=1 << 60)
+
+
+@pytest.mark.parametrize("uri,message", [
+    ("gs:/bucket/run", r"missing slash"), ("gs:///bucket/run", r"no bucket name"),
+    ("hdfs://x/run", r"unsupported URI scheme .hdfs."),
+    ("gcs://b/run", r"unsupported URI scheme .gcs."),
+])
+def test_mistyped_uris_refused_before_anything_is_created(uri, message, tmp_path, monkeypatch):
+  from experiments import mi_vs_accuracy
+  from sgd_phases import config_lib, datasets, sweep, train_lib
+  monkeypatch.chdir(tmp_path)
+  c = config_lib.base_config()
+  c.t0.reference = ""
+  with pytest.raises(ValueError, match=rf"^workdir='{re.escape(uri)}'.*{message}"):
+    train_lib.train(c, uri)
+  with pytest.raises(ValueError, match=rf"^workdir='{re.escape(uri)}'.*{message}"):
+    sweep.run_sweep(mi_vs_accuracy, mi_vs_accuracy.get_config("quick"),
+                    [{"num_examples": 2000}], uri)
+  with pytest.raises(ValueError, match=rf"^data_dir='{re.escape(uri)}'.*{message}"):
+    datasets.get_dataset({"name": "mnist", "data_dir": uri})
+  assert list(tmp_path.iterdir()) == []  # no ./gs: folder, nothing at all

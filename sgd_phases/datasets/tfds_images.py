@@ -122,7 +122,7 @@ def _check_path_field(config: Mapping[str, Any], field: str) -> str | None:
     return None
   if not isinstance(value, (str, os.PathLike)) or not str(value):
     raise ValueError(f"{field}={value!r} must be a path or None")
-  if not io_lib.is_local(value):
+  if not io_lib.is_local(io_lib.check_location(value, field)):
     return os.fspath(value)
   return str(Path(value).expanduser().resolve())
 
