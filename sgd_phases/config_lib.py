@@ -133,6 +133,7 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
       num_processes=config_dict.placeholder(int),
       process_id=config_dict.placeholder(int),
       heartbeat_timeout_s=100,      # a peer silent this long fails the job (no hang)
+      initialization_timeout_s=120,  # a peer that never joins fails the job after this long
   ))
   return c
 
@@ -212,6 +213,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be None or an int in [0, num_processes)")
   _require(_is_int(d.heartbeat_timeout_s) and d.heartbeat_timeout_s >= 1,
            "distributed.heartbeat_timeout_s", "must be an int >= 1")
+  _require(_is_int(d.get("initialization_timeout_s", 120)) and
+           d.get("initialization_timeout_s", 120) >= 1,
+           "distributed.initialization_timeout_s", "must be an int >= 1")
 
 
 def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
-import zlib
 from typing import Any, Callable, Mapping
 
 import jax
@@ -38,8 +36,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from sgd_phases import (config_lib, engine, eval_lib, io_lib, mutual_info, preemption, scoring,
-                        sharding, surrogates)
+from sgd_phases import (cluster, config_lib, engine, eval_lib, io_lib, mutual_info, preemption,
+                        scoring, sharding, surrogates)
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import results as results_lib
 from sgd_phases import workdir as workdir_lib
@@ -254,21 +252,11 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
 def init_distributed(config: ml_collections.ConfigDict) -> None:
   """Joins the multi-process job of ``config.distributed`` (once per process), then checks that
   every process was started with the same run: a peer with another config is refused before
-  any training. CPU collectives go through gloo (set before the backend starts)."""
-  d = config.distributed
-  if not d.enabled:
+  any training, naming the differing fields (``sgd_phases.cluster``)."""
+  if not config.distributed.enabled:
     return
-  if not jax.distributed.is_initialized():
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = {k: d[k] for k in ("coordinator_address", "num_processes", "process_id")
-              if d[k] is not None}
-    jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=d.heartbeat_timeout_s)
-  from jax.experimental import multihost_utils
-  digest = zlib.crc32(json.dumps(workdir_lib.run_identity(config), sort_keys=True).encode()
-                     ) & 0x7FFFFFFF
-  multihost_utils.assert_equal(np.array([digest], np.int32),
-                               f"config: process {jax.process_index()} was started with a "
-                               "different run config from its peers")
+  cluster.join(config)
+  cluster.check_same_run(config)
 
 
 def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
@@ -282,6 +270,7 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   init_distributed(config)
   workdir = io_lib.path(workdir, "workdir") if workdir is not None else None
   if workdir is not None:
+    cluster.check_shared_workdir(workdir)
     done = workdir_lib.check(config, workdir, scoring.rescore)
     if done is not None:
       return done

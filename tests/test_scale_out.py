@@ -78,19 +78,23 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_two(wd: Path, steps: tuple[int, int] = (120, 120)) -> list[subprocess.Popen]:
+def _start_two(wd: Path, steps: tuple[int, int] = (120, 120), workdirs: tuple[Path, Path] = (),
+               processes: tuple[int, ...] = (0, 1), **env_vars: str) -> list[subprocess.Popen]:
   """One job of 2 processes × 2 CPU devices (gloo collectives) on 127.0.0.1; ``steps``: each
-  process's NUM_STEPS (equal for a well-formed job). Output goes to files next to ``wd`` (a
-  full pipe would block one process inside a collective and hang the job): :func:`_stderr`."""
-  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  process's NUM_STEPS (equal for a well-formed job); ``workdirs``: each process's workdir
+  (default ``wd`` for both); ``processes``: which of the two to start. Output goes to files
+  next to ``wd`` (a full pipe would block one process inside a collective and hang the job)."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             **env_vars)
   port = _free_port()
   wd.parent.mkdir(parents=True, exist_ok=True)
   procs = []
-  for i in range(2):
+  for i in processes:
     with open(_log(wd, i), "w") as log:
       procs.append(subprocess.Popen(
-          [sys.executable, "tests/tiny_run.py", str(wd), str(steps[i]), "--distributed",
-           str(port), str(i)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+          [sys.executable, "tests/tiny_run.py", str(workdirs[i] if workdirs else wd),
+           str(steps[i]), "--distributed", str(port), str(i)], cwd=ROOT, env=env, stdout=log,
+          stderr=subprocess.STDOUT))
   return procs
 
 
@@ -132,11 +136,14 @@ def test_two_processes_killed_resumed_equal_one_process_with_four_devices(tmp_pa
   saved = [re.search(r"preempted; checkpoint saved at step (\d+) \(evaluation (\d+)\)", t)
            for t in logs]
   assert all(saved) and saved[0].groups() == saved[1].groups(), logs[1][-2000:]
-  assert int(saved[0].group(2)) == max(ckpts())
-  # the same command resumes there; SIGKILL process 1 mid-run this time
+  first = max(ckpts())
+  assert int(saved[0].group(2)) == first
+  # the same command resumes there; SIGKILL process 1 mid-run this time (once it has trained
+  # on: killed before it joined, process 0 would wait for it at initialisation instead)
   procs = _start_two(wd, (steps, steps))
   deadline = time.time() + 300
-  while max(ckpts(), default=0) < 10 and procs[1].poll() is None and time.time() < deadline:
+  while (max(ckpts(), default=0) < first + 4 and procs[1].poll() is None
+         and time.time() < deadline):
     time.sleep(0.05)
   assert procs[1].poll() is None, "the job ended before it could be killed: " + (
       _log(wd, 1).read_text()[-2000:])
@@ -184,6 +191,31 @@ def test_two_processes_killed_resumed_equal_one_process_with_four_devices(tmp_pa
 def test_a_peer_with_another_config_is_refused_before_training(tmp_path):
   outs = _two_processes(tmp_path / "bad", steps=(120, 100))
   assert all(o.returncode != 0 for o in outs)
-  assert any("different run config from its peers" in o.stderr for o in outs), (
-      outs[0].stderr[-2000:])
+  for o in outs:  # both say the same: which field, and which process is the odd one out
+    assert "process 1 differs from process 0: num_steps: 120 -> 100" in o.stderr, o.stderr[-2000:]
   assert not (tmp_path / "bad" / "config.json").exists()  # refused before anything was written
+
+
+def test_an_unshared_workdir_fails_fast_naming_it(tmp_path):
+  """Node-local workdirs (one per process) used to hang at the first checkpoint for 10 min."""
+  wds = (tmp_path / "node0" / "wd", tmp_path / "node1" / "wd")
+  start = time.time()
+  procs = _start_two(tmp_path / "unshared", workdirs=wds)
+  for p in procs:
+    p.wait(timeout=120)
+  assert time.time() - start < 60
+  logs = [_log(tmp_path / "unshared", i).read_text() for i in range(2)]
+  for p, log in zip(procs, logs):
+    assert p.returncode != 0 and "is not shared by the processes of this job" in log, log[-2000:]
+    assert "processes [1] do not see what process 0 wrote" in log
+  assert not list(tmp_path.glob("node*/wd/checkpoints"))  # failed before any training
+
+
+def test_a_peer_that_never_joins_fails_within_the_timeout(tmp_path):
+  start = time.time()
+  (proc,) = _start_two(tmp_path / "alone", processes=(0,), TINY_RUN_INIT_TIMEOUT="5")
+  proc.wait(timeout=60)
+  log = _log(tmp_path / "alone", 0).read_text()
+  assert proc.returncode != 0 and time.time() - start < 45
+  assert "not every process joined within initialization_timeout_s = 5 s" in log, log[-2000:]
+  assert "coordinator 127.0.0.1:" in log and "2 processes" in log

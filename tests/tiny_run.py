@@ -86,6 +86,7 @@ if __name__ == "__main__":
     c.distributed.coordinator_address = f"127.0.0.1:{sys.argv[4]}"
     c.distributed.num_processes, c.distributed.process_id = 2, int(sys.argv[5])
     c.distributed.heartbeat_timeout_s = 20
+    c.distributed.initialization_timeout_s = int(os.environ.get("TINY_RUN_INIT_TIMEOUT", 120))
     if len(sys.argv) > 6:
       c.null.num_permutations = int(sys.argv[6])
   from sgd_phases import preemption
