@@ -16,6 +16,13 @@ points are skipped on a rerun, a failing point writes ``DIR/<point>/error.txt``.
 sum of the points' (the quick linear_phase config: seconds per point on CPU).
 ``--vectorize=auto|on|off``: train points that differ only in learning rate, weight decay or
 label-noise rate as one nested (point × seed) program (see ``sgd_phases.sweep``).
+
+Many independent jobs (a Slurm array, a Kubernetes Indexed Job, Cloud Batch, several TPU VMs)
+share one workdir (a shared filesystem or gs://): each runs ``--shard=i/n`` (or reads its index
+from the scheduler) and writes only its points; ``--merge`` then writes the summary::
+
+    python -m experiments.sweep ... --workdir=gs://b/sw --shard=0/4     # ... 1/4, 2/4, 3/4
+    python -m experiments.sweep ... --workdir=gs://b/sw --merge        # summary.csv, sweep.png
 """
 
 from __future__ import annotations
@@ -98,9 +105,17 @@ def main(argv: list[str]) -> None:
     grid[name] = values
   module = load_experiment(config_flags.get_config_filename(f["config"]))
   points = sweep.make_grid(f.config, grid)
-  rows = sweep.run_sweep(module, f.config, points, f.workdir, vectorize=f.vectorize,
-                         metric=f.metric)
-  print(json.dumps([{k: r[k] for k in ("point", "status")} for r in rows], indent=2))
+  if f.merge:
+    rows = sweep.merge_sweep(module, f.config, points, f.workdir, vectorize=f.vectorize,
+                             metric=f.metric)
+  else:
+    shard = sweep.parse_shard(f.shard)
+    rows = sweep.run_sweep(module, f.config, points, f.workdir, vectorize=f.vectorize,
+                           metric=f.metric, shard=shard)
+  counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "missing")}
+  for r in rows:
+    print(f"{r['status']:8s} {r['point']}" + (f"  {r['error']}" if r.get("error") else ""))
+  print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" of {len(rows)} points")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -120,5 +135,10 @@ if __name__ == "__main__":
   flags.DEFINE_enum("vectorize", "auto", list(sweep.VECTORIZE),
                     "Nested (point × seed) programs: auto (where measured faster), on, off.")
   flags.DEFINE_string("metric", None, "Headline plotted in sweep.png (default: μ/I at T_0).")
+  flags.DEFINE_string("shard", None, "i/n: run only the points at positions ≡ i (mod n) (default: "
+                      "from SLURM_ARRAY_TASK_ID/COUNT, BATCH_TASK_INDEX/COUNT, or "
+                      "JOB_COMPLETION_INDEX + SWEEP_SHARD_COUNT; else every point).")
+  flags.DEFINE_bool("merge", False, "Write summary.csv/json and sweep.png from the finished "
+                    "points of a sharded sweep (runs nothing; lists missing/failed points).")
   flags.mark_flags_as_required(["workdir", "config"])
   app.run(main, flags_parser=_parse_flags)

@@ -199,9 +199,10 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict],
 
 
 def _nest(configs: list[ml_collections.ConfigDict], root: epath.Path, vectorize: str
-          ) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
-  """f_key -> (train_predictions mode, F outputs) for every group worth nesting."""
-  found: dict[str, tuple[str, dict[str, np.ndarray]]] = {}
+          ) -> dict[str, tuple[str, tuple[str, dict[str, np.ndarray]]]]:
+  """f_key -> (nested folder tag, (train_predictions mode, F outputs)) for every group worth
+  nesting."""
+  found: dict[str, tuple[str, tuple[str, dict[str, np.ndarray]]]] = {}
   for group in nested_groups(configs):
     members = [configs[i] for i in group]
     shared = sum(f_key(c) == f_key(members[0]) for c in configs) > 1
@@ -218,7 +219,7 @@ def _nest(configs: list[ml_collections.ConfigDict], root: epath.Path, vectorize:
                         len(members))
       continue
     mode = train_lib.needed_train_predictions(members[0])
-    found.update({f_key(c): (mode, o) for c, o in zip(members, outs)})
+    found.update({f_key(c): (f"{tag:08x}", (mode, o)) for c, o in zip(members, outs)})
   return found
 
 
@@ -251,44 +252,99 @@ def _row(overrides: Mapping[str, Any], name: str, status: str,
   return row
 
 
-def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
-              grid: Sequence[Mapping[str, Any]], workdir: io_lib.PathLike, *,
-              vectorize: str = "auto", metric: str | None = None) -> list[dict[str, Any]]:
-  """Runs ``module.run`` at every grid point under ``workdir``; returns the summary rows.
+Shard = tuple[int, int]  # (index i, count n): this job runs the points with position ≡ i (mod n)
 
-  Writes ``summary.csv``, ``summary.json`` (rewritten after every point) and ``sweep.png``.
-  """
-  if vectorize not in VECTORIZE:
-    raise ValueError(f"vectorize={vectorize!r} is not one of {VECTORIZE}")
-  root = io_lib.check_writable(workdir)
+
+def parse_shard(spec: str | None, environ: Mapping[str, str] | None = None) -> Shard | None:
+  """``"i/n"`` -> (i, n); without ``spec``, the shard a scheduler gives this task
+  (``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``, Cloud Batch's ``BATCH_TASK_INDEX``/
+  ``BATCH_TASK_COUNT``, a Kubernetes Indexed Job's ``JOB_COMPLETION_INDEX`` with the count in
+  ``SWEEP_SHARD_COUNT``), or None (one job runs every point). One ValueError naming the flag."""
+  env = os.environ if environ is None else environ
+  if spec:
+    i, sep, n = spec.partition("/")
+    try:
+      shard = (int(i), int(n)) if sep else None
+    except ValueError:
+      shard = None
+    if shard is None or not 0 <= shard[0] < shard[1]:
+      raise ValueError(f"shard={spec!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    return shard
+  for idx, count in (("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"),
+                     ("BATCH_TASK_INDEX", "BATCH_TASK_COUNT"),
+                     ("JOB_COMPLETION_INDEX", "SWEEP_SHARD_COUNT")):
+    if env.get(idx) is not None and env.get(count) is not None:
+      return parse_shard(f"{env[idx]}/{env[count]}")
+  if env.get("JOB_COMPLETION_INDEX") is not None:
+    raise ValueError("shard: JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but the "
+                     "number of shards is not: set SWEEP_SHARD_COUNT or pass --shard=i/n")
+  return None
+
+
+def _points(config: ml_collections.ConfigDict, grid: Sequence[Mapping[str, Any]]
+            ) -> list[tuple[str, dict[str, Any], ml_collections.ConfigDict]]:
   points = [(point_name(o), dict(o), apply_overrides(config, o)) for o in grid]
   names = [p[0] for p in points]
   if len(set(names)) != len(names):
     raise ValueError(f"grid: two points share a folder name: {names}")
+  return points
+
+
+def _finished_row(root: epath.Path, name: str, o: Mapping[str, Any],
+                  cfg: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """The row of a point whose summary.json this config wrote, else None (logged when the
+  summary came from another config)."""
+  # reused only when it came from this point's config (sgd_phases.workdir); otherwise the
+  # point is run again: re-summarised from its finished run, re-scored, or -- where the
+  # trained networks would differ -- refused by the engine naming the fields (unless
+  # overwrite), never returned stale
+  changed = workdir_lib.summary_differences(root / name / SUMMARY_FILE, cfg)
+  if changed == []:
+    return _row(o, name, "done", flatten_summary(io_lib.read_json(root / name / SUMMARY_FILE)))
+  if changed:
+    logging.warning("sweep point %s: its summary.json came from another config (%s)", name,
+                    "; ".join(changed[:5]))
+  return None
+
+
+def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
+              grid: Sequence[Mapping[str, Any]], workdir: io_lib.PathLike, *,
+              vectorize: str = "auto", metric: str | None = None,
+              shard: Shard | None = None) -> list[dict[str, Any]]:
+  """Runs ``module.run`` at every grid point under ``workdir``; returns the summary rows.
+
+  Writes ``summary.csv``, ``summary.json`` (rewritten after every point) and ``sweep.png``.
+  With ``shard=(i, n)`` only the points at positions ≡ i (mod n) are run, and nothing but
+  their folders is written (shards may run at once on one shared workdir): then
+  :func:`merge_sweep` writes the summary once every shard is done; the rows returned are
+  this shard's.
+  """
+  if vectorize not in VECTORIZE:
+    raise ValueError(f"vectorize={vectorize!r} is not one of {VECTORIZE}")
+  root = io_lib.check_writable(workdir)
+  points = _points(config, grid)
+  names = [p[0] for p in points]
+  if shard is not None:
+    points = [p for k, p in enumerate(points) if k % shard[1] == shard[0]]
+    names = [p[0] for p in points]
+    logging.info("sweep shard %d/%d: %d of %d points", shard[0], shard[1], len(points),
+                 len(grid))
   rows: dict[str, dict[str, Any]] = {}
   pending = []
   for name, o, cfg in points:
-    # reused only when it came from this point's config (sgd_phases.workdir); otherwise the
-    # point is run again: re-summarised from its finished run, re-scored, or -- where the
-    # trained networks would differ -- refused by the engine naming the fields (unless
-    # overwrite), never returned stale
-    changed = workdir_lib.summary_differences(root / name / SUMMARY_FILE, cfg)
-    if changed == []:
+    row = _finished_row(root, name, o, cfg)
+    if row is not None:
       logging.info("sweep point %s is finished; skipped", name)
-      rows[name] = _row(o, name, "done",
-                        flatten_summary(io_lib.read_json(root / name / SUMMARY_FILE)))
-      continue
-    if changed:
-      logging.warning("sweep point %s: its summary.json came from another config (%s); "
-                      "running it again", name, "; ".join(changed[:5]))
-    pending.append((name, o, cfg))
+      rows[name] = row
+    else:
+      pending.append((name, o, cfg))
   fresh = [cfg for name, _, cfg in pending
            if not (root / name / io_lib.RESULTS_FILE).exists()]
   nested = {} if vectorize == "off" else _nest(fresh, root, vectorize)
 
   def lookup(cfg: ml_collections.ConfigDict, mode: str) -> dict[str, np.ndarray] | None:
     hit = nested.get(f_key(cfg) or "")
-    return hit[1] if hit is not None and hit[0] == mode else None
+    return hit[1][1] if hit is not None and hit[1][0] == mode else None
 
   meta = dict(experiment="sweep", module=module.__name__, fields=list(grid[0]) if grid else [],
               metric=metric, vectorize=vectorize, nested_points=len(nested))
@@ -306,16 +362,52 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
       (pdir / SUMMARY_FILE).unlink(missing_ok=True)  # written before the failure: retry it
       io_lib.write_bytes(pdir / ERROR_FILE, traceback.format_exc().encode())
       rows[name] = _row(o, name, "failed", {"error": f"{type(e).__name__}: {e}"[:300]})
-    write_summary(root, [rows[n] for n in names if n in rows], meta)
+    if shard is None:
+      write_summary(root, [rows[n] for n in names if n in rows], meta)
+  for tag in {t for t, _ in nested.values()}:  # this job's nested checkpoints, no one else's
+    (root / "_nested" / tag).rmtree(missing_ok=True)
+  if nested and (root / "_nested").exists() and not any(True for _ in (root / "_nested").iterdir()):
+    (root / "_nested").rmdir()
   ordered = [rows[n] for n in names]
-  write_summary(root, ordered, meta)
+  if shard is None:
+    _finish_summary(root, ordered, meta)
+  return ordered
+
+
+def merge_sweep(module: ModuleType, config: ml_collections.ConfigDict,
+                grid: Sequence[Mapping[str, Any]], workdir: io_lib.PathLike, *,
+                vectorize: str = "auto", metric: str | None = None) -> list[dict[str, Any]]:
+  """The summary of a sweep run as shards (``run_sweep(..., shard=...)``): one row per point in
+  grid order, ``done`` where the point's summary.json came from its config, ``failed`` (with
+  the error) where the point wrote error.txt, ``missing`` otherwise (not run yet, still
+  running, or from another config). Writes ``summary.csv``/``summary.json`` and ``sweep.png``
+  like a one-job sweep, with ``missing``/``failed`` lists; runs nothing."""
+  root = io_lib.path(workdir, "workdir")
+  rows = []
+  for name, o, cfg in _points(config, grid):
+    row = _finished_row(root, name, o, cfg)
+    if row is None and (root / name / ERROR_FILE).exists():
+      err = (root / name / ERROR_FILE).read_text().strip().splitlines()
+      row = _row(o, name, "failed", {"error": (err[-1] if err else "")[:300]})
+    rows.append(row if row is not None else _row(o, name, "missing", {}))
+  meta = dict(experiment="sweep", module=module.__name__, fields=list(grid[0]) if grid else [],
+              metric=metric, vectorize=vectorize, nested_points=0, merged=True,
+              missing=[r["point"] for r in rows if r["status"] == "missing"],
+              failed=[r["point"] for r in rows if r["status"] == "failed"])
+  _finish_summary(root, rows, meta)
+  if meta["missing"] or meta["failed"]:
+    logging.warning("sweep %s: %d missing, %d failed of %d points", os.fspath(root),
+                    len(meta["missing"]), len(meta["failed"]), len(rows))
+  return rows
+
+
+def _finish_summary(root: epath.Path, rows: list[dict[str, Any]], meta: Mapping[str, Any]
+                    ) -> None:
+  write_summary(root, rows, meta)
   try:  # the table is written: a plotting problem must not lose the sweep
     make_figure(root)
   except Exception:
     logging.exception("%s: could not draw %s", root, FIGURE_FILE)
-  if nested:
-    (root / "_nested").rmtree(missing_ok=True)
-  return ordered
 
 
 def write_summary(root: epath.Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]

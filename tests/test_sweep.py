@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -178,6 +180,79 @@ def test_cli_subprocess(tmp_path):
   rows = _read_csv(tmp_path / "summary.csv")
   assert [r["num_random_draws"] for r in rows] == ["0", "2"]
   assert io_lib.read_json(tmp_path / "num_random_draws=2" / "summary.json")["random_draws"]
+
+
+def test_parse_shard_from_flag_and_schedulers():
+  assert sweep.parse_shard("1/4", {}) == (1, 4)
+  assert sweep.parse_shard(None, {}) is None
+  assert sweep.parse_shard(None, {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"}) == (2, 3)
+  assert sweep.parse_shard(None, {"BATCH_TASK_INDEX": "0", "BATCH_TASK_COUNT": "5"}) == (0, 5)
+  assert sweep.parse_shard(None, {"JOB_COMPLETION_INDEX": "3", "SWEEP_SHARD_COUNT": "4"}) == (3, 4)
+  for bad in ("4/4", "1", "a/b", "-1/2"):
+    with pytest.raises(ValueError, match=r"^shard="):
+      sweep.parse_shard(bad, {})
+  with pytest.raises(ValueError, match=r"SWEEP_SHARD_COUNT"):
+    sweep.parse_shard(None, {"JOB_COMPLETION_INDEX": "0"})
+
+
+_SHARD_FLAGS = ["--config=experiments/mi_vs_accuracy.py:quick", "--config.curve_points=11",
+                "--config.num_random_draws=2", "--config.random_num_examples=20000",
+                "--sweep.num_examples=2000,4000,6000,8000,10000,12000"]
+
+
+def _without_times(rows):
+  return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
+@pytest.mark.parametrize("where", ["local", "gs"])
+def test_two_concurrent_shards_one_killed_then_merged_equal_one_job(where, tmp_path, request):
+  """Two shard jobs at once on one workdir (local disk or gs://), one SIGKILLed and rerun; the
+  merged summary equals a one-job sweep's, row for row."""
+  root = (str(tmp_path / "sharded") if where == "local"
+          else request.getfixturevalue("gcs_bucket") + f"/shards-{os.getpid()}")
+  run = lambda *extra: subprocess.Popen(  # noqa: E731
+      [sys.executable, "-m", "experiments.sweep", f"--workdir={root}", *_SHARD_FLAGS, *extra],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  shard0, shard1 = run("--shard=0/2"), run("--shard=1/2")
+  done1 = lambda: [n for n in ("num_examples=4000", "num_examples=8000", "num_examples=12000")  # noqa: E731
+                   if (epath.Path(root) / n / "summary.json").exists()]
+  deadline = time.time() + 300
+  while not done1() and shard1.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  shard1.kill()  # SIGKILL, after its first point (or at its end, on a fast machine)
+  shard1.wait()
+  out0 = shard0.communicate(timeout=300)[0]
+  assert shard0.returncode == 0, out0[-2000:]
+  assert "3 done of 3 points" in out0
+  assert not (epath.Path(root) / "summary.json").exists()  # shards never write the summary
+  merged = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--workdir={root}",
+                           *_SHARD_FLAGS, "--merge"], cwd=ROOT, capture_output=True, text=True)
+  assert merged.returncode == 0, merged.stderr[-2000:]
+  partial = io_lib.read_json(epath.Path(root) / "summary.json")
+  assert partial["missing"]  # the kill landed before shard 1 was done
+  assert partial["missing"] == [n for n in ("num_examples=4000", "num_examples=8000",
+                                            "num_examples=12000") if n not in done1()]
+  rerun = run("--shard=1/2")
+  out1 = rerun.communicate(timeout=300)[0]
+  assert rerun.returncode == 0 and "3 done of 3 points" in out1, out1[-2000:]
+  rows = sweep.merge_sweep(mi_vs_accuracy, _shard_config(), _shard_grid(), root)
+  assert [r["status"] for r in rows] == ["done"] * 6
+  one = sweep.run_sweep(mi_vs_accuracy, _shard_config(), _shard_grid(), tmp_path / "one")
+  assert _without_times(rows) == _without_times(one)
+  assert _without_times(_read_csv(epath.Path(root) / "summary.csv")) == _without_times(
+      _read_csv(tmp_path / "one" / "summary.csv"))
+  assert io_lib.read_json(epath.Path(root) / "summary.json")["missing"] == []
+
+
+def _shard_config():
+  c = mi_vs_accuracy.get_config("quick")
+  c.curve_points, c.num_random_draws, c.random_num_examples = 11, 2, 20000
+  return c
+
+
+def _shard_grid():
+  return sweep.make_grid(_shard_config(), {"num_examples": [2000, 4000, 6000, 8000, 10000,
+                                                            12000]})
 
 
 # ------------------------------------------------------------------------------ nested vmap
