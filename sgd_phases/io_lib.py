@@ -226,6 +226,7 @@ class MetricWriter:
     self._rows: list[str] = []
     self._flush_secs, self._flushed = flush_secs, time.monotonic()
     self._tb = None
+    self._hparams: dict[str, Any] | None = None
     if not self._enabled:
       return
     if not self._local and self._path.exists():
@@ -235,10 +236,12 @@ class MetricWriter:
         from tensorboardX import SummaryWriter, record_writer
       except ImportError:  # optional: jsonl is the source of truth
         return
-      logdir = os.fspath(path(workdir) / "tensorboard")
-      if not is_local(logdir):
-        record_writer.register_writer_factory(logdir.split(":")[0], _ObjectRecordWriterFactory())
-      self._tb = SummaryWriter(logdir, flush_secs=int(flush_secs))
+      self._logdir = os.fspath(path(workdir) / "tensorboard")
+      if not is_local(self._logdir):
+        record_writer.register_writer_factory(self._logdir.split(":")[0],
+                                              _ObjectRecordWriterFactory())
+      self._new_tb = lambda: SummaryWriter(self._logdir, flush_secs=int(flush_secs))
+      self._tb = self._new_tb()
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self._enabled:
@@ -256,6 +259,7 @@ class MetricWriter:
         self._tb.add_scalar(k, float(v), int(step))
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    self._hparams = dict(hparams)
     if self._enabled and self._tb is not None:
       self._tb.add_text("config", "```\n" + json.dumps(hparams, indent=2) + "\n```", 0)
 
@@ -266,10 +270,20 @@ class MetricWriter:
       self._flushed = time.monotonic()
 
   def reset(self) -> None:
-    """Empties metrics.jsonl (a resumed run rewrites the rows it replays)."""
+    """Empties metrics.jsonl and the TensorBoard event files (the end of a run rewrites every
+    row from its results: one event file, no duplicate curves from a killed attempt's file)."""
     self._rows = []
     if self._enabled and self._path.exists():
       self._path.unlink()
+    if self._tb is not None:
+      self._tb.close()
+      logdir = path(self._logdir)
+      for f in (list(logdir.iterdir()) if logdir.exists() else []):
+        if f.name.startswith("events.out.tfevents"):
+          f.unlink(missing_ok=True)
+      self._tb = self._new_tb()
+      if self._hparams is not None:
+        self.write_hparams(self._hparams)
 
   def close(self) -> None:
     self.flush()

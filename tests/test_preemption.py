@@ -129,3 +129,6 @@ def test_sigterm_checkpoints_at_the_signal_and_resumes(workdir, uninterrupted, c
   assert sum(trained) == STEPS - int(steps[at])
   for k, v in uninterrupted.arrays.items():
     np.testing.assert_array_equal(v, resumed.arrays[k], err_msg=k)
+  # one TensorBoard event file, rewritten from the results: no duplicate curves
+  events = [f.name for f in (epath.Path(workdir) / "tensorboard").iterdir()]
+  assert len(events) == 1 and events[0].startswith("events.out.tfevents"), events
