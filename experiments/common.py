@@ -113,12 +113,11 @@ def finish(workdir: io_lib.PathLike, summary: dict[str, Any],
   ``wall_time_s`` (this call, from ``started`` = ``time.time()`` at its start; a resumed or
   reloaded run counts only what this call did). In a multi-process job only process 0 writes
   (the others return the summary, no figures)."""
-  import jax  # local import: keeps get_config light
 
   from sgd_phases import workdir as workdir_lib
   summary = {**summary, "identity": workdir_lib.summary_identity(config),
              "command": cli.command(), "wall_time_s": round(time.time() - started, 1)}
-  if jax.process_index() != 0:
+  if not io_lib.is_writer():
     return {**summary, "figures": []}
   io_lib.write_json(io_lib.path(workdir) / "summary.json", summary)
   summary["figures"] = make_figures(str(workdir))

@@ -234,7 +234,6 @@ def table_row(row: dict[str, Any], field: str) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The whole map as one sweep; then summary.json (rows + table) and the figures."""
-  import jax  # local import: keeps get_config light
 
   from sgd_phases import workdir as workdir_lib
   start = time.time()
@@ -257,7 +256,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "all_interpolate": all(bool(r.get("interpolates")) for r in rows),
       "table": [table_row(r, field) for r in rows], "rows": rows,
   }
-  if jax.process_index() != 0:
+  if not io_lib.is_writer():
     return {**summary, "figures": []}
   io_lib.write_json(root / sweep.SUMMARY_FILE, summary)
   summary["figures"] = make_figures(workdir)

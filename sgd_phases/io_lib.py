@@ -103,10 +103,31 @@ def _fsync_dir(folder: str) -> None:
     os.close(fd)
 
 
+def is_writer() -> bool:
+  """True on the one process that writes host files: process 0 of a multi-process job (every
+  process of a single-process run). Reading this never starts a JAX backend."""
+  import jax
+  return not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Every process of a multi-process job waits here (after process 0 deleted or wrote what
+  the others will read); nothing in a single-process run."""
+  import jax
+  if jax.distributed.is_initialized() and jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"sgd_phases: {name}")
+
+
 def write_bytes(p: PathLike, data: bytes) -> None:
   """Writes ``data`` to ``p`` atomically and durably (module doc): fsync + rename + fsync of the
-  folder locally, one object upload on a URI. The file's mode is ``0666 & ~umask``."""
-  p = path(p)
+  folder locally, one object upload on a URI. The file's mode is ``0666 & ~umask``. Off
+  process 0 of a multi-process job it writes nothing (:func:`is_writer`: one writer)."""
+  if is_writer():
+    _write(path(p), data)
+
+
+def _write(p: epath.Path, data: bytes) -> None:
   p.parent.mkdir(parents=True, exist_ok=True)
   if not is_local(p):
     p.write_bytes(data)
@@ -168,6 +189,8 @@ def read_npz(p: PathLike) -> dict[str, np.ndarray]:
 def check_writable(workdir: PathLike, min_free_bytes: int = 50 << 20) -> epath.Path:
   """Creates ``workdir`` and checks it is writable (and, on a local disk, has free space)."""
   workdir = path(workdir, "workdir")
+  if not is_writer():  # only process 0 writes (the workdir is checked to be shared)
+    return workdir
   probe = workdir / f".write_test.{os.getpid()}"
   try:
     workdir.mkdir(parents=True, exist_ok=True)

@@ -354,20 +354,23 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
     try:
       module.run(cfg, os.fspath(pdir), **({"trained_f": lookup} if takes_f else {}))
       summary = io_lib.read_json(pdir / SUMMARY_FILE)
-      (pdir / ERROR_FILE).unlink(missing_ok=True)
+      if io_lib.is_writer():
+        (pdir / ERROR_FILE).unlink(missing_ok=True)
       rows[name] = _row(o, name, "done", flatten_summary(summary))
     except Exception as e:  # reported, and the other points go on
       logging.exception("sweep point %s failed", name)
-      pdir.mkdir(parents=True, exist_ok=True)
-      (pdir / SUMMARY_FILE).unlink(missing_ok=True)  # written before the failure: retry it
+      if io_lib.is_writer():
+        (pdir / SUMMARY_FILE).unlink(missing_ok=True)  # written before the failure: retry it
       io_lib.write_bytes(pdir / ERROR_FILE, traceback.format_exc().encode())
       rows[name] = _row(o, name, "failed", {"error": f"{type(e).__name__}: {e}"[:300]})
     if shard is None:
       write_summary(root, [rows[n] for n in names if n in rows], meta)
-  for tag in {t for t, _ in nested.values()}:  # this job's nested checkpoints, no one else's
-    (root / "_nested" / tag).rmtree(missing_ok=True)
-  if nested and (root / "_nested").exists() and not any(True for _ in (root / "_nested").iterdir()):
-    (root / "_nested").rmdir()
+  for tag in {t for t, _ in nested.values()} if io_lib.is_writer() else ():
+    (root / "_nested" / tag).rmtree(missing_ok=True)  # this job's nested checkpoints only
+  nest_dir = root / "_nested"
+  if nested and io_lib.is_writer() and nest_dir.exists() and not any(
+      True for _ in nest_dir.iterdir()):
+    nest_dir.rmdir()
   ordered = [rows[n] for n in names]
   if shard is None:
     _finish_summary(root, ordered, meta)

@@ -275,8 +275,8 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
     if done is not None:
       return done
   p = plan(config)  # everything that can fail on bad input, before config.json is written
-  writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and jax.process_index() == 0)
-  if workdir is not None and jax.process_index() == 0:  # multi-host: one writer
+  writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and io_lib.is_writer())
+  if workdir is not None and io_lib.is_writer():  # multi-host: one writer
     io_lib.write_json(workdir / io_lib.CONFIG_FILE, config_lib.to_dict(config))
     writer.write_hparams(config_lib.to_dict(config))
   f_dev = None if trained_f is None else trained_f(config, p.train_predictions)
@@ -293,7 +293,7 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   f_host = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz
   refs, t0 = train_references(config, p, f_host, workdir)
   results = Results(score(config, p, f_dev, f_host, refs, t0), workdir)
-  if workdir is not None and jax.process_index() == 0:
+  if workdir is not None and io_lib.is_writer():
     _write_metrics(writer, results)
     io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
   writer.close()

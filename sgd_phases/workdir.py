@@ -31,7 +31,6 @@ import logging
 import os
 from typing import Any, Callable, Mapping
 
-import jax
 import ml_collections
 import numpy as np
 from etils import epath
@@ -98,7 +97,7 @@ def cached_npz(path: io_lib.PathLike, identity: Any, compute: Callable[[], dict[
     logging.warning("%s cache %s came from another config (%s); recomputing", what,
                     os.fspath(path), "; ".join(changed[:5]))
   out = {k: np.asarray(v) for k, v in compute().items()}
-  if jax.process_index() == 0:  # multi-host: one writer
+  if io_lib.is_writer():  # multi-host: one writer
     io_lib.write_npz(path, {**out, IDENTITY_KEY: np.array(json.dumps(identity, sort_keys=True))})
   return out
 
@@ -153,20 +152,20 @@ def progress(workdir: epath.Path) -> list[str]:
 
 def clear(workdir: epath.Path) -> None:
   """Removes every artifact of the run in ``workdir`` (the workdir itself stays)."""
-  if jax.process_index() != 0 or not workdir.exists():
-    return
-  for p in list(workdir.iterdir()):
-    if p.is_dir():
-      p.rmtree(missing_ok=True)
-    else:
-      p.unlink(missing_ok=True)
+  if io_lib.is_writer() and workdir.exists():
+    for p in list(workdir.iterdir()):
+      if p.is_dir():
+        p.rmtree(missing_ok=True)
+      else:
+        p.unlink(missing_ok=True)
+  io_lib.barrier("workdir cleared")  # before anyone writes there again (collective checkpoints)
 
 
 def mark_failed(workdir: epath.Path | None, config: ml_collections.ConfigDict,
                 error: BaseException) -> None:
   """Records that training in ``workdir`` failed (e.g. diverged): its progress then never
   blocks a corrected rerun (:func:`progress`)."""
-  if workdir is None or jax.process_index() != 0:
+  if workdir is None or not io_lib.is_writer():
     return
   io_lib.write_json(workdir / FAILED_FILE, {"error": f"{type(error).__name__}: {error}",
                                             "run": fingerprint(run_identity(config))})
@@ -185,8 +184,8 @@ def check(config: ml_collections.ConfigDict, workdir: epath.Path,
   old, new = io_lib.read_json(path), config_lib.to_dict(config)
   changed = differences(run_identity(old) or old, run_identity(new) or new)
   failed = (workdir / FAILED_FILE).exists()
-  if not changed and failed:  # the same config again: resume from its last good checkpoint
-    (workdir / FAILED_FILE).unlink(missing_ok=True)
+  if not changed and failed and io_lib.is_writer():  # the same config again: resume from
+    (workdir / FAILED_FILE).unlink(missing_ok=True)   # its last good checkpoint
   elif changed:
     kept = progress(workdir)
     if kept and not config.overwrite:
@@ -209,7 +208,7 @@ def check(config: ml_collections.ConfigDict, workdir: epath.Path,
   if scoring_changed:
     logging.info("re-scoring the stored predictions (%s changed)", scoring_changed)
     results = rescore(config, results)
-  if old != new and jax.process_index() == 0:  # multi-host: one writer
+  if old != new and io_lib.is_writer():  # multi-host: one writer
     if scoring_changed:
       io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
     io_lib.write_json(path, new)

@@ -103,9 +103,9 @@ def _log(wd: Path, i: int) -> Path:
 
 
 def _two_processes(wd: Path, steps: tuple[int, int] = (120, 120),
-                   timeout: int = 600) -> list[subprocess.CompletedProcess]:
+                   timeout: int = 600, **env_vars: str) -> list[subprocess.CompletedProcess]:
   """Runs :func:`_start_two` to the end; ``stderr`` of each result: its output."""
-  procs = _start_two(wd, steps)
+  procs = _start_two(wd, steps, **env_vars)
   for p in procs:
     p.wait(timeout=timeout)
   return [subprocess.CompletedProcess(p.args, p.returncode, "", _log(wd, i).read_text())
@@ -157,9 +157,14 @@ def test_two_processes_killed_resumed_equal_one_process_with_four_devices(tmp_pa
   assert not (wd / "results.npz").exists()
   last = max(ckpts())
 
-  outs = _two_processes(wd, (steps, steps))
+  outs = _two_processes(wd, (steps, steps), TINY_RUN_WRITE_LOG=str(tmp_path / "writes"))
   for o in outs:
     assert o.returncode == 0, o.stderr[-3000:]
+  # one writer, recorded: process 0 wrote every host file of the final attempt, process 1 none
+  written = (tmp_path / "writes.0").read_text().split()
+  assert {os.path.relpath(p, wd) for p in written} >= {"config.json", "results.npz",
+                                                       "references/linear.npz"}
+  assert not (tmp_path / "writes.1").exists()
   two = io_lib.read_npz(wd / "results.npz")
   resumed = f"F seeds 0-2: resumed from checkpoint at step {two['steps'][last]}"
   assert all(resumed in o.stderr for o in outs), [resumed] + [o.stderr[-1500:] for o in outs]

@@ -80,6 +80,16 @@ if __name__ == "__main__":
   if os.environ.get("TINY_RUN_STALL_SAVE"):  # save number:marker file (test_preemption)
     n, marker = os.environ["TINY_RUN_STALL_SAVE"].split(":", 1)
     stall_inside_a_save(int(n), marker)
+  if os.environ.get("TINY_RUN_WRITE_LOG"):  # record every host file this process writes
+    orig_write, log_prefix = io_lib._write, os.environ["TINY_RUN_WRITE_LOG"]
+
+    def logged_write(p, data):
+      import jax
+      with open(f"{log_prefix}.{jax.process_index()}", "a") as f:
+        f.write(f"{os.fspath(p)}\n")
+      return orig_write(p, data)
+
+    io_lib._write = logged_write
   c = config(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
   if len(sys.argv) > 3:  # ... --distributed PORT PROCESS_ID [NULL_PERMUTATIONS]: a 2-process job
     c.distributed.enabled = True
