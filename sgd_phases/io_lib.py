@@ -196,6 +196,12 @@ def check_writable(workdir: PathLike, min_free_bytes: int = 50 << 20) -> epath.P
     workdir.mkdir(parents=True, exist_ok=True)
     probe.write_bytes(b"")
     probe.unlink()
+  except FileNotFoundError as e:
+    if is_local(workdir):
+      raise ValueError(f"workdir {os.fspath(workdir)!r} is not writable: {e}") from e
+    bucket = os.fspath(workdir).split("://", 1)[1].split("/")[0]
+    raise ValueError(f"workdir {os.fspath(workdir)!r}: the bucket {bucket!r} does not exist "
+                     "(or these credentials cannot see it)") from e
   except Exception as e:  # OSError locally; fsspec/gcsfs raise their own errors
     raise ValueError(f"workdir {os.fspath(workdir)!r} is not writable: {e}") from e
   if is_local(workdir):

@@ -321,3 +321,27 @@ def list_objects(root: str) -> list[str]:
   fs.invalidate_cache()
   base = str(root).removeprefix("gs://").rstrip("/")
   return sorted(p[len(base) + 1:] for p in fs.find(base))
+
+
+def main(argv: list[str]) -> None:
+  """``python tests/gcs_emulator.py [BUCKET ...]``: serves an in-memory emulator on 127.0.0.1
+  until Ctrl-C and prints the variables to export in the shell that runs the job."""
+  import time
+  buckets_ = argv or ["sgd-phases"]
+  with GcsEmulator() as emulator:
+    for b in buckets_:
+      emulator.create_bucket(b)
+    for k, v in emulator.env().items():
+      print(f"export {k}={v}")
+    print(f"# buckets: {', '.join('gs://' + b for b in buckets_)} (in memory; Ctrl-C stops)",
+          flush=True)
+    try:
+      while True:
+        time.sleep(3600)
+    except KeyboardInterrupt:
+      pass
+
+
+if __name__ == "__main__":
+  import sys
+  main(sys.argv[1:])

@@ -212,3 +212,10 @@ def test_mistyped_uris_refused_before_anything_is_created(uri, message, tmp_path
   with pytest.raises(ValueError, match=rf"^data_dir='{re.escape(uri)}'.*{message}"):
     datasets.get_dataset({"name": "mnist", "data_dir": uri})
   assert list(tmp_path.iterdir()) == []  # no ./gs: folder, nothing at all
+
+
+def test_a_missing_bucket_is_named(gcs_bucket):
+  from sgd_phases import io_lib
+  with pytest.raises(ValueError, match=r"the bucket 'no-such-bucket' does not exist"):
+    io_lib.check_writable("gs://no-such-bucket/run")
+  assert str(io_lib.check_writable(f"{gcs_bucket}/fine")) == f"{gcs_bucket}/fine"
