@@ -59,19 +59,45 @@ def linear_phase_table() -> list[str]:
 
 def retention_table() -> list[str]:
   s = json.loads((RESULTS / "retention_mnist.json").read_text())
-  out = ["| p | T_0 | μ at T_0 → end [bits] | peak | μ_peak/I(L;Y) | null | excess "
-         "| μ_end/I(L;Y) | null | excess | μ_Y(F;F_T0) change | train (noisy) / clean / test |",
-         "|" + "---|" * 12]
+  out = ["| p | T_0 | μ at T_0 → end [bits] | peak | μ_peak/I(L;Y) | null of the peak | excess "
+         "| μ_end/I(L;Y) | null | excess | loss from peak [bits] | its null | μ_Y(F;F_T0) change "
+         "| train (noisy) / clean / test |", "|" + "---|" * 14]
   for r in s["table"]:
+    loss = r.get("mu_l_loss_from_peak_vs_null")
     out.append(" | ".join([
         f"| {r['p']}", f"{r['t0_step']['mean']:.0f}",
         f"{r['mu_l']['at_t0']['mean']:.3f} → {r['mu_l']['end']['mean']:.3f}",
         f"{r['mu_l_peak']['mean']:.3f}", ci(r["mu_l_peak_over_i_ly_vs_null"]["value"]),
         *null(r.get("mu_l_peak_over_i_ly_vs_null")),
         ci(r["mu_l_end_over_i_ly_vs_null"]["value"]), *null(r.get("mu_l_end_over_i_ly_vs_null")),
+        "—" if loss is None else ci(loss["value"], 3),
+        "—" if loss is None else f"{loss['null']['mean']:.3f}",
         f"{r['mu_f_t0']['change']['mean']:+.3f}",
         f"{r['train_acc_end']['mean']:.3f} / {r['train_acc_clean_end']['mean']:.3f} / "
         f"{r['test_acc']['end']['mean']:.3f} |"]))
+  return out
+
+
+def retention_map_table() -> list[str]:
+  """Cells: loss from peak (its null) · μ_end/I(L;Y) (its null) · excess [95% CI]; † = not
+  every seed reached the target train accuracy."""
+  s = json.loads((RESULTS / "retention_map_mnist.json").read_text())
+  field, ps = s["map_field"], s["noise_rates"]
+  out = [f"| {field.split('.')[-1]} \\ p | " + " | ".join(f"{p:g}" for p in ps) + " |",
+         "|" + "---|" * (len(ps) + 1)]
+  for v in s["map_values"]:
+    cells = []
+    for p in ps:
+      r = next(r for r in s["rows"] if r[field] == v and r["dataset.label_noise"] == p)
+      cells.append(f"{r['mu_l_loss_from_peak.value.mean']:.3f} "
+                   f"({r['mu_l_loss_from_peak.null.mean']:.3f}) · "
+                   f"{r['mu_l_end_over_i_ly.value.mean']:.2f} "
+                   f"({r['mu_l_end_over_i_ly.null.mean']:.2f}) · "
+                   f"{r['mu_l_end_over_i_ly.excess.mean']:.2f} "
+                   f"[{r['mu_l_end_over_i_ly.excess.lo']:.2f}, "
+                   f"{r['mu_l_end_over_i_ly.excess.hi']:.2f}]"
+                   + ("" if r.get("interpolates") else "†"))
+    out.append(f"| {v} | " + " | ".join(cells) + " |")
   return out
 
 
@@ -88,5 +114,5 @@ def ladder_table() -> list[str]:
 
 
 if __name__ == "__main__":
-  for table in (linear_phase_table(), retention_table(), ladder_table()):
+  for table in (linear_phase_table(), retention_table(), retention_map_table(), ladder_table()):
     print("\n".join(table) + "\n")
