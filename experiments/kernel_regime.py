@@ -55,13 +55,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment = NAME               # recorded in summary.json (make_figures dispatches on it)
   c.task = task                     # which row of TASKS this config came from
   c.quick = quick                   # shrunken settings for tests / smoke runs
-  c.widths = [64, 256, 1024]        # hidden width of F (and so of F_lin), one run each
+  c.widths = (64, 256, 1024)        # hidden width of F (and so of F_lin), one run each
   c.min_bits = 0.05                 # departure only where I(F_t;Y) > min_bits (as linear_phase)
   if quick:  # seconds on CPU
     common.quick_budget(c, 300, 0.1)
     c.references.linear.num_steps = 150
     c.eval.num_points = 15
-    c.widths = [16, 64]
+    c.widths = (16, 64)
     common.quick_data(c, n_train=1000)
   return c
 

@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment = NAME             # experiment name (recorded in summary.json)
   c.quick = quick                 # shrunken settings for tests / smoke runs
   # Accuracies of the exactly balanced points (each a·num_examples/2 should be an integer).
-  c.accuracies = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
+  c.accuracies = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
   c.num_examples = 20_000 if quick else 200_000  # N of the exact points (even)
   c.num_random_draws = 3 if quick else 20        # random-draw points per accuracy (0 = none)
   c.random_num_examples = 2_000 if quick else 10_000  # N of each random draw (a test set size)

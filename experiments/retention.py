@@ -49,14 +49,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Config of the retention experiment: ``arg`` = "<task>[,quick]"."""
   task, quick = common.parse_task(arg, TASKS, default_task())
   c = common.retention_base_config(task, NAME, quick)
-  c.noise_rates = [0.0, 0.1, 0.2]   # label noise p of the training labels, one run each
+  c.noise_rates = (0.0, 0.1, 0.2)   # label noise p of the training labels, one run each
   c.target_train_acc = 0.99         # "fits the noisy labels" threshold (checked, reported)
   if quick:  # seconds on CPU
     c.num_seeds = 2
     c.num_steps = 400
     c.eval.num_points = 12
     c.checkpoint_every = 0
-    c.noise_rates = [0.0, 0.2]
+    c.noise_rates = (0.0, 0.2)
     c.references.linear.num_steps = 150
     c.model_kwargs.width = 128
     common.quick_data(c)

@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 0            # short run: no checkpoints
   # Steps of the decision-boundary snapshots (seed 0); each is replaced by the evaluation
   # step closest to it on a log scale. Empty: ``num_snapshots`` log-spaced evaluation steps.
-  c.snapshot_steps = [0, 30, 300, 1000, 3000, 6000, 15000, 40000]
+  c.snapshot_steps = (0, 30, 300, 1000, 3000, 6000, 15000, 40000)
   c.num_snapshots = 8               # used when snapshot_steps is empty
   if quick:
     c.model_kwargs.width, c.model_kwargs.depth = 32, 2
@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_steps, c.num_seeds = 300, 2
     c.eval.num_points, c.eval.probe_grid = 12, 21
     c.references.linear.num_steps = 100
-    c.snapshot_steps = []
+    c.snapshot_steps = ()
     c.num_snapshots = 4
     c.progress = False
   return c

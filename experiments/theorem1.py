@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.t0.reference = ""               # no reference classifier, no T_0
   c.checkpoint_every = 0            # short runs: no checkpoints
   c.progress = False                # 16 runs: no progress bars
-  c.noise_rates = [0.0, 0.1, 0.2, 0.3]  # label noise p, one engine run per (p, init)
+  c.noise_rates = (0.0, 0.1, 0.2, 0.3)  # label noise p, one engine run per (p, init)
   c.epsilon = 0.05                  # ε in |w_0(i)| <= 1 - 2p - ε (only for the report)
   # Initialisations: name -> (init_scale s: kernel ~ U[-s, s]; init_first: d(0) at init).
   c.inits = ml_collections.ConfigDict({
@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if quick:
     c.dataset.n_train, c.dataset.dim, c.dataset.n_test = 100, 400, 1000
     c.num_steps, c.num_seeds, c.eval.num_points, c.batch_size = 1000, 2, 12, 10
-    c.noise_rates = [0.2]
+    c.noise_rates = (0.2,)
     c.inits = ml_collections.ConfigDict({"small": _init(0.01), "large": _init(1.0)})
   return c
 

@@ -59,7 +59,7 @@ def surrogate_config(kinds: tuple[str, ...] = ("gaussian", "first_moment"), size
                      seed: int = 0) -> ml_collections.ConfigDict:
   """``eval.surrogates``: which surrogate test sets (``sgd_phases.surrogates.KINDS``), how many
   inputs each, and the numpy seed of the (fixed per run) draw."""
-  return ml_collections.ConfigDict(dict(kinds=list(kinds), size=size, seed=seed))
+  return ml_collections.ConfigDict(dict(kinds=tuple(kinds), size=size, seed=seed))
 
 
 def reference_config(model: str = "linear", trained_on: str = "labels", num_steps: int = 1000,
