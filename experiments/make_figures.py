@@ -52,10 +52,15 @@ def make_all(root: io_lib.PathLike) -> list[str]:
     raise ValueError(f"workdir: no summary.json with an 'experiment' field under {str(root)!r}")
   pngs: list[str] = []
   for workdir, name in found:
-    try:
-      module = importlib.import_module(f"experiments.{name}")
-    except ModuleNotFoundError as e:
-      raise ValueError(f"{workdir}/summary.json: unknown experiment {name!r}") from e
+    module = None
+    for package in ("experiments", "sgd_phases"):  # sgd_phases.score: predictions from elsewhere
+      try:
+        module = importlib.import_module(f"{package}.{name}")
+        break
+      except ModuleNotFoundError:
+        continue
+    if module is None or not hasattr(module, "make_figures"):
+      raise ValueError(f"{workdir}/summary.json: unknown experiment {name!r}")
     pngs += [str(p) for p in module.make_figures(os.fspath(workdir))]
   return pngs
 

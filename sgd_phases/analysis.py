@@ -105,9 +105,10 @@ def headline(results: Results, reference: str) -> dict[str, dict[str, float]]:
       "i_fy_end": stats.summarize(m["i_fy"][:, last]),
       "mu_end": stats.summarize(m["mu"][:, last]),
       "acc_l": stats.summarize(results.reference(reference, "test_acc"), bounded=True),
-      "train_acc_end": stats.summarize(a["train_acc"][:, last], bounded=True),
       "test_acc_end": stats.summarize(a["test_acc"][:, last], bounded=True),
   }
+  if "train_acc" in a:  # absent for predictions scored without training (sgd_phases.score)
+    out["train_acc_end"] = stats.summarize(a["train_acc"][:, last], bounded=True)
   null = results.null(reference)
   if null is not None:
     out["mu_over_i_at_t0_vs_null"] = stats.versus_null(

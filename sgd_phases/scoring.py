@@ -5,7 +5,7 @@
                            key, num_permutations=100)                         # [P, S, E]
 
 Both take F's hard test predictions ``[S, E, N]`` (seeds × evaluations) and a reference's
-``[S, N]`` (one per seed) or ``[N]`` (shared). A reference row of −1 means *undefined* for that
+``[S, N]`` (one per seed), ``[N]`` (shared) or ``[S, E, N]`` (time-paired). A reference row of −1 means *undefined* for that
 seed (e.g. "F at T_0" for a seed that never reached T_0): its measures and null draws are NaN,
 never a number computed from a stand-in.
 
@@ -31,10 +31,14 @@ UNDEFINED = -1  # a reference prediction row of −1s: no reference for this see
 
 
 def _prepare(ref_predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-  """(ref [S, 1, N] or [N] with undefined rows zeroed, defined mask [S] or None)."""
+  """(ref [S, 1, N], [S, E, N] (time-paired) or [N] with undefined seeds zeroed, defined mask
+  [S] or None)."""
   ref = np.asarray(ref_predictions)
   if ref.ndim == 1:
     return ref, None
+  if ref.ndim == 3:  # one reference per seed and evaluation (e.g. F_lin,t beside F_t)
+    defined = ~(ref == UNDEFINED).any(axis=(-2, -1))
+    return np.where(defined[:, None, None], ref, 0), defined
   defined = ~(ref == UNDEFINED).any(axis=-1)
   return np.where(defined[:, None], ref, 0)[:, None, :], defined
 

@@ -1,0 +1,184 @@
+"""Scoring predictions made elsewhere (PyTorch, Hugging Face, another JAX codebase).
+
+    python -m sgd_phases.score --predictions=F.npz --workdir=OUT \\
+        --reference linear=L.npz [--reference cnn=G.npz ...] [--num_permutations=100]
+
+    from sgd_phases import score
+    res = score.score_predictions(f, y, {"linear": l}, steps)       # Results, nothing written
+
+``F.npz`` holds ``predictions`` (F's hard test predictions, [S, E, N] for S seeds and E
+evaluations, or [E, N]), ``labels`` [N] and optionally ``steps`` [E] (default 0 … E−1). Each
+reference file holds ``predictions``: [N] (one classifier), [S, N] (one per seed) or
+[S, E, N] (time-paired, e.g. a linearisation trained beside F). Out come the information
+measures and the conditional-independence null of every reference (``sgd_phases.scoring``,
+the engine's code), T_0 per seed against the first non-time-paired reference (first
+evaluation where acc(F_t) ≥ acc(L)), in ``OUT/results.npz`` with the keys a training run
+writes (``mi/<name>/mu``, ``null/<name>/mu``, ...; ``sgd_phases.results.load`` reads it),
+``OUT/summary.json`` (``analysis.headline`` per reference) and ``OUT/figures/score_<name>.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from sgd_phases import analysis, io_lib, plotting, scoring, stats
+from sgd_phases import results as results_lib
+
+NAME = "score"
+
+
+def _as_int(name: str, a: Any) -> np.ndarray:
+  a = np.asarray(a)
+  if a.dtype.kind not in "iu":
+    raise ValueError(f"{name}: hard predictions must be integers, got dtype {a.dtype}")
+  return a.astype(np.int32)
+
+
+def score_predictions(predictions: Any, labels: Any, references: Mapping[str, Any],
+                      steps: Sequence[int] | None = None, *, num_classes: int | None = None,
+                      num_permutations: int = 100, seed: int = 0,
+                      bias_correction: str | None = None) -> results_lib.Results:
+  """Every measure and null of F's ``predictions`` ([S, E, N] or [E, N]) against each
+  reference ([N], [S, N] or [S, E, N]), with T_0 against the first reference that is not
+  time-paired; one ValueError naming the argument for inconsistent shapes."""
+  f = _as_int("predictions", predictions)
+  f = f[None] if f.ndim == 2 else f
+  y = _as_int("labels", labels)
+  if f.ndim != 3 or y.ndim != 1 or f.shape[-1] != y.shape[0]:
+    raise ValueError(f"predictions: shape {np.shape(predictions)} must be [S, E, N] or [E, N] "
+                     f"with N = len(labels) = {y.shape[0]}")
+  s, e, n = f.shape
+  st = np.arange(e) if steps is None else np.asarray(steps, np.int64)
+  if st.shape != (e,) or np.any(np.diff(st) <= 0):
+    raise ValueError(f"steps: need {e} increasing values, got {np.shape(steps)}")
+  if not references:
+    raise ValueError("references: need at least one reference's predictions")
+  k = int(num_classes or max(int(f.max()), int(y.max()),
+                             *(int(np.max(r)) for r in references.values())) + 1)
+  if f.min() < 0 or y.min() < 0 or f.max() >= k or y.max() >= k:
+    raise ValueError(f"predictions/labels: classes must be in [0, {k})")
+  arrays: dict[str, Any] = {
+      "steps": st, "seed_ids": np.arange(s), "y_test": y, "num_classes": np.int64(k),
+      "predictions": f, "test_acc": (f == y).mean(axis=-1).astype(np.float32),
+      "reference_names": np.array(list(references), dtype=str)}
+  t0_name = ""
+  for name, r in references.items():
+    r = _as_int(f"reference {name}", r)
+    if r.shape not in ((n,), (s, n), (s, e, n)):
+      raise ValueError(f"reference {name}: shape {r.shape} must be [N]={(n,)}, [S, N]={(s, n)} "
+                       f"or [S, E, N]={(s, e, n)}")
+    arrays[results_lib.ref_key(name, "predictions")] = r
+    acc = (r == y).mean(axis=-1).astype(np.float32)
+    arrays[results_lib.ref_key(name, "test_acc")] = np.broadcast_to(acc, (s,) + acc.shape[1:]
+                                                                    if acc.ndim else (s,))
+    if not t0_name and r.ndim < 3:
+      t0_name = name
+  config = ml_collections.ConfigDict(dict(
+      seed=seed, null=dict(num_permutations=num_permutations), bias_correction=bias_correction,
+      t0=dict(rule="acc_reaches_reference", reference=t0_name, delta=0.1)))
+  refs = {name: {"predictions": arrays[results_lib.ref_key(name, "predictions")],
+                 "test_acc": arrays[results_lib.ref_key(name, "test_acc")]}
+          for name in references}
+  t0 = scoring.t0_indices(config, arrays["test_acc"], f, refs, y, k)
+  arrays.update(t0_index=t0, t0_step=np.where(t0 >= 0, st[np.maximum(t0, 0)], -1),
+                t0_reference=np.array(t0_name))
+  return results_lib.Results(scoring.score_run(config, arrays))
+
+
+def write(results: results_lib.Results, workdir: io_lib.PathLike, started: float,
+          command: str | None = None) -> dict[str, Any]:
+  """results.npz, summary.json (headline per reference, beside the null) and the figures."""
+  wd = io_lib.check_writable(workdir)
+  io_lib.write_npz(wd / io_lib.RESULTS_FILE, results.arrays)
+  a = results.arrays
+  summary: dict[str, Any] = {
+      "experiment": NAME, "num_seeds": int(a["predictions"].shape[0]),
+      "num_steps": int(a["steps"][-1]), "num_classes": int(a["num_classes"]),
+      "t0_reference": str(a["t0_reference"]),
+      "t0_step": stats.summarize(np.where(a["t0_index"] >= 0, a["t0_step"], np.nan),
+                                 bounded=True),
+      "references": {r: _reference_summary(results, r) for r in results.reference_names},
+      "command": command, "wall_time_s": round(time.time() - started, 1)}
+  io_lib.write_json(wd / "summary.json", summary)
+  summary["figures"] = make_figures(os.fspath(wd))
+  return summary
+
+
+def _reference_summary(results: results_lib.Results, name: str) -> dict[str, Any]:
+  m, null = results.measures(name), results.null(name)
+  last = len(results.steps) - 1
+  out = {"mu_end": stats.summarize(m["mu"][:, last]),
+         "i_fy_end": stats.summarize(m["i_fy"][:, last]),
+         "mu_over_i_end": stats.summarize(stats.ratio_at(m["mu"], m["i_fy"],
+                                                         np.full(len(m["mu"]), last)),
+                                          bounded=True)}
+  if null is not None:
+    out["mu_end_vs_null"] = stats.versus_null(m["mu"][:, last], null[:, :, last])
+  if results.reference(name).ndim < 3 and str(results.arrays["t0_reference"]) == name:
+    out.update({k: v for k, v in analysis.headline(results, name).items()
+                if k in ("mu_over_i_at_t0", "mu_over_i_at_t0_vs_null", "mu_end_over_i_ly",
+                         "mu_end_over_i_ly_vs_null", "acc_l")})
+  return out
+
+
+def make_figures(workdir: str) -> list[str]:
+  """``figures/score_<reference>.png``: I(F_t;Y), μ_Y(F_t;L) with its null band, accuracies."""
+  res = results_lib.load(workdir)
+  a, out = res.arrays, []
+  for name in res.reference_names:
+    m = res.measures(name)
+    acc_l = res.reference(name, "test_acc")
+    fig = plotting.plot_linear_phase(
+        a["steps"], m["i_fy"], m["mu"], m["i_ly"], a["test_acc"],
+        acc_l if acc_l.ndim == 1 else acc_l[:, -1], t0_steps=a["t0_step"],
+        title=f"F against {name}", mu_null=res.null(name),
+        logx=bool(a["steps"][0] >= 0 and len(a["steps"]) > 2))
+    out.append(plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"score_{name}.png"))
+  return [os.fspath(p) for p in out]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """``python -m sgd_phases.score`` (module doc)."""
+  import argparse
+  import shlex
+  import sys
+  parser = argparse.ArgumentParser(prog="python -m sgd_phases.score", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--predictions", required=True, help="F.npz: predictions, labels[, steps]")
+  parser.add_argument("--workdir", required=True, help="output folder (or gs:// URI)")
+  parser.add_argument("--reference", action="append", default=[], metavar="NAME=L.npz",
+                      help="a reference classifier's predictions (repeatable)")
+  parser.add_argument("--num_permutations", type=int, default=100)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--bias_correction", choices=["miller_madow"], default=None)
+  args = parser.parse_args(argv)
+  started = time.time()
+  f = io_lib.read_npz(args.predictions)
+  for key in ("predictions", "labels"):
+    if key not in f:
+      parser.error(f"--predictions={args.predictions}: no {key!r} array in the file")
+  refs = {}
+  for spec in args.reference:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+      parser.error(f"--reference={spec!r}: expected NAME=L.npz")
+    refs[name] = io_lib.read_npz(path)["predictions"]
+  try:
+    res = score_predictions(f["predictions"], f["labels"], refs, f.get("steps"),
+                            num_permutations=args.num_permutations, seed=args.seed,
+                            bias_correction=args.bias_correction)
+  except ValueError as e:
+    parser.error(str(e))
+  command = shlex.join(["python", "-m", "sgd_phases.score"] + list(
+      sys.argv[1:] if argv is None else argv))
+  from sgd_phases import cli
+  print("\n".join(cli.human_summary(write(res, args.workdir, started, command), args.workdir)))
+
+
+if __name__ == "__main__":
+  main()
