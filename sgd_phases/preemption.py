@@ -32,6 +32,7 @@ EXIT_CODE = 75  # EX_TEMPFAIL: the job stopped on a preemption notice; rerun it 
 
 _FLAG = threading.Event()
 _CALLS = itertools.count()  # the sync point's step ids: one per call, the same on every process
+_DEPTH: list[int] = []       # nesting of watch(): only the outermost one installs the handler
 
 
 class Preempted(BaseException):
@@ -39,10 +40,11 @@ class Preempted(BaseException):
   KeyboardInterrupt, so that per-point error handling -- e.g. a sweep's -- does not swallow
   it)."""
 
-  def __init__(self, step: int, evaluation: int):
-    super().__init__(f"preempted (SIGTERM): checkpoint saved at step {step} (evaluation "
-                     f"{evaluation}); rerun the same command to resume (exit status "
-                     f"{EXIT_CODE})")
+  def __init__(self, step: int, evaluation: int, stage: str = ""):
+    where = (f"after {stage}: everything before it is saved" if stage else
+             f"checkpoint saved at step {step} (evaluation {evaluation})")
+    super().__init__(f"preempted (SIGTERM): {where}; rerun the same command to resume (exit "
+                     f"status {EXIT_CODE})")
     self.step, self.evaluation = step, evaluation
 
 
@@ -57,20 +59,35 @@ def watch() -> Iterator[None]:
   """While training: in one process, SIGTERM sets the flag :func:`requested` reads (the
   previous handler is restored afterwards). In a multi-process job JAX's own handler is kept.
   Outside the main thread (where handlers cannot be installed) nothing is watched."""
-  if _distributed_service() or threading.current_thread() is not threading.main_thread():
-    yield
+  if (_distributed_service() or threading.current_thread() is not threading.main_thread()
+      or _DEPTH):  # nested (train -> engine): the outer watch is already listening
+    _DEPTH.append(1)
+    try:
+      yield
+    finally:
+      _DEPTH.pop()
     return
   _FLAG.clear()
 
   def on_sigterm(signum, frame):  # noqa: ARG001
-    logging.warning("SIGTERM received: checkpointing at the next evaluation, then exiting")
+    logging.warning("SIGTERM received: stopping at the next evaluation or stage, then exiting")
     _FLAG.set()
 
   previous = signal.signal(signal.SIGTERM, on_sigterm)
+  _DEPTH.append(1)
   try:
     yield
   finally:
+    _DEPTH.pop()
     signal.signal(signal.SIGTERM, previous)
+
+
+def stop_if_requested(stage: str) -> None:
+  """Between the stages of a run (after F, after each reference): raises :class:`Preempted`
+  when a stop was requested; what came before is already saved (checkpoints, caches)."""
+  if requested():
+    logging.warning("preempted after %s", stage)
+    raise Preempted(-1, -1, stage)
 
 
 def requested() -> bool:

@@ -274,6 +274,14 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
     done = workdir_lib.check(config, workdir, scoring.rescore)
     if done is not None:
       return done
+  if workdir is None or not config.checkpoint_every:  # nothing to resume from: SIGTERM ends it
+    return _train(config, workdir, trained_f)
+  with preemption.watch():  # SIGTERM: stop at the next evaluation or stage, resumably
+    return _train(config, workdir, trained_f)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Any, trained_f: TrainedF | None
+           ) -> Results:
   p = plan(config)  # everything that can fail on bad input, before config.json is written
   writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and io_lib.is_writer())
   if workdir is not None and io_lib.is_writer():  # multi-host: one writer
@@ -291,7 +299,16 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
       writer.close()
       raise
   f_host = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz
-  refs, t0 = train_references(config, p, f_host, workdir)
+  resumable = workdir is not None and bool(config.checkpoint_every)
+  try:
+    if resumable:
+      preemption.stop_if_requested("F's training")
+    refs, t0 = train_references(config, p, f_host, workdir)
+    if resumable:
+      preemption.stop_if_requested("the references")
+  except preemption.Preempted:
+    writer.close()
+    raise
   results = Results(score(config, p, f_dev, f_host, refs, t0), workdir)
   if workdir is not None and io_lib.is_writer():
     _write_metrics(writer, results)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def uninterrupted(tmp_path_factory):
 def workdir(request, tmp_path):
   if request.param == "local":
     return str(tmp_path / "killed")
-  return request.getfixturevalue("gcs_bucket") + f"/killed-{os.getpid()}"
+  return request.getfixturevalue("gcs_bucket") + f"/killed-{uuid.uuid4().hex[:12]}"  # per test
 
 
 def test_sigkill_inside_a_save_then_resume(workdir, uninterrupted, caplog, monkeypatch,
@@ -107,8 +108,8 @@ def test_sigterm_checkpoints_at_the_signal_and_resumes(workdir, uninterrupted, c
   proc = subprocess.Popen([sys.executable, "tests/tiny_run.py", workdir, str(STEPS)], cwd=ROOT,
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   deadline = time.time() + 300
-  while len(_committed(workdir)) < 2 and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
+  while len(_committed(workdir)) < 1 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)  # (one committed checkpoint: F is training; on gs:// commits lag)
   assert proc.poll() is None, "the run finished before the signal"
   before = max(_committed(workdir))
   sent = time.time()
