@@ -393,5 +393,10 @@ def _report(pending, bar, writer, desc, ckpt=None) -> None:
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
   if not enabled:
     return None
+  import sys
+
   from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+  # In a log file (no terminal) each refresh is a new line: at most one every 30 s there.
+  interval = 0.1 if sys.stderr.isatty() else 30.0
+  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+              mininterval=interval, maxinterval=max(interval, 10.0))

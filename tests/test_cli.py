@@ -71,3 +71,13 @@ def test_human_summary_is_capped_and_names_the_files():
   assert "m0: 0.5 [0.4, 0.6] (n=3)" in lines and "more values in summary.json" in lines[-3]
   assert lines[-2:] == ["files: w/summary.json (everything: --print_json)",
                         "figure: w/figures/a.png"]
+
+
+def test_progress_in_a_log_file_is_not_a_line_per_refresh():
+  code = ("import time\nfrom sgd_phases import engine\n"
+          "bar = engine._progress_bar(True, 1000, 0, 'F')\n"
+          "for i in range(100):\n  bar.update(10); time.sleep(0.02)\nbar.close()\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)  # stderr is a pipe, not a terminal
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 1 <= out.stderr.count("\r") + out.stderr.count("\n") <= 3, out.stderr
