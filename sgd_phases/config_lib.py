@@ -158,7 +158,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be an int >= 0")
   _require(config.seed_strategy in SEED_STRATEGIES, "seed_strategy", f"not in {SEED_STRATEGIES}")
   _require(config.loss in LOSSES, "loss", f"{config.loss!r} not in {LOSSES}")
-  _require(config.model in models.MODELS, "model", f"{config.model!r} not in {sorted(models.MODELS)}")
+  _require(_known_model(config.model), "model",
+           f"{config.model!r} is neither in {sorted(models.MODELS)} nor an importable "
+           "package.module:ClassName")
   if config.get("num_epochs") is not None:
     _require(config.num_epochs > 0, "num_epochs", "must be > 0")
   _validate_optimizer(config.optimizer, "optimizer")
@@ -183,7 +185,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     field = f"references.{name}"
     _require(ref.trained_on in TRAINED_ON, f"{field}.trained_on", f"not in {TRAINED_ON}")
     if ref.trained_on != "snapshot_at_T0":
-      _require(ref.model in models.MODELS, f"{field}.model", f"{ref.model!r} unknown")
+      _require(_known_model(ref.model), f"{field}.model", f"{ref.model!r} unknown")
       _require(_is_int(ref.num_steps) and ref.num_steps >= 1, f"{field}.num_steps", "must be >= 1")
       _require(_is_int(ref.batch_size) and ref.batch_size >= 1, f"{field}.batch_size", "must be >= 1")
       _require(ref.loss in LOSSES, f"{field}.loss", f"not in {LOSSES}")
@@ -216,6 +218,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(_is_int(d.get("initialization_timeout_s", 120)) and
            d.get("initialization_timeout_s", 120) >= 1,
            "distributed.initialization_timeout_s", "must be an int >= 1")
+
+
+def _known_model(name: Any) -> bool:
+  from sgd_phases import models
+  try:
+    models.resolve(name)
+  except ValueError:
+    return False
+  return True
 
 
 def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,43 @@ MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 _FIXED_KWARGS: dict[str, tuple[str, ...]] = {name: ("depth",) for name in cnn.LADDER}
 
 
+BUILTIN: tuple[str, ...] = tuple(MODELS)
+
+
+def register(name: str, constructor: Callable[..., nn.Module], *, replace: bool = False) -> None:
+  """Adds a model: ``constructor(num_classes=K, **model_kwargs)`` -> a Flax Linen module whose
+  ``__call__(x, train=False)`` maps a batch to [B, K] logits (a Linen dataclass with a
+  ``num_classes`` field, e.g. the class itself). Built-in names are not replaced."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"name: must be a non-empty string, got {name!r}")
+  if name in BUILTIN or (name in MODELS and not replace):
+    raise ValueError(f"name: model {name!r} is already registered")
+  cls = _module_class(constructor)
+  if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    raise ValueError(f"{name}: {constructor!r} is not a Flax Linen module class")
+  if "num_classes" not in {f.name for f in dataclasses.fields(cls)}:
+    raise ValueError(f"{name}: {cls.__name__} has no num_classes field (the number of logits)")
+  MODELS[name] = constructor
+
+
+def resolve(name: str) -> Callable[..., nn.Module]:
+  """The constructor of a registered model, or of ``package.module:ClassName`` (imported and
+  registered under that name on first use: ``--config.model=my_pkg.nets:WideMLP``). One
+  ValueError naming the model otherwise."""
+  if name in MODELS:
+    return MODELS[name]
+  if isinstance(name, str) and ":" in name:
+    module_name, _, attr = name.partition(":")
+    try:
+      obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+      raise ValueError(f"model {name!r}: cannot import it ({type(e).__name__}: {e})") from None
+    register(name, obj)
+    return obj
+  raise ValueError(f"model {name!r}: not a registered model {sorted(MODELS)} nor an import "
+                   "path package.module:ClassName")
+
+
 def _module_class(constructor: Callable[..., nn.Module]) -> type[nn.Module]:
   while isinstance(constructor, functools.partial):
     constructor = constructor.func
@@ -69,9 +107,12 @@ def _module_class(constructor: Callable[..., nn.Module]) -> type[nn.Module]:
 
 def model_kwargs(name: str) -> tuple[str, ...]:
   """The keyword arguments ``get_model(name, num_classes, **kwargs)`` accepts."""
-  if name not in MODELS:
-    raise ValueError(f"name: unknown model {name!r}; registered models: {list(MODEL_NAMES)}")
-  fields = dataclasses.fields(_module_class(MODELS[name]))
+  try:
+    constructor = resolve(name)
+  except ValueError as e:
+    raise ValueError(f"name: unknown model {name!r}; registered models: {list(MODELS)} "
+                     f"({e})") from None
+  fields = dataclasses.fields(_module_class(constructor))
   skip = {"parent", "name", "num_classes", *_FIXED_KWARGS.get(name, ())}
   return tuple(f.name for f in fields if f.init and f.name not in skip)
 
@@ -89,7 +130,7 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
       raise ValueError(f"{key}: unknown keyword argument for model {name!r}; allowed: {allowed}")
   check_num_classes(num_classes)
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-  return MODELS[name](num_classes=num_classes, **kwargs)
+  return resolve(name)(num_classes=num_classes, **kwargs)
 
 
 def has_batch_stats(model: nn.Module) -> bool:
@@ -116,5 +157,7 @@ __all__ = [
     "get_model",
     "has_batch_stats",
     "model_kwargs",
+    "register",
+    "resolve",
     "resolve_conv_impl",
 ]
