@@ -113,7 +113,6 @@ def finish(workdir: io_lib.PathLike, summary: dict[str, Any],
   ``wall_time_s`` (this call, from ``started`` = ``time.time()`` at its start; a resumed or
   reloaded run counts only what this call did). In a multi-process job only process 0 writes
   (the others return the summary, no figures)."""
-
   from sgd_phases import workdir as workdir_lib
   summary = {**summary, "identity": workdir_lib.summary_identity(config),
              "command": cli.command(), "wall_time_s": round(time.time() - started, 1)}

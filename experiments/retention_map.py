@@ -234,8 +234,6 @@ def table_row(row: dict[str, Any], field: str) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The whole map as one sweep; then summary.json (rows + table) and the figures."""
-
-  from sgd_phases import workdir as workdir_lib
   start = time.time()
   grid = map_grid(config)
   rows = sweep.run_sweep(CELL, config, grid, workdir, vectorize=config.vectorize,
@@ -250,17 +248,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "quick": bool(config.quick), "map_field": field, "map_values": list(config.map_values),
       "noise_rates": list(config.noise_rates),
       "target_train_acc": float(config.target_train_acc),
-      "wall_time_s": round(time.time() - start, 1),  # this invocation (a resume: its share)
-      "command": cli.command(), "identity": workdir_lib.summary_identity(config),
       "all_done": all(r["status"] == "done" for r in rows),
       "all_interpolate": all(bool(r.get("interpolates")) for r in rows),
       "table": [table_row(r, field) for r in rows], "rows": rows,
-  }
-  if not io_lib.is_writer():
-    return {**summary, "figures": []}
-  io_lib.write_json(root / sweep.SUMMARY_FILE, summary)
-  summary["figures"] = make_figures(workdir)
-  return summary
+  }  # common.finish adds identity, command and wall_time_s (this call: a resume, its share)
+  return common.finish(workdir, summary, make_figures, config=config, started=start)
 
 
 # -------------------------------------------------------------------------------- figures

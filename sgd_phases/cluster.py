@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from sgd_phases import config_lib
+from sgd_phases import config_lib, io_lib
 from sgd_phases import workdir as workdir_lib
 
 _NONCE = ".workdir_check"
@@ -96,20 +96,17 @@ def check_shared_workdir(workdir: epath.Path) -> None:
   if jax.process_count() == 1:
     return
   from jax.experimental import multihost_utils
-  token = uuid.uuid4().hex.encode() if jax.process_index() == 0 else b""
-  token = _allgather_bytes(token)[0]
+  token = _allgather_bytes(uuid.uuid4().hex.encode() if io_lib.is_writer() else b"")[0]
   probe = workdir / _NONCE
-  if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe.write_bytes(token)
-  multihost_utils.sync_global_devices("sgd_phases: workdir token written")
+  io_lib.write_bytes(probe, token)  # process 0 only (the one writer)
+  io_lib.barrier("workdir token written")
   try:
     seen = probe.exists() and probe.read_bytes() == token
   except OSError:
     seen = False
   flags = np.asarray(multihost_utils.process_allgather(np.array([int(seen)], np.int32))).ravel()
-  multihost_utils.sync_global_devices("sgd_phases: workdir token read")
-  if jax.process_index() == 0:
+  io_lib.barrier("workdir token read")
+  if io_lib.is_writer():
     probe.unlink(missing_ok=True)
   blind = [i for i, f in enumerate(flags) if not f]
   if blind:

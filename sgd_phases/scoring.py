@@ -5,9 +5,9 @@
                            key, num_permutations=100)                         # [P, S, E]
 
 Both take F's hard test predictions ``[S, E, N]`` (seeds × evaluations) and a reference's
-``[S, N]`` (one per seed), ``[N]`` (shared) or ``[S, E, N]`` (time-paired). A reference row of −1 means *undefined* for that
-seed (e.g. "F at T_0" for a seed that never reached T_0): its measures and null draws are NaN,
-never a number computed from a stand-in.
+``[S, N]`` (one per seed), ``[N]`` (shared) or ``[S, E, N]`` (time-paired). A reference row of
+−1 means *undefined* for that seed (e.g. "F at T_0" for a seed that never reached T_0): its
+measures and null draws are NaN, never a number computed from a stand-in.
 
 This module owns scoring: a run's scores (:func:`score_run`, used by training, re-scoring and
 ``analysis``), T_0 (:func:`t0_indices`) and the null's keys; ``sgd_phases.results`` owns the

@@ -13,8 +13,8 @@ are built by :mod:`sgd_phases.grid`; they are re-exported here.
 Points are the Cartesian product of the value lists, each run by the experiment's
 ``run(config, DIR/<point>)`` (the engine resumes from checkpoints); a point whose
 ``summary.json`` was written by the same config (its recorded ``identity``) is not rerun, one
-from another config is run again (``sgd_phases.workdir``: never a stale row), and a failing point writes ``DIR/<point>/error.txt``, is
-marked ``failed`` and does not stop the others.
+from another config is run again (``sgd_phases.workdir``: never a stale row), and a failing
+point writes ``DIR/<point>/error.txt``, is marked ``failed`` and does not stop the others.
 
 Nested vmap (``vectorize``): pending points whose F differs only in ``VECTORIZABLE`` fields
 (learning rate and weight decay with a constant schedule, via ``optax.inject_hyperparams`` in
@@ -38,7 +38,7 @@ import os
 import traceback
 import zlib
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import ml_collections
@@ -198,11 +198,18 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict],
   return [{k: v[i * s:(i + 1) * s] for k, v in out.items()} for i in range(p)]
 
 
+class _Nested(NamedTuple):
+  """One point's F from a nested program: its folder under ``_nested/``, which train-set
+  predictions it recorded, and its outputs."""
+  tag: str
+  mode: str
+  outputs: dict[str, np.ndarray]
+
+
 def _nest(configs: list[ml_collections.ConfigDict], root: epath.Path, vectorize: str
-          ) -> dict[str, tuple[str, tuple[str, dict[str, np.ndarray]]]]:
-  """f_key -> (nested folder tag, (train_predictions mode, F outputs)) for every group worth
-  nesting."""
-  found: dict[str, tuple[str, tuple[str, dict[str, np.ndarray]]]] = {}
+          ) -> dict[str, _Nested]:
+  """f_key -> its nested F for every group worth nesting."""
+  found: dict[str, _Nested] = {}
   for group in nested_groups(configs):
     members = [configs[i] for i in group]
     shared = sum(f_key(c) == f_key(members[0]) for c in configs) > 1
@@ -219,7 +226,7 @@ def _nest(configs: list[ml_collections.ConfigDict], root: epath.Path, vectorize:
                         len(members))
       continue
     mode = train_lib.needed_train_predictions(members[0])
-    found.update({f_key(c): (f"{tag:08x}", (mode, o)) for c, o in zip(members, outs)})
+    found.update({f_key(c): _Nested(f"{tag:08x}", mode, o) for c, o in zip(members, outs)})
   return found
 
 
@@ -344,10 +351,9 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
 
   def lookup(cfg: ml_collections.ConfigDict, mode: str) -> dict[str, np.ndarray] | None:
     hit = nested.get(f_key(cfg) or "")
-    return hit[1][1] if hit is not None and hit[1][0] == mode else None
+    return hit.outputs if hit is not None and hit.mode == mode else None
 
-  meta = dict(experiment="sweep", module=module.__name__, fields=list(grid[0]) if grid else [],
-              metric=metric, vectorize=vectorize, nested_points=len(nested))
+  meta = _meta(module, grid, metric, vectorize, nested_points=len(nested))
   takes_f = "trained_f" in inspect.signature(module.run).parameters
   for name, o, cfg in pending:
     pdir = root / name
@@ -365,7 +371,7 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
       rows[name] = _row(o, name, "failed", {"error": f"{type(e).__name__}: {e}"[:300]})
     if shard is None:
       write_summary(root, [rows[n] for n in names if n in rows], meta)
-  for tag in {t for t, _ in nested.values()} if io_lib.is_writer() else ():
+  for tag in {n.tag for n in nested.values()} if io_lib.is_writer() else ():
     (root / "_nested" / tag).rmtree(missing_ok=True)  # this job's nested checkpoints only
   nest_dir = root / "_nested"
   if nested and io_lib.is_writer() and nest_dir.exists() and not any(
@@ -393,15 +399,21 @@ def merge_sweep(module: ModuleType, config: ml_collections.ConfigDict,
       err = (root / name / ERROR_FILE).read_text().strip().splitlines()
       row = _row(o, name, "failed", {"error": (err[-1] if err else "")[:300]})
     rows.append(row if row is not None else _row(o, name, "missing", {}))
-  meta = dict(experiment="sweep", module=module.__name__, fields=list(grid[0]) if grid else [],
-              metric=metric, vectorize=vectorize, nested_points=0, merged=True,
-              missing=[r["point"] for r in rows if r["status"] == "missing"],
-              failed=[r["point"] for r in rows if r["status"] == "failed"])
+  meta = _meta(module, grid, metric, vectorize, nested_points=0, merged=True,
+               missing=[r["point"] for r in rows if r["status"] == "missing"],
+               failed=[r["point"] for r in rows if r["status"] == "failed"])
   _finish_summary(root, rows, meta)
   if meta["missing"] or meta["failed"]:
     logging.warning("sweep %s: %d missing, %d failed of %d points", os.fspath(root),
                     len(meta["missing"]), len(meta["failed"]), len(rows))
   return rows
+
+
+def _meta(module: ModuleType, grid: Sequence[Mapping[str, Any]], metric: str | None,
+          vectorize: str, **extra: Any) -> dict[str, Any]:
+  """The fields of a sweep's summary.json beside its rows."""
+  return dict(experiment="sweep", module=module.__name__, fields=list(grid[0]) if grid else [],
+              metric=metric, vectorize=vectorize, **extra)
 
 
 def _finish_summary(root: epath.Path, rows: list[dict[str, Any]], meta: Mapping[str, Any]

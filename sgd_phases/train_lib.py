@@ -26,6 +26,7 @@ of the old run); a diverged attempt (``failed.json``) never blocks its corrected
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -43,9 +44,6 @@ from sgd_phases import results as results_lib
 from sgd_phases import workdir as workdir_lib
 from sgd_phases.models import layers
 from sgd_phases.results import Results
-
-run_identity = workdir_lib.run_identity  # what a run is (sgd_phases.workdir owns it)
-rescore = scoring.rescore               # re-scoring lives with the rest of scoring
 
 # F's outputs trained elsewhere: ``trained_f(config, train_predictions)`` returns what
 # ``engine.run_seeds`` would for this config (arrays [S, E, ...]) or None (train it here).
@@ -271,49 +269,43 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   workdir = io_lib.path(workdir, "workdir") if workdir is not None else None
   if workdir is not None:
     cluster.check_shared_workdir(workdir)
-    done = workdir_lib.check(config, workdir, scoring.rescore)
+    done = workdir_lib.check(config, workdir)
     if done is not None:
       return done
-  if workdir is None or not config.checkpoint_every:  # nothing to resume from: SIGTERM ends it
-    return _train(config, workdir, trained_f)
-  with preemption.watch():  # SIGTERM: stop at the next evaluation or stage, resumably
-    return _train(config, workdir, trained_f)
+  # SIGTERM stops the run at the next evaluation or stage where it can resume from there (a
+  # workdir with checkpoints); with nothing to resume from, SIGTERM ends it as usual
+  resumable = workdir is not None and bool(config.checkpoint_every)
+  with preemption.watch() if resumable else contextlib.nullcontext():
+    return _train(config, workdir, trained_f, resumable)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: Any, trained_f: TrainedF | None
-           ) -> Results:
+def _train(config: ml_collections.ConfigDict, workdir: Any, trained_f: TrainedF | None,
+           resumable: bool) -> Results:
   p = plan(config)  # everything that can fail on bad input, before config.json is written
   writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and io_lib.is_writer())
   if workdir is not None and io_lib.is_writer():  # multi-host: one writer
     io_lib.write_json(workdir / io_lib.CONFIG_FILE, config_lib.to_dict(config))
     writer.write_hparams(config_lib.to_dict(config))
-  f_dev = None if trained_f is None else trained_f(config, p.train_predictions)
-  if f_dev is None:
-    try:
-      f_dev = train_f(config, p, workdir, writer)
-    except FloatingPointError as e:  # diverged: this attempt must not block the corrected one
-      workdir_lib.mark_failed(workdir, config, e)
-      writer.close()
-      raise
-    except preemption.Preempted:  # checkpointed at the signal: the rerun resumes from there
-      writer.close()
-      raise
-  f_host = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz
-  resumable = workdir is not None and bool(config.checkpoint_every)
-  try:
+  try:  # the writer is closed (its rows flushed) however the run ends
+    f_dev = None if trained_f is None else trained_f(config, p.train_predictions)
+    if f_dev is None:
+      try:
+        f_dev = train_f(config, p, workdir, writer)
+      except FloatingPointError as e:  # diverged: this attempt must not block the corrected one
+        workdir_lib.mark_failed(workdir, config, e)
+        raise
+    f_host = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz
     if resumable:
       preemption.stop_if_requested("F's training")
     refs, t0 = train_references(config, p, f_host, workdir)
     if resumable:
       preemption.stop_if_requested("the references")
-  except preemption.Preempted:
+    results = Results(score(config, p, f_dev, f_host, refs, t0), workdir)
+    if workdir is not None and io_lib.is_writer():
+      _write_metrics(writer, results)
+      io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
+  finally:
     writer.close()
-    raise
-  results = Results(score(config, p, f_dev, f_host, refs, t0), workdir)
-  if workdir is not None and io_lib.is_writer():
-    _write_metrics(writer, results)
-    io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
-  writer.close()
   return results
 
 

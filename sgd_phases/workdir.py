@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from sgd_phases import config_lib, io_lib
+from sgd_phases import config_lib, io_lib, scoring
 from sgd_phases.results import Results
 
 # Fields that change how a job runs, never what it computes: left out of every identity.
@@ -171,10 +171,9 @@ def mark_failed(workdir: epath.Path | None, config: ml_collections.ConfigDict,
                                             "run": fingerprint(run_identity(config))})
 
 
-def check(config: ml_collections.ConfigDict, workdir: epath.Path,
-          rescore: Callable[[ml_collections.ConfigDict, Results], Results]) -> Results | None:
+def check(config: ml_collections.ConfigDict, workdir: epath.Path) -> Results | None:
   """Decides what ``workdir`` holds for ``config`` (module doc); returns the Results of the
-  same finished run (re-scored by ``rescore`` when scoring options changed), else None after
+  same finished run (re-scored when scoring options changed), else None after
   clearing what must not be reused. Writes nothing but config.json / results.npz updates of a
   re-scored run and the removals of a fresh start or an overwrite."""
   io_lib.check_writable(workdir)
@@ -207,7 +206,7 @@ def check(config: ml_collections.ConfigDict, workdir: epath.Path,
   scoring_changed = [f for f in config_lib.SCORING_FIELDS if old.get(f) != new.get(f)]
   if scoring_changed:
     logging.info("re-scoring the stored predictions (%s changed)", scoring_changed)
-    results = rescore(config, results)
+    results = scoring.rescore(config, results)
   if old != new and io_lib.is_writer():  # multi-host: one writer
     if scoring_changed:
       io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
