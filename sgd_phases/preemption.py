@@ -15,8 +15,8 @@ the command line turns into exit status :data:`EXIT_CODE` (75, ``EX_TEMPFAIL``: 
 the same command resumes from that checkpoint and ends bit-identical to an uninterrupted run
 (CPU; tests/test_preemption.py). The checkpoint is taken at the next evaluation, so the time
 from the signal to the exit is at most one segment between evaluations (log-spaced: the
-longest is the last, ~4.5% of the run with 100 evaluations) plus a checkpoint write; keep the
-scheduler's grace period above that.
+longest is the last; with 100 evaluations 5.7% of a 2,000-step run, 8.9% of 40,000 steps) plus
+a checkpoint write; keep the scheduler's grace period above that.
 """
 
 from __future__ import annotations
