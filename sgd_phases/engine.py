@@ -385,7 +385,8 @@ def _report(pending, bar, writer, desc, ckpt=None) -> None:
            for n, v in metrics.items()}
   if bar is not None:
     bar.update(step - prev_step)
-    bar.set_postfix({n.split("/")[-1]: f"{v:.3f}" for n, v in means.items()})
+    bar.set_postfix({n.split("/")[-1]: f"{v:.3f}" for n, v in means.items()},
+                    refresh=False)  # drawn with the next update, at the bar's own rate
   if writer is not None:
     writer.write_scalars(step, means)
 

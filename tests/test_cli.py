@@ -74,9 +74,12 @@ def test_human_summary_is_capped_and_names_the_files():
 
 
 def test_progress_in_a_log_file_is_not_a_line_per_refresh():
-  code = ("import time\nfrom sgd_phases import engine\n"
+  code = ("import time\nimport numpy as np\nfrom sgd_phases import engine\n"
           "bar = engine._progress_bar(True, 1000, 0, 'F')\n"
-          "for i in range(100):\n  bar.update(10); time.sleep(0.02)\nbar.close()\n")
+          "for i in range(100):  # as the engine reports each evaluation\n"
+          "  engine._report((i, 10 * i + 10, 10 * i, np.full(2, -1), {'test_acc': np.zeros(2)},"
+          " np.arange(2)), bar, None, 'F')\n"
+          "  time.sleep(0.02)\nbar.close()\n")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)  # stderr is a pipe, not a terminal
   assert out.returncode == 0, out.stderr[-2000:]
