@@ -73,6 +73,12 @@ def engine_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config_lib.engine_part(config, keep=HEADER_FIELDS)
 
 
+def with_data(config: ml_collections.ConfigDict, dataset: Any) -> ml_collections.ConfigDict:
+  """The experiment ``config`` on ``dataset`` (arrays from ``datasets.from_arrays``, or None:
+  its own), with the data's content fingerprint filled in: ``datasets.with_data``."""
+  return datasets.with_data(config, dataset)
+
+
 def mnist_or_synthetic(task: str = "mnist_mlp", fallback: str = "sinusoid_hd") -> str:
   """``task`` when the offline MNIST files are present, else the synthetic ``fallback``."""
   return task if offline_data_dir("mnist") else fallback

@@ -187,13 +187,14 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
-        trained_f: Any = None) -> dict[str, Any]:
+        dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """Trains F and every rung per seed; writes summary.json and the figure; returns the summary.
 
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
   started = time.time()
+  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   names = rung_names(config)

@@ -132,9 +132,11 @@ def width_summary(steps: np.ndarray, t0: np.ndarray, m: dict[str, np.ndarray],
   }
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        dataset: Any = None) -> dict[str, Any]:
   """F (and L) per width through the engine, then F_lin time-paired; summary.json + figure."""
   started = time.time()
+  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
   from sgd_phases import train_lib
   rows = {}
   for w in config.widths:

@@ -107,13 +107,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
-        trained_f: Any = None) -> dict[str, Any]:
+        dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """Trains F and L for every seed, writes summary.json and the figure; returns the summary.
 
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
   started = time.time()
+  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(config, workdir, trained_f=trained_f)

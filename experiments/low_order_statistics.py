@@ -95,9 +95,10 @@ def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
-        trained_f: Any = None) -> dict[str, Any]:
+        dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """Trains F and L for every seed with the surrogate sets recorded; summary.json + figure."""
   started = time.time()
+  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   res = train_lib.train(config, workdir, trained_f=trained_f)

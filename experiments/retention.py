@@ -129,13 +129,14 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
-        trained_f: Any = None) -> dict[str, Any]:
+        dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """One engine run per noise rate, then summary.json and the figure; returns the summary.
 
   ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
   nested programs); None trains F here.
   """
   started = time.time()
+  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   if not config.noise_rates or any(not 0.0 <= p < 0.5 for p in config.noise_rates):

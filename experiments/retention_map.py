@@ -232,9 +232,11 @@ def table_row(row: dict[str, Any], field: str) -> dict[str, Any]:
   return out
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        dataset: Any = None) -> dict[str, Any]:
   """The whole map as one sweep; then summary.json (rows + table) and the figures."""
   start = time.time()
+  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
   grid = map_grid(config)
   rows = sweep.run_sweep(CELL, config, grid, workdir, vectorize=config.vectorize,
                          metric="mu_l_loss_from_peak.value")

@@ -7,7 +7,9 @@ Each ``experiments/<name>.py`` ends with::
 
 so that ``python -m experiments.<name> --workdir=DIR --config.num_seeds=8`` runs the default
 config, and ``--config=experiments/<name>.py:quick`` (big_vision style) passes ``"quick"`` to
-that module's ``get_config(arg)``.
+that module's ``get_config(arg)``. ``--config.dataset.name=NAME`` switches the dataset section to
+NAME's fields (its common fields kept), so the flags of that dataset can follow, e.g.
+``--config.dataset.name=npz --config.dataset.data_dir=/data/mine``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,48 @@ def human_summary(summary: dict[str, Any], workdir: str, max_lines: int = 25) ->
   return [head] + lines + tail
 
 
+def _dataset_name(argv: list[str]) -> str | None:
+  """The value of ``--config.dataset.name`` in ``argv`` (the last one), or None."""
+  name = None
+  for i, a in enumerate(argv):
+    if a.startswith("--config.dataset.name="):
+      name = a.split("=", 1)[1]
+    elif a == "--config.dataset.name" and i + 1 < len(argv):
+      name = argv[i + 1]
+  return name
+
+
+def _config_for_dataset(argv: list[str], module_file: str, name: str
+                        ) -> tuple[ml_collections.ConfigDict, list[str]]:
+  """The config of ``--config=path.py[:arg]`` (or of ``module_file``) with its dataset section
+  replaced by dataset ``name``'s defaults plus the old section's common fields; and ``argv``
+  without ``--config=...`` (the config is then a config dict, not a file)."""
+  import importlib.util
+
+  from sgd_phases import datasets
+  spec, rest, skip = None, [], False
+  for i, a in enumerate(argv):
+    if skip:
+      skip = False
+    elif a.startswith("--config="):
+      spec = a.split("=", 1)[1]
+    elif a == "--config" and i + 1 < len(argv):
+      spec, skip = argv[i + 1], True
+    else:
+      rest.append(a)
+  path, _, arg = (spec or os.path.abspath(module_file)).partition(":")
+  loader = importlib.util.spec_from_file_location("_experiment_config", path)
+  if loader is None:
+    raise ValueError(f"--config={spec!r}: not a config file")
+  module = importlib.util.module_from_spec(loader)
+  loader.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  old = config.dataset.to_dict()
+  config.dataset = datasets.default_config(name)
+  config.dataset.update({k: old[k] for k in datasets.COMMON_FIELDS if k in old})
+  return config, rest
+
+
 def main(module_file: str, run: Callable[[ml_collections.ConfigDict, str], dict[str, Any]]
          ) -> None:
   """Defines --config and --workdir, runs ``run(config, workdir)``, prints its summary."""
@@ -98,14 +142,19 @@ def main(module_file: str, run: Callable[[ml_collections.ConfigDict, str], dict[
   from ml_collections import config_flags
 
   flags.DEFINE_string("workdir", None, "Output folder (results.npz, figures, summary.json).")
-  config_flags.DEFINE_config_file("config", os.path.abspath(module_file),
-                                  "Experiment config: path.py[:arg].", lock_config=True)
+  module = os.path.splitext(os.path.relpath(os.path.abspath(module_file)))[0].replace(os.sep, ".")
+  _COMMAND[:] = [shlex.join(["python", "-m", module] + sys.argv[1:])]
+  name = _dataset_name(sys.argv)
+  if name is None:
+    config_flags.DEFINE_config_file("config", os.path.abspath(module_file),
+                                    "Experiment config: path.py[:arg].", lock_config=True)
+  else:  # another dataset: its fields must exist before the flags that set them are parsed
+    config, sys.argv[1:] = _config_for_dataset(sys.argv[1:], module_file, name)
+    config_flags.DEFINE_config_dict("config", config, "Experiment config.", lock_config=True)
   flags.DEFINE_bool("print_json", False, "Print the whole summary as JSON (default: a short "
                     "human summary; the JSON is always in WORKDIR/summary.json).")
   flags.mark_flags_as_required(["workdir"])
 
-  module = os.path.splitext(os.path.relpath(os.path.abspath(module_file)))[0].replace(os.sep, ".")
-  _COMMAND[:] = [shlex.join(["python", "-m", module] + sys.argv[1:])]
 
   def _main(argv):
     if len(argv) > 1:

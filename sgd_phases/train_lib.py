@@ -258,12 +258,17 @@ def init_distributed(config: ml_collections.ConfigDict) -> None:
 
 
 def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
+          dataset: datasets_lib.InMemoryData | None = None,
           trained_f: TrainedF | None = None) -> Results:
   """Trains F and the references for every seed and scores every evaluation (module doc).
 
-  ``trained_f``: where F was already trained (``sgd_phases.sweep``'s nested programs), asked
-  for this config's outputs before F is trained here.
+  ``dataset``: arrays from ``datasets.from_arrays`` to train on instead of
+  ``config.dataset``'s (whose common fields, e.g. label_noise, still apply; see
+  ``datasets.with_data``). ``trained_f``: where F was already trained
+  (``sgd_phases.sweep``'s nested programs), asked for this config's outputs before F is
+  trained here.
   """
+  config = datasets_lib.with_data(config, dataset)  # a copy, its data's fingerprint filled in
   config_lib.validate(config)
   init_distributed(config)
   workdir = io_lib.path(workdir, "workdir") if workdir is not None else None

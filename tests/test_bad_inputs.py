@@ -33,7 +33,7 @@ def _cfg():
     ("seeds_per_chunk", -1, "seeds_per_chunk"),
     ("seed_strategy", "pmap", "seed_strategy"),
     ("loss", "hinge", "loss"),
-    ("model", "transformer", "model"),
+    ("model", "no_such_net", "model"),
     ("optimizer.name", "lbfgs", "optimizer.name"),
     ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
     ("optimizer.momentum", 1.5, "optimizer.momentum"),
@@ -137,7 +137,7 @@ def test_dataset_class_group_errors(classes, tmp_path):
 
 def test_model_errors():
   with pytest.raises(ValueError, match=r"\bname\b"):
-    models.get_model("transformer", 2)
+    models.get_model("no_such_net", 2)
   with pytest.raises(ValueError, match=r"\bnum_classes\b"):
     models.get_model("mlp", 1)
   with pytest.raises(ValueError, match=r"\bwidht\b"):

@@ -9,9 +9,11 @@ Synopsis::
     ds = datasets.get_dataset(config)                 # Dataset(x_train, y_train, ...)
     ds = datasets.get_dataset({"name": "ball2d_sinusoid", "seed": 1})  # missing -> defaults
 
-Registry (``DATASETS``): ``mnist``, ``fashion_mnist``, ``cifar10`` (TFDS, see
-:mod:`.tfds_images`), ``ball2d_sinusoid``, ``sinusoid_hd``, ``theorem1`` (numpy, see
-:mod:`.synthetic`). Common fields: ``name``, ``seed`` (data seed), ``label_noise``,
+Registry (``DATASETS``): ``mnist``, ``fashion_mnist``, ``cifar10`` (TFDS or the original files,
+see :mod:`.tfds_images`), ``tfds:<name>[/<config>]`` (any TFDS image classification dataset),
+``ball2d_sinusoid``, ``sinusoid_hd``, ``theorem1`` (numpy, see :mod:`.synthetic`), and your data:
+``arrays`` (``from_arrays(x_train, y_train, x_test, y_test)``) and ``npz`` (a folder with
+``train.npz`` and ``test.npz``), see :mod:`.user_data`. Common fields: ``name``, ``seed`` (data seed), ``label_noise``,
 ``noisy_test``, ``train_size``, ``test_size`` (see :func:`.base.common_config`). Any bad field
 raises one ``ValueError`` that names it.
 """
@@ -26,11 +28,14 @@ from typing import Any
 
 import ml_collections
 
-from sgd_phases.datasets import synthetic, tfds_images
+from sgd_phases.datasets import synthetic, tfds_images, user_data
 from sgd_phases.datasets.base import Dataset
+from sgd_phases.datasets.user_data import InMemoryData, from_arrays, pin
 
-__all__ = ["DATASETS", "Dataset", "default_config", "get_dataset", "resolve_config",
-           "shared_data_dir"]
+__all__ = ["DATASETS", "Dataset", "InMemoryData", "default_config", "from_arrays",
+           "get_dataset", "pin", "resolve_config", "shared_data_dir", "with_data"]
+
+COMMON_FIELDS = ("seed", "label_noise", "noisy_test", "train_size", "test_size")
 
 Builder = Callable[[Mapping[str, Any]], Dataset]
 
@@ -41,6 +46,8 @@ DATASETS: dict[str, Builder] = {
     "ball2d_sinusoid": synthetic.ball2d_sinusoid,
     "sinusoid_hd": synthetic.sinusoid_hd,
     "theorem1": synthetic.theorem1,
+    "arrays": user_data.build_arrays,
+    "npz": user_data.build_npz,
 }
 
 _DEFAULT_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
@@ -48,18 +55,25 @@ _DEFAULT_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "ball2d_sinusoid": synthetic.default_config_ball2d_sinusoid,
     "sinusoid_hd": synthetic.default_config_sinusoid_hd,
     "theorem1": synthetic.default_config_theorem1,
+    "arrays": functools.partial(user_data.default_config, "arrays"),
+    "npz": functools.partial(user_data.default_config, "npz"),
 }
 
 
 def _check_name(name: Any) -> str:
+  if tfds_images.is_tfds_name(name):
+    return name
   if not isinstance(name, str) or name not in DATASETS:
-    raise ValueError(f"name={name!r} is not a registered dataset; choose from {sorted(DATASETS)}")
+    raise ValueError(f"name={name!r} is not a registered dataset; choose from {sorted(DATASETS)} "
+                     "or tfds:<name>[/<config>]")
   return name
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:
   """Every field dataset ``name`` accepts, with its default (one comment per field)."""
-  return _DEFAULT_CONFIGS[_check_name(name)]()
+  if tfds_images.is_tfds_name(_check_name(name)):
+    return tfds_images.default_config_tfds(name)
+  return _DEFAULT_CONFIGS[name]()
 
 
 def resolve_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> dict[str, Any]:
@@ -89,7 +103,36 @@ def resolve_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> dic
 def get_dataset(config: Mapping[str, Any] | ml_collections.ConfigDict) -> Dataset:
   """Builds the dataset described by ``config`` (a ConfigDict or plain mapping)."""
   resolved = resolve_config(config)
+  if tfds_images.is_tfds_name(resolved["name"]):
+    return tfds_images.build_image_dataset(resolved)
   return DATASETS[resolved["name"]](resolved)
+
+
+def with_data(config: ml_collections.ConfigDict, data: InMemoryData | None
+              ) -> ml_collections.ConfigDict:
+  """A copy of a run's or experiment's ``config`` whose ``dataset`` is ``data`` (arrays from
+  :func:`from_arrays`; None: the config's own dataset) and whose content fingerprint is filled
+  in (``npz``, :func:`pin`).
+
+  With ``data``: a ``dataset`` that already names ``arrays`` keeps all its fields (the
+  fingerprint becomes ``data``'s); any other keeps its common fields (seed, label_noise,
+  noisy_test, train_size, test_size) on ``data.config()``.
+  """
+  config = config.copy_and_resolve_references()
+  if data is not None:
+    if not isinstance(data, InMemoryData):
+      raise ValueError(f"dataset: expected the result of datasets.from_arrays, got "
+                       f"{type(data).__name__}")
+    old = config.dataset.to_dict()
+    if old.get("name") == "arrays":
+      new = {**old, "fingerprint": data.fingerprint}
+    else:
+      new = {**data.config().to_dict(), **{k: old[k] for k in COMMON_FIELDS if k in old}}
+    config.dataset = default_config("arrays")
+    config.dataset.update(new)
+  if config.dataset.get("name") == "npz":
+    config.dataset.update(pin(config.dataset.to_dict()))
+  return config
 
 
 def shared_data_dir() -> Path | None:

@@ -203,6 +203,20 @@ def check_common(config: Mapping[str, Any], num_classes: int, n_train: int, n_te
   _check_size("test_size", config["test_size"], n_test, num_classes)
 
 
+def group_and_finalize(config: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
+                       x_test: np.ndarray, y_test: np.ndarray, groups: list[list[int]],
+                       num_original: int, to_float=None) -> Dataset:
+  """Regroups the classes (:func:`group_classes`; examples in no group are dropped), then
+  :func:`finalize`."""
+  y_train, y_test = (group_classes(y, groups, num_original) for y in (y_train, y_test))
+  keep_tr, keep_te = y_train >= 0, y_test >= 0
+  if not keep_tr.all():
+    x_train, y_train = x_train[keep_tr], y_train[keep_tr]
+  if not keep_te.all():
+    x_test, y_test = x_test[keep_te], y_test[keep_te]
+  return finalize(config, x_train, y_train, x_test, y_test, len(groups), to_float)
+
+
 def finalize(
     config: Mapping[str, Any],
     x_train: np.ndarray,

@@ -1,19 +1,27 @@
-"""Image datasets (MNIST, Fashion-MNIST, CIFAR-10) read through TFDS without TensorFlow.
+"""Image datasets read through TFDS without TensorFlow: MNIST, Fashion-MNIST, CIFAR-10, and any
+TFDS image classification dataset by name (``tfds:<name>[/<config>]``).
 
 Whole splits are read with ``tfds.data_source`` (array_record files, batched reads) and stacked
 into numpy; images become float32 NHWC in [0, 1], labels int32. Field ``classes`` regroups the
-10 classes (default ``"first5_vs_last5"``: label = int(class > 4), as in the paper's Figure 4).
+classes (default ``"first5_vs_last5"`` for the three built-in names: label = int(class > 4), as
+in the paper's Figure 4; ``"all"`` for ``tfds:`` names).
 
-Two ways to get the files:
+Where the files come from:
 
 * ``data_dir=None`` (default): the normal TFDS dataset (``tfds.data_source(name,
   download=True)``, stored under ``tfds_dir`` or the TFDS default ``~/tensorflow_datasets``).
   Needs internet the first time and, for that one-off preparation, TensorFlow (TFDS encodes
   the images to PNG with it); reading an already prepared array_record copy needs neither.
-* ``data_dir="<folder>"`` (MNIST / Fashion-MNIST only): a folder with the four original IDX
-  ``.gz`` files. A TFDS dataset is built from them once (see :mod:`local_idx`) under
-  ``tfds_dir`` (default ``$SGD_PHASES_CACHE`` or ``~/.cache/sgd_phases/tfds``) and read back with
+* ``data_dir="<folder>"``, MNIST / Fashion-MNIST: a folder with the four original IDX ``.gz``
+  files. A TFDS dataset is built from them once (see :mod:`local_idx`) under ``tfds_dir``
+  (default ``$SGD_PHASES_CACHE`` or ``~/.cache/sgd_phases/tfds``) and read back with
   ``tfds.data_source``. Offline; this is what the tests use.
+* ``data_dir="<folder>"``, CIFAR-10: the folder holding the original ``cifar-10-python.tar.gz``
+  (or that file, or its extracted ``cifar-10-batches-py``), read directly (:mod:`cifar_tarball`).
+* ``tfds:<name>[/<config>]`` (e.g. ``tfds:svhn_cropped``, ``tfds:cifar100``): any TFDS dataset
+  whose examples hold a fixed-shape image and a ``ClassLabel``, under the keys ``image_key`` /
+  ``label_key`` of the splits ``train_split`` / ``test_split``; K is the label's class count.
+  A dataset already prepared under ``tfds_dir`` is read without downloading.
 
 Synopsis::
 
@@ -22,7 +30,7 @@ Synopsis::
                                "train_size": 10_000, "label_noise": 0.1})
     ds.x_train.shape, ds.num_classes  # (10000, 28, 28, 1), 2
 
-Raw uint8 splits are kept in a small in-process LRU cache keyed by (name, data_dir, tfds_dir);
+Raw splits are kept in a small in-process LRU cache keyed by where they came from;
 :func:`clear_cache` empties it.
 """
 
@@ -41,12 +49,13 @@ from ml_collections import config_dict
 from sgd_phases import io_lib
 from sgd_phases.datasets import base
 
-# name -> (image shape, number of original classes, local IDX files supported)
-IMAGE_DATASETS: dict[str, tuple[tuple[int, int, int], int, bool]] = {
-    "mnist": ((28, 28, 1), 10, True),
-    "fashion_mnist": ((28, 28, 1), 10, True),
-    "cifar10": ((32, 32, 3), 10, False),
+# name -> (image shape, number of original classes)
+IMAGE_DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
 }
+TFDS_PREFIX = "tfds:"  # any TFDS image classification dataset: tfds:<name>[/<config>]
 _READ_BATCH = 10_000  # records decoded per data-source call (bounds the list-of-dicts overhead)
 
 
@@ -62,13 +71,31 @@ def default_config(name: str) -> ml_collections.ConfigDict:
   # 'all' (K=10), 'first5_vs_last5' (label = class > 4, K=2) or explicit class groups such as
   # [[2, 3, 4, 5, 6, 7], [0, 1, 8, 9]] (group i -> label i; classes in no group are dropped).
   c.classes = config_dict.FieldReference("first5_vs_last5", field_type=object)
-  # None: the normal TFDS dataset (downloads once). Else (mnist, fashion_mnist only) a folder
-  # holding the 4 original IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,
-  # t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), turned into a TFDS dataset offline.
+  # None: the normal TFDS dataset (downloads once). Else, offline: mnist / fashion_mnist: a
+  # folder holding the 4 original IDX files (train-images-idx3-ubyte.gz,
+  # train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), turned
+  # into a TFDS dataset; cifar10: the folder holding cifar-10-python.tar.gz (or that file).
   c.data_dir = config_dict.placeholder(str)
   # TFDS data folder. With data_dir: cache for the local build (None = $SGD_PHASES_CACHE or
   # ~/.cache/sgd_phases/tfds). Without: where TFDS keeps the download (None = TFDS default).
   c.tfds_dir = config_dict.placeholder(str)
+  return c
+
+
+def is_tfds_name(name: Any) -> bool:
+  """Whether ``name`` is ``tfds:<name>[/<config>]``."""
+  return isinstance(name, str) and name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX)
+
+
+def default_config_tfds(name: str) -> ml_collections.ConfigDict:
+  """Defaults for ``tfds:<name>[/<config>]`` (any TFDS image classification dataset)."""
+  c = base.common_config(name)
+  c.classes = config_dict.FieldReference("all", field_type=object)  # as for the built-ins
+  c.tfds_dir = config_dict.placeholder(str)  # TFDS data folder (None = the TFDS default)
+  c.train_split = "train"  # TFDS split F is trained on (any split spec, e.g. "train[:80%]")
+  c.test_split = "test"  # TFDS split F is scored on
+  c.image_key = "image"  # feature holding the (fixed-shape) image
+  c.label_key = "label"  # feature holding the ClassLabel
   return c
 
 
@@ -77,25 +104,34 @@ def _tfds():
   return tfds
 
 
-def _read_split(source, image_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-  """Decodes a whole TFDS data source into (uint8 [N, H, W, C], int64 [N])."""
+def _read_split(source, image_key: str, label_key: str, what: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes a whole TFDS data source into (images [N, ...], int64 labels [N])."""
   n = len(source)
-  images = np.empty((n, *image_shape), dtype=np.uint8)
-  labels = np.empty((n,), dtype=np.int64)
+  images, labels = None, np.empty((n,), dtype=np.int64)
   for start in range(0, n, _READ_BATCH):
     stop = min(n, start + _READ_BATCH)
     records = source.__getitems__(list(range(start, stop)))
-    images[start:stop] = np.stack([np.asarray(r["image"]) for r in records])
-    labels[start:stop] = [int(np.asarray(r["label"])) for r in records]
+    try:
+      batch = np.stack([np.asarray(r[image_key]) for r in records])
+    except ValueError as e:
+      raise ValueError(f"{what}: images of different shapes ({e}); only fixed-shape images "
+                       "are supported") from None
+    if images is None:
+      images = np.empty((n, *batch.shape[1:]), dtype=batch.dtype)
+    images[start:stop] = batch
+    labels[start:stop] = [int(np.asarray(r[label_key])) for r in records]
   return images, labels
 
 
 @functools.lru_cache(maxsize=4)
 def load_raw(name: str, data_dir: str | None, tfds_dir: str | None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """All train/test images (uint8 NHWC) and labels (int64) of an image dataset (cached)."""
-  tfds = _tfds()
-  image_shape = IMAGE_DATASETS[name][0]
+  """All train/test images (uint8 NHWC) and labels (int64) of a built-in image dataset
+  (cached)."""
+  if data_dir is not None and name == "cifar10":
+    from sgd_phases.datasets import cifar_tarball  # pylint: disable=g-import-not-at-top
+    return cifar_tarball.read(data_dir)
   if data_dir is not None:
     from sgd_phases.datasets import local_idx  # pylint: disable=g-import-not-at-top
     root, builder_name = local_idx.prepare(
@@ -103,16 +139,46 @@ def load_raw(name: str, data_dir: str | None, tfds_dir: str | None
     kwargs = dict(data_dir=str(root), download=False)
   else:
     builder_name, kwargs = name, dict(data_dir=tfds_dir, download=True)
+  tfds = _tfds()
   out = []
   for split in ("train", "test"):
     source = tfds.data_source(builder_name, split=split, **kwargs)
-    out.extend(_read_split(source, image_shape))
+    out.extend(_read_split(source, "image", "label", f"dataset {name!r}"))
   return tuple(out)
+
+
+@functools.lru_cache(maxsize=2)
+def load_tfds(name: str, tfds_dir: str | None, splits: tuple[str, str], image_key: str,
+              label_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+  """Train/test images and labels of TFDS dataset ``name`` and its number of classes
+  (cached). Raises ValueError naming the field that does not fit the dataset."""
+  tfds = _tfds()
+  out = []
+  for field, split in zip(("train_split", "test_split"), splits):
+    try:
+      source = tfds.data_source(name, split=split, data_dir=tfds_dir, download=True)
+    except Exception as e:  # TFDS raises many types: unknown name, split, failed download
+      if split in str(e) and "split" in str(e).lower():
+        raise ValueError(f"{field}={split!r}: not a split of TFDS dataset {name!r} ({e})") from e
+      raise ValueError(f"name='{TFDS_PREFIX}{name}': TFDS cannot provide it "
+                       f"({type(e).__name__}: {e})") from e
+    features = source.dataset_info.features
+    for key, value in (("image_key", image_key), ("label_key", label_key)):
+      if value not in features:
+        raise ValueError(f"{key}={value!r}: TFDS dataset {name!r} has the features "
+                         f"{sorted(features.keys())}")
+    num_classes = getattr(features[label_key], "num_classes", None)
+    if not num_classes:
+      raise ValueError(f"label_key={label_key!r}: {type(features[label_key]).__name__} is not "
+                       "a ClassLabel of TFDS dataset {name!r}")
+    out.extend(_read_split(source, image_key, label_key, f"TFDS dataset {name!r}"))
+  return (*out, int(num_classes))
 
 
 def clear_cache() -> None:
   """Forgets the raw splits held in memory."""
   load_raw.cache_clear()
+  load_tfds.cache_clear()
 
 
 def _check_path_field(config: Mapping[str, Any], field: str) -> str | None:
@@ -127,27 +193,46 @@ def _check_path_field(config: Mapping[str, Any], field: str) -> str | None:
   return str(Path(value).expanduser().resolve())
 
 
+def _to_float(x: np.ndarray) -> np.ndarray:
+  """uint8 images -> float32 in [0, 1]; other dtypes -> float32 unchanged."""
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) / np.float32(255.0)
+  return x.astype(np.float32)
+
+
 def build_image_dataset(config: Mapping[str, Any]) -> base.Dataset:
   """Builds an image dataset from a resolved config (see :func:`default_config`)."""
   name = config["name"]
+  if is_tfds_name(name):
+    return _build_tfds(config)
   num_original = IMAGE_DATASETS[name][1]
   groups = base.parse_classes(config["classes"], num_original)  # validate before any I/O
   base.check_label_noise(config, len(groups))
   data_dir = _check_path_field(config, "data_dir")
-  if data_dir is not None and not IMAGE_DATASETS[name][2]:
-    raise ValueError(f"data_dir={data_dir!r}: local IDX files are only supported for "
-                     f"{[n for n, spec in IMAGE_DATASETS.items() if spec[2]]}, not {name!r}")
   tfds_dir = _check_path_field(config, "tfds_dir")
-  if data_dir is not None and tfds_dir is not None and not io_lib.is_local(tfds_dir):
+  if data_dir is not None and tfds_dir is not None and not io_lib.is_local(tfds_dir) and (
+      name != "cifar10"):
     raise ValueError(f"tfds_dir={tfds_dir!r}: with data_dir set it is where the IDX files are "
                      "built into TFDS array_record files and read back, a local folder; leave it "
                      "unset (data_dir may be a URI)")
+  if data_dir is not None and name == "cifar10":
+    tfds_dir = None  # unused: the tarball is read directly
   x_tr, y_tr, x_te, y_te = load_raw(name, data_dir, tfds_dir)
-  y_tr, y_te = (base.group_classes(y, groups, num_original) for y in (y_tr, y_te))
-  keep_tr, keep_te = y_tr >= 0, y_te >= 0
-  if not keep_tr.all():
-    x_tr, y_tr = x_tr[keep_tr], y_tr[keep_tr]
-  if not keep_te.all():
-    x_te, y_te = x_te[keep_te], y_te[keep_te]
-  return base.finalize(config, x_tr, y_tr, x_te, y_te, num_classes=len(groups),
-                       to_float=lambda x: x.astype(np.float32) / np.float32(255.0))
+  return base.group_and_finalize(config, x_tr, y_tr, x_te, y_te, groups, num_original,
+                                 to_float=_to_float)
+
+
+def _build_tfds(config: Mapping[str, Any]) -> base.Dataset:
+  name = config["name"][len(TFDS_PREFIX):]
+  for field in ("train_split", "test_split", "image_key", "label_key"):
+    if not isinstance(config[field], str) or not config[field]:
+      raise ValueError(f"{field}={config[field]!r} must be a non-empty string")
+  x_tr, y_tr, x_te, y_te, num_original = load_tfds(
+      name, _check_path_field(config, "tfds_dir"), (config["train_split"], config["test_split"]),
+      config["image_key"], config["label_key"])
+  if x_tr.shape[1:] != x_te.shape[1:]:
+    raise ValueError(f"test_split={config['test_split']!r}: images {x_te.shape[1:]} differ from "
+                     f"the training split's {x_tr.shape[1:]}")
+  groups = base.parse_classes(config["classes"], num_original)
+  return base.group_and_finalize(config, x_tr, y_tr, x_te, y_te, groups, num_original,
+                                 to_float=_to_float)
