@@ -17,9 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 NAMES = ["00_quickstart.ipynb", "01_linear_phase.ipynb",
-         "02_complexity_ladder_and_retention.ipynb"]
+         "02_complexity_ladder_and_retention.ipynb", "04_bring_your_own.ipynb"]
 FIGURES = {"00_quickstart.ipynb": 2, "01_linear_phase.ipynb": 1,
-           "02_complexity_ladder_and_retention.ipynb": 2}  # figures each notebook shows
+           "02_complexity_ladder_and_retention.ipynb": 2,
+           "04_bring_your_own.ipynb": 2}  # figures each notebook shows
 PARAM = re.compile(r"^(\w+) = (.+?)\s+# @param (.+)$", re.M)
 
 
@@ -45,6 +46,23 @@ def test_committed_without_outputs(path):
     if cell.cell_type == "code":
       assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
   assert "widgets" not in nb.metadata
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_repository_url_is_pyprojects(path):
+  """Badge and install cell point at pyproject.toml's [project.urls] Repository (one place;
+  ``python colab/set_repo_url.py`` copies it), not a placeholder."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("set_repo_url", ROOT / "colab/set_repo_url.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  url = module.repository_url()
+  nb = _read(path)
+  slug = url.removeprefix("https://github.com/")
+  assert f"colab.research.google.com/github/{slug}/blob/main/colab/{path.name})" in (
+      nb.cells[0].source)
+  assert f'REPO_URL = "{url}"' in nb.cells[1].source
+  assert "OWNER" not in path.read_text()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
