@@ -20,7 +20,9 @@ from sgd_phases import stats, steps
 
 SEED_STRATEGIES = ("auto",) + steps.SEED_STRATEGIES
 LOSSES = ("cross_entropy", "squared")
-TRAINED_ON = ("labels", "final_predictions", "predictions_at_T0", "snapshot_at_T0")
+TRAINED_ON = ("labels", "final_predictions", "predictions_at_T0", "snapshot_at_T0",
+              "closed_form")
+UNTRAINED = ("snapshot_at_T0", "closed_form")  # references that no SGD trains
 T0_RULES = stats.T0_RULES
 EVAL_SCHEDULES = ("log", "every")
 
@@ -70,7 +72,9 @@ def reference_config(model: str = "linear", trained_on: str = "labels", num_step
       model=model,                  # registry name (sgd_phases.models); ignored for snapshot_at_T0
       model_kwargs=dict(model_kwargs),
       # labels: the (noisy) training labels; final_predictions: F_T's predictions on the train
-      # set; predictions_at_T0: F_T0's; snapshot_at_T0: no training, L := F at step T_0.
+      # set; predictions_at_T0: F_T0's; snapshot_at_T0: no training, L := F at step T_0;
+      # closed_form: no training, a closed-form next-token predictor named by ``model``
+      # (sgd_phases.sequence_references.CLOSED_FORM; sequence datasets).
       trained_on=trained_on,
       num_steps=num_steps,          # SGD steps for L
       batch_size=batch_size,
@@ -184,7 +188,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name, ref in config.references.items():
     field = f"references.{name}"
     _require(ref.trained_on in TRAINED_ON, f"{field}.trained_on", f"not in {TRAINED_ON}")
-    if ref.trained_on != "snapshot_at_T0":
+    if ref.trained_on == "closed_form":
+      from sgd_phases import sequence_references
+      sequence_references.check_closed_form(ref.model, dict(ref.model_kwargs), field)
+    elif ref.trained_on != "snapshot_at_T0":
       _require(_known_model(ref.model), f"{field}.model", f"{ref.model!r} unknown")
       _require(_is_int(ref.num_steps) and ref.num_steps >= 1, f"{field}.num_steps", "must be >= 1")
       _require(_is_int(ref.batch_size) and ref.batch_size >= 1, f"{field}.batch_size", "must be >= 1")
@@ -237,7 +244,7 @@ def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[in
 
   n = x_train_shape[0]
   nets = {"": config} | {f"references.{k}.": r for k, r in config.references.items()
-                         if r.trained_on != "snapshot_at_T0"}
+                         if r.trained_on not in UNTRAINED}
   for prefix, net in nets.items():
     try:
       models.get_model(net.model, num_classes, **net.model_kwargs)
@@ -246,7 +253,7 @@ def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[in
   _require(config.batch_size <= n, "batch_size",
            f"{config.batch_size} is larger than the {n} training examples")
   for name, ref in config.references.items():
-    if ref.trained_on != "snapshot_at_T0":
+    if ref.trained_on not in UNTRAINED:
       _require(ref.batch_size <= n, f"references.{name}.batch_size",
                f"{ref.batch_size} is larger than the {n} training examples")
   _require(not config.eval.probe_grid or tuple(x_train_shape[1:]) == (2,), "eval.probe_grid",

@@ -176,9 +176,10 @@ def run_seeds(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: Seed
   outs = []
   for c, lo in enumerate(range(0, len(seeds.ids), chunk)):
     ids = seeds.ids[lo:lo + chunk]
-    lab = labels if labels.ndim == 1 else labels[lo:lo + chunk]
+    per_seed = labels.ndim > data.y_test.ndim  # [S, n, ...]: every seed's own labels
+    lab = labels[lo:lo + chunk] if per_seed else labels
     padded = sharding.pad_seed_ids(ids, mesh)
-    if labels.ndim == 2 and len(padded) > len(ids):
+    if per_seed and len(padded) > len(ids):
       lab = np.concatenate([lab, np.repeat(lab[-1:], len(padded) - len(ids), 0)])
     ckpt = (None if options.ckpt_dir is None
             else options.ckpt_dir / f"chunk_{c:03d}_seeds_{ids[0]}-{ids[-1]}")
@@ -278,7 +279,7 @@ def _buffers(tr: steps.Trainer, data: EvalData, s: int, e: int, train_prediction
   """Zeroed recording buffers [S, E, ...] (metrics, predictions, optional extras), sharded."""
   pdtype = eval_lib.prediction_dtype(tr.num_classes)
   buffers = {k: jnp.zeros((s, e), jnp.float32) for k in BUFFER_KEYS}
-  buffers["predictions"] = jnp.zeros((s, e, data.y_test.shape[0]), pdtype)
+  buffers["predictions"] = jnp.zeros((s, e, data.y_test.size), pdtype)  # sequences: M·(T−1)
   if train_predictions == "all":
     buffers["train_predictions"] = jnp.zeros((s, e, data.x_train.shape[0]), pdtype)
   if data.x_probe is not None:
@@ -292,8 +293,9 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
   ids, desc = seeds.ids, opts.desc
   s, e, n_train = len(ids), len(eval_at), data.x_train.shape[0]
   init_keys, data_keys = sharding.put_seeded(seed_keys(seeds.seed, ids, seeds.salt), mesh)
+  per_example = np.shape(labels)[np.ndim(labels) - data.y_test.ndim + 1:]  # (), or (T-1,)
   labels_sn = sharding.put_seeded(
-      jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (s, n_train)), mesh)
+      jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (s, n_train, *per_example)), mesh)
   init, segment, record, predict = _programs(tr, opts.strategy, mesh)
   states = init(init_keys, (), data.x_train[0])
   states = sharding.put_seeded(states if init_transform is None else init_transform(states), mesh)

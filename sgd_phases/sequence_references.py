@@ -294,3 +294,52 @@ def ngram_predict(table: NGramTable, tokens: np.ndarray, order: int | None = Non
     found = table.levels[j].lookup(_contexts(x, j, table.k)[:, : length - j])
     pred[:, j - 1:] = np.where(found >= 0, found, pred[:, j - 1:])
   return pred
+
+
+# ----------------------------------------------------------------------------- as references
+# ``config.references.<name> = config_lib.reference_config(KIND, trained_on="closed_form",
+# **kwargs)``: the reference's test predictions are computed here, identical for every seed.
+CLOSED_FORM = ("in_context_unigram", "in_context_bigram", "bayes", "ngram")
+
+
+def tokens_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Whole sequences [M, T] back from a sequence dataset's inputs and next-token targets."""
+  return np.concatenate([np.asarray(x), np.asarray(y)[:, -1:]], axis=1)
+
+
+def check_closed_form(kind: str, kwargs: dict, field: str) -> None:
+  """Raises one ValueError naming ``field`` for an unknown kind or bad keyword arguments."""
+  if kind not in CLOSED_FORM:
+    raise ValueError(f"config.{field}.model: {kind!r} is not a closed-form predictor "
+                     f"{CLOSED_FORM}")
+  allowed = {"ngram": {"order"}}.get(kind, set())
+  if set(kwargs) - allowed:
+    raise ValueError(f"config.{field}.model_kwargs: {sorted(set(kwargs) - allowed)} not "
+                     f"accepted by {kind!r} (accepted: {sorted(allowed)})")
+  order = kwargs.get("order", 1)
+  if kind == "ngram" and (isinstance(order, bool) or not isinstance(order, int) or order < 1):
+    raise ValueError(f"config.{field}.model_kwargs.order: must be an int >= 1, got {order!r}")
+
+
+def closed_form(kind: str, kwargs: dict, ds) -> np.ndarray:
+  """Test predictions [N] (N = M (T - 1), positions flattened) of closed-form predictor ``kind``
+  on sequence dataset ``ds`` (a ``datasets.Dataset`` of ``icl_markov``, ``markov_source`` or
+  ``text``); ``ngram`` is fitted on the training sequences (``kwargs["order"]``)."""
+  if "length" not in ds.meta:
+    raise ValueError(f"closed-form reference {kind!r}: dataset {ds.name!r} is not a sequence "
+                     "dataset (icl_markov, markov_source, text)")
+  k, test = ds.num_classes, tokens_of(ds.x_test, ds.y_test)
+  if kind == "in_context_unigram":
+    pred = in_context_unigram(test, k)
+  elif kind == "in_context_bigram":
+    pred = in_context_bigram(test, k)
+  elif kind == "ngram":
+    order = int(kwargs.get("order", 1))
+    pred = ngram_predict(fit_ngram(tokens_of(ds.x_train, ds.y_train), order, k), test)
+  elif ds.name == "icl_markov":
+    pred = bayes_icl_markov(test, k, ds.meta["alpha"])
+  elif ds.name == "markov_source":
+    pred = bayes_markov_source(test, ds.meta["transitions"])
+  else:
+    raise ValueError(f"closed-form reference 'bayes': no known prior for dataset {ds.name!r}")
+  return np.asarray(pred, np.int32).reshape(-1)

@@ -163,6 +163,8 @@ def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
   ``y_tr`` are this seed's training labels on the train-evaluation subset ``x_tr``; with
   ``x_train_full`` the hard predictions on the whole train set are returned too, with
   ``x_probe`` those on extra probe inputs (e.g. a grid, for decision-boundary pictures).
+  Sequence models (logits [B, T, V] against targets [B, T]) score every position: their
+  predictions come back flattened to [B·T], the (sequence, position) test examples.
   """
   dtype = eval_lib.prediction_dtype(tr.num_classes)
   logits = predict_logits(tr, state, x_test)
@@ -174,7 +176,7 @@ def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
     out["probe_predictions"] = predict(tr, state, x_probe)
   return dict(
       out,
-      predictions=pred.astype(dtype),
+      predictions=pred.reshape(-1).astype(dtype),
       test_acc=jnp.mean(pred == y_test),
       test_loss=loss_from_logits(tr.loss, logits, y_test).mean(),
       train_acc=jnp.mean(tr_pred == y_tr),
@@ -186,7 +188,7 @@ def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
 def predict(tr: Trainer, state: TrainState, x: jax.Array) -> jax.Array:
   """Hard predictions of one seed on ``x``."""
   pred = jnp.argmax(predict_logits(tr, state, x), -1)
-  return pred.astype(eval_lib.prediction_dtype(tr.num_classes))
+  return pred.reshape(-1).astype(eval_lib.prediction_dtype(tr.num_classes))
 
 
 SEED_STRATEGIES = ("vmap", "map", "unroll")

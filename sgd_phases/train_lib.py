@@ -117,7 +117,7 @@ def needed_train_predictions(config: ml_collections.ConfigDict) -> str:
 def resolved_choices(config: ml_collections.ConfigDict, p: Plan) -> dict[str, np.ndarray]:
   """``resolved/<choice>`` entries: what the run's ``auto`` settings became on this machine."""
   conv = getattr(p.trainer.model, "conv_impl", None)
-  n = len(p.ds.y_test)
+  n = p.ds.y_test.size
   mi_method = mutual_info.resolve_method(p.ds.num_classes, n, (len(p.seed_ids), len(p.eval_at)),
                                          (len(p.seed_ids), 1, n))
   return {f"resolved/{k}": np.array(str(v)) for k, v in dict(
@@ -158,6 +158,13 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
   ``workdir`` the result is cached in ``references/<name>.npz`` (reused on resume).
   """
   ref = config.references[name]
+  if ref.trained_on == "closed_form":  # no training: the same predictions for every seed
+    from sgd_phases import sequence_references  # pylint: disable=g-import-not-at-top
+    pred = sequence_references.closed_form(ref.model, dict(ref.model_kwargs), ds)
+    acc = np.float32(np.mean(pred == ds.y_test_flat))
+    s = len(seed_ids)
+    return {"predictions": np.broadcast_to(pred, (s, pred.size)).copy(),
+            "test_acc": np.full(s, acc, np.float32)}
 
   def compute() -> dict[str, np.ndarray]:
     tr, strategy = trainer_for(config, ref, ref.num_steps, ds)
@@ -187,7 +194,7 @@ def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str
   out = {name: train_reference(config, name, p.data, p.ds, p.seed_ids,
                                _reference_labels(ref, f_out, None), workdir)
          for name, ref in refs.items() if ref.trained_on not in _T0_DEFINED}
-  t0 = scoring.t0_indices(config, f_out["test_acc"], f_out["predictions"], out, p.ds.y_test,
+  t0 = scoring.t0_indices(config, f_out["test_acc"], f_out["predictions"], out, p.ds.y_test_flat,
                           p.ds.num_classes)
   late = [name for name, ref in refs.items() if ref.trained_on in _T0_DEFINED]
   reached = t0 >= 0
@@ -220,7 +227,7 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
   every score by ``scoring.score_run``, on device from F's device predictions ``f_dev``
   (``f_out`` are their host copies)."""
   arrays: dict[str, np.ndarray] = {
-      "steps": p.eval_at, "seed_ids": p.seed_ids, "y_test": p.ds.y_test.astype(np.int32),
+      "steps": p.eval_at, "seed_ids": p.seed_ids, "y_test": p.ds.y_test_flat.astype(np.int32),
       "num_classes": np.int64(p.ds.num_classes), "predictions": f_out["predictions"],
       **{k: f_out[k] for k in engine.BUFFER_KEYS}, **resolved_choices(config, p)}
   grid = 0 if p.probe is None else len(p.probe)

@@ -16,6 +16,9 @@ from sgd_phases.models import layers
 
 IMAGE_SHAPES = [(28, 28, 1), (32, 32, 3)]
 CONV_MODELS = ["cnn", "paper_cnn", "vgg11", "resnet20"] + [f"cnn{k}" for k in range(1, 7)]
+# Token models ([B, T] int -> [B, T, V]) are tested in tests/test_transformer.py.
+SEQUENCE_MODELS = ("transformer",)
+IMAGE_MODELS = [n for n in models.MODEL_NAMES if n not in SEQUENCE_MODELS]
 # Smaller variants where a test does not depend on width/depth (the file must stay fast on CPU).
 SMALL_KWARGS = {
     "vgg11": {"width": 0.125, "conv_impl": "lax"},  # its Conv impls: test_conv_matches_flax_conv
@@ -49,7 +52,7 @@ def _conv_kernels(params) -> list[jax.Array]:
 # --- registry and shapes ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_shapes_on_mnist_and_cifar_inputs(name):
   # jax.eval_shape traces init and apply exactly as a real call would (shape errors surface),
   # without compiling; numerical runs follow below and in the BatchNorm / conv_impl tests.
@@ -65,7 +68,7 @@ def test_every_model_shapes_on_mnist_and_cifar_inputs(name):
 
 
 # resnet20 runs numerically in test_batchnorm_* and test_conv_impls_agree.
-@pytest.mark.parametrize("name", [n for n in models.MODEL_NAMES if n != "resnet20"])
+@pytest.mark.parametrize("name", [n for n in IMAGE_MODELS if n != "resnet20"])
 def test_forward_runs_and_is_finite(name):
   with jax.numpy_rank_promotion("raise"):
     for shape in IMAGE_SHAPES:
@@ -89,7 +92,7 @@ def test_vector_models_accept_flat_and_image_input(name):
 
 
 def test_registry_contents_and_batch_stats_flags():
-  expected = {"linear", "mlp", "cnn", "paper_cnn", "vgg11", "resnet20"}
+  expected = {"linear", "mlp", "cnn", "paper_cnn", "vgg11", "resnet20", "transformer"}
   expected |= {f"cnn{k}" for k in range(1, 7)}
   assert set(models.MODEL_NAMES) == expected == set(models.MODELS)
   with_bn = {n for n in models.MODEL_NAMES if models.has_batch_stats(models.get_model(n, 2))}

@@ -13,7 +13,8 @@ Registry (``DATASETS``): ``mnist``, ``fashion_mnist``, ``cifar10`` (TFDS or the 
 see :mod:`.tfds_images`), ``tfds:<name>[/<config>]`` (any TFDS image classification dataset),
 ``ball2d_sinusoid``, ``sinusoid_hd``, ``theorem1`` (numpy, see :mod:`.synthetic`), and your data:
 ``arrays`` (``from_arrays(x_train, y_train, x_test, y_test)``) and ``npz`` (a folder with
-``train.npz`` and ``test.npz``), see :mod:`.user_data`. Common fields: ``name``, ``seed`` (data seed), ``label_noise``,
+``train.npz`` and ``test.npz``), see :mod:`.user_data`; token sequences for next-token prediction:
+``icl_markov``, ``markov_source``, ``text`` (see :mod:`.sequences`). Common fields: ``name``, ``seed`` (data seed), ``label_noise``,
 ``noisy_test``, ``train_size``, ``test_size`` (see :func:`.base.common_config`). Any bad field
 raises one ``ValueError`` that names it.
 """
@@ -28,7 +29,7 @@ from typing import Any
 
 import ml_collections
 
-from sgd_phases.datasets import synthetic, tfds_images, user_data
+from sgd_phases.datasets import sequences, synthetic, tfds_images, user_data
 from sgd_phases.datasets.base import Dataset
 from sgd_phases.datasets.user_data import InMemoryData, from_arrays, pin
 
@@ -48,6 +49,7 @@ DATASETS: dict[str, Builder] = {
     "theorem1": synthetic.theorem1,
     "arrays": user_data.build_arrays,
     "npz": user_data.build_npz,
+    **{n: sequences.build for n in sequences.SEQUENCE_DATASETS},
 }
 
 _DEFAULT_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
@@ -57,6 +59,7 @@ _DEFAULT_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "theorem1": synthetic.default_config_theorem1,
     "arrays": functools.partial(user_data.default_config, "arrays"),
     "npz": functools.partial(user_data.default_config, "npz"),
+    **{n: functools.partial(sequences.default_config, n) for n in sequences.SEQUENCE_DATASETS},
 }
 
 

@@ -46,6 +46,8 @@ class Dataset:
     y_test_clean: int32 test labels before label noise.
     num_classes: number of classes K.
     name: registry name of the dataset.
+    meta: what a dataset's closed-form references need (sequence datasets: the prior, the
+      source's transition table, the vocabulary); empty for the others.
   """
 
   x_train: np.ndarray
@@ -56,11 +58,17 @@ class Dataset:
   y_test_clean: np.ndarray
   num_classes: int
   name: str
+  meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def input_shape(self) -> tuple[int, ...]:
     """Shape of one example, e.g. (28, 28, 1) or (d,)."""
     return tuple(self.x_train.shape[1:])
+
+  @property
+  def y_test_flat(self) -> np.ndarray:
+    """Test labels as scored: [N] (a sequence dataset's [M, T - 1] positions, flattened)."""
+    return self.y_test.reshape(-1)
 
   @property
   def flipped(self) -> np.ndarray:

@@ -256,3 +256,85 @@ def text_sequences(text: str, length: int, vocab: str | None = None) -> tuple[np
 def decode_text(tokens: np.ndarray, vocab: str) -> str:
   """The string spelled by ``tokens`` (any shape, read in C order) under ``vocab``."""
   return "".join(vocab[i] for i in np.asarray(tokens).ravel())
+
+
+# ----------------------------------------------------------------------------- registry entries
+# A sequence dataset holds, per split, inputs x = tokens[:, :-1] and targets y = tokens[:, 1:]
+# (int32 [M, T - 1]): every (sequence, position) pair is one test example (N = M (T - 1)), Y is
+# the next token, and F's hard prediction there is the argmax of its logits at that position.
+# ``train_size`` / ``test_size`` count sequences; label noise does not apply.
+SEQUENCE_DATASETS = ("icl_markov", "markov_source", "text")
+
+
+def default_config(name: str):
+  """Defaults of a sequence dataset (``icl_markov``, ``markov_source`` or ``text``)."""
+  c = base.common_config(name)
+  c.train_size = 4096  # training sequences (each seen once when num_steps x batch_size <= this)
+  c.test_size = 256  # held-out sequences: N = test_size x (length - 1) test positions
+  c.length = 100 if name == "icl_markov" else 64  # T, tokens per sequence
+  if name in ("icl_markov", "markov_source"):
+    c.k = 3  # states (the vocabulary)
+    c.alpha = 1.0  # Dirichlet concentration of every transition row
+  if name == "markov_source":
+    c.order = 2  # n: the next token depends on the previous n
+  if name == "text":
+    c.path = ""  # a UTF-8 text file (local path or URI); vocabulary from the training split
+    c.test_fraction = 0.1  # the file's last fraction of windows is the test split
+  return c
+
+
+def _split_xy(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  return (np.ascontiguousarray(tokens[:, :-1], dtype=np.int32),
+          np.ascontiguousarray(tokens[:, 1:], dtype=np.int32))
+
+
+def _sizes(config) -> tuple[int, int]:
+  if config["label_noise"] or config["noisy_test"]:
+    raise ValueError(f"label_noise={config['label_noise']!r}: sequence datasets have no label "
+                     "noise (set 0 and noisy_test=False)")
+  sizes = []
+  for field in ("train_size", "test_size"):
+    sizes.append(_check_int(field, config[field], 1))
+  _check_int("length", config["length"], 3)
+  return sizes[0], sizes[1]
+
+
+def build(config) -> base.Dataset:
+  """A sequence dataset from its resolved config (see :func:`default_config`)."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+
+  name, seed = config["name"], config["seed"]
+  n_train, n_test = _sizes(config)
+  length = config["length"]
+  meta: dict = {"length": length}
+  if name == "icl_markov":
+    k, alpha = _check_int("k", config["k"], 2), _check_alpha(config["alpha"])
+    tokens = icl_markov(n_train + n_test, length, k, alpha, rng=seed)
+    meta.update(alpha=alpha)
+  elif name == "markov_source":
+    k, alpha = _check_int("k", config["k"], 2), _check_alpha(config["alpha"])
+    table = markov_source_transitions(k, _check_int("order", config["order"], 1), alpha, rng=seed)
+    tokens = markov_source(n_train + n_test, length, table, rng=seed)
+    meta.update(alpha=alpha, transitions=table, order=config["order"])
+  else:
+    path = config["path"]
+    if not isinstance(path, str) or not path or not epath.Path(path).exists():
+      raise ValueError(f"path={path!r}: name=text needs an existing UTF-8 text file")
+    text = epath.Path(path).read_text()
+    frac = config["test_fraction"]
+    if not 0 < frac < 1:
+      raise ValueError(f"test_fraction={frac!r} must be in (0, 1)")
+    cut = int(len(text) * (1 - frac))
+    train, vocab = text_sequences(text[:cut], length)
+    test_text = "".join(c for c in text[cut:] if c in set(vocab))  # unseen characters dropped
+    test, _ = text_sequences(test_text, length, vocab=vocab)
+    k = len(vocab)
+    if k < 2:
+      raise ValueError(f"path={path!r}: the training text has fewer than 2 distinct characters")
+    tokens = np.concatenate([train[:n_train], test[:n_test]])
+    n_train, n_test = min(n_train, len(train)), min(n_test, len(test))
+    meta.update(vocab=vocab)
+  x_tr, y_tr = _split_xy(tokens[:n_train])
+  x_te, y_te = _split_xy(tokens[n_train:n_train + n_test])
+  return base.Dataset(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, y_train_clean=y_tr,
+                      y_test_clean=y_te, num_classes=int(k), name=name, meta=meta)

@@ -14,7 +14,8 @@ Synopsis::
 Per-seed models: ``jax.vmap(model.init, in_axes=(0, None))(jax.random.split(key, S), x)`` gives
 params (and batch_stats) with a leading seed axis.
 
-Every model has ``__call__(x, train=False) -> logits [B, K]``. ``linear``/``mlp`` flatten all axes
+Every model has ``__call__(x, train=False) -> logits [B, K]`` (``transformer``: tokens [B, T] ->
+[B, T, V], scored at every position). ``linear``/``mlp`` flatten all axes
 after the batch axis; conv models need rank-4 NHWC input. Binary tasks use K = 2 logits.
 
 Registry (kwargs beyond ``num_classes``; see each class docstring):
@@ -25,6 +26,7 @@ Registry (kwargs beyond ``num_classes``; see each class docstring):
   paper_cnn         reproduction's CNN: 4 conv (32 ch, VALID) + 2 x Dense(2000); same kwargs as cnn
   vgg11             VGG-11 + BatchNorm for small images; width=1.0, conv_impl
   resnet20          pre-activation ResNet-20 (~0.27 M params); stage_sizes, width=16, conv_impl
+  transformer       causal decoder: tokens [B, T] -> [B, T, K] (K = vocab); num_layers=2, d_model=64
 
 ``conv_impl`` (conv models): "auto" (default: "patches" on CPU, "lax" on GPU/TPU), "lax",
 "patches" or "shifted"; same parameters for all, see ``sgd_phases.models.layers``.
@@ -42,7 +44,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from sgd_phases.models import cnn, linear, mlp, resnet, vgg
+from sgd_phases.models import cnn, linear, mlp, resnet, transformer, vgg
 from sgd_phases.models.layers import CONV_IMPLS, Conv, check_num_classes, resolve_conv_impl
 
 PyTree = Any
@@ -55,6 +57,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "paper_cnn": cnn.PaperCNN,
     "vgg11": vgg.VGG11,
     "resnet20": resnet.ResNet20,
+    "transformer": transformer.Transformer,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
