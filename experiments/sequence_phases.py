@@ -1,0 +1,175 @@
+"""Increasing complexity in sequence models: a transformer against closed-form predictors.
+
+The paper's question for next-token prediction: how much of what a transformer F_t knows about
+the next token is explained by a simpler predictor L, μ_Y(F_t;L)/I(F_t;Y), beside the null
+F ⟂ L | Y. Every (sequence, position) pair of the held-out sequences is one test example; the
+references are computed in closed form (``sgd_phases.sequence_references``), the same for
+every seed.
+
+Tasks (``--config=experiments/sequence_phases.py:<task>[,quick]``):
+
+  icl_markov     every sequence from its own 3-state Markov chain (Dirichlet(1) rows; Edelman
+                 et al. 2024): references in-context unigram, in-context bigram, Bayes
+  markov_source  one fixed order-2 source over 3 states: the n-gram ladder G_1..G_3 (fitted
+                 on the training sequences; G_3 is Bayes' order) and Bayes
+  text           a text file (``--config.dataset.path=``), character level: n-grams 1..3 and
+                 the in-context unigram / bigram
+
+F: a 2-layer attention-only transformer (d_model 32, one head, learned positions), Adam, fresh
+training sequences every step (``train_size = num_steps × batch_size``). Summary, per
+reference, over seeds: its accuracy, the step where μ/I is highest (with that peak beside the
+per-draw peak of the null), the steps it leads (highest μ/I of all references), μ/I at the end
+beside its null, and agreement P(F_T = L); per ladder pair, the step where the higher-order
+predictor overtakes the lower one for good. Figure: μ_Y(F_t;G_i) per reference with null bands
+(the paper's Figure 5 layout).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from experiments import common
+from sgd_phases import analysis, cli, io_lib, plotting, stats
+
+NAME = "sequence_phases"
+# task -> (dataset, dataset fields, references name -> (closed-form kind, kwargs), ladders)
+TASKS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[str, dict]], list[list[str]]]] = {
+    "icl_markov": ("icl_markov", {"k": 3, "length": 64},
+                   {"unigram": ("in_context_unigram", {}), "bigram": ("in_context_bigram", {}),
+                    "bayes": ("bayes", {})}, [["unigram", "bigram"]]),
+    "markov_source": ("markov_source", {"k": 3, "order": 2, "length": 64},
+                      {**{f"ngram{n}": ("ngram", {"order": n}) for n in (1, 2, 3)},
+                       "bayes": ("bayes", {})}, [["ngram1", "ngram2", "ngram3"]]),
+    "text": ("text", {"length": 64},
+             {**{f"ngram{n}": ("ngram", {"order": n}) for n in (1, 2, 3)},
+              "unigram": ("in_context_unigram", {}), "bigram": ("in_context_bigram", {})},
+             [["ngram1", "ngram2", "ngram3"], ["unigram", "bigram"]]),
+}
+DEFAULT_TASK = "icl_markov"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """``arg`` = "<task>[,quick]" (module docstring)."""
+  from sgd_phases import config_lib  # local import: keeps `get_config` light for config_flags
+
+  task, quick = common.parse_task(arg, TASKS, DEFAULT_TASK)
+  dataset, fields, refs, _ = TASKS[task]
+  c = config_lib.base_config(dataset, "transformer", num_layers=2, num_heads=1, d_model=32,
+                             mlp=False)
+  c.dataset.update(fields)
+  c.optimizer = config_lib.optimizer_config("adam", learning_rate=3e-3)
+  c.num_seeds, c.batch_size, c.num_steps = 5, 32, 3000
+  c.eval.num_points = 25
+  c.dataset.test_size = 128  # 128 × 63 = 8064 test positions
+  for name, (kind, kw) in refs.items():
+    c.references[name] = config_lib.reference_config(kind, trained_on="closed_form", **kw)
+  c.t0.reference = ""  # no T_0: the references are not trained
+  c.experiment = NAME
+  c.task = task
+  c.quick = quick
+  c.min_bits = 0.01  # ratios μ/I only where I(F_t;Y) > min_bits
+  if quick:  # seconds on CPU
+    c.num_seeds, c.num_steps = 2, 200
+    c.dataset.length, c.dataset.test_size = 24, 32
+    c.eval.num_points, c.checkpoint_every = 10, 0
+  c.dataset.train_size = c.num_steps * c.batch_size  # fresh sequences every step
+  return c
+
+
+def _ratios(mu: np.ndarray, i_fy: np.ndarray, min_bits: float) -> np.ndarray:
+  """μ/I(F_t;Y) where I > min_bits, NaN elsewhere (any leading axes)."""
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(i_fy > min_bits, mu / np.where(i_fy > min_bits, i_fy, 1.0), np.nan)
+
+
+def _steps_at(steps: np.ndarray, idx: np.ndarray) -> np.ndarray:
+  return np.where(idx >= 0, steps[np.maximum(idx, 0)], np.nan)
+
+
+def overtake_index(mu_lo: np.ndarray, mu_hi: np.ndarray) -> np.ndarray:
+  """Per seed, the first evaluation from which μ(higher) > μ(lower) at every later one
+  (−1 when it never stays ahead)."""
+  ahead = mu_hi > mu_lo                                   # [S, E]
+  stays = np.flip(np.cumprod(np.flip(ahead, 1), 1), 1).astype(bool)  # ahead from here on
+  return np.where(stays.any(1), np.argmax(stays, 1), -1)
+
+
+def summarize(results: Any, ladders: list[list[str]], min_bits: float) -> dict[str, Any]:
+  """Per reference and per ladder pair (module docstring); means and 95% CIs over seeds."""
+  a = results.arrays
+  steps, names = a["steps"], list(results.reference_names)
+  i_fy = results.measures(names[0])["i_fy"]
+  ratios = {n: _ratios(results.measures(n)["mu"], i_fy, min_bits) for n in names}
+  stacked = np.stack([np.nan_to_num(ratios[n], nan=-np.inf) for n in names])  # [R, S, E]
+  leader = np.where(np.isfinite(stacked.max(0)), stacked.argmax(0), -1)     # [S, E]
+  out: dict[str, Any] = {"i_fy_end": stats.summarize(i_fy[:, -1]),
+                         "test_acc_end": stats.summarize(a["test_acc"][:, -1], bounded=True),
+                         "references": {}}
+  for r, name in enumerate(names):
+    mu, ratio = results.measures(name)["mu"], ratios[name]
+    peak = np.where(np.isfinite(ratio).any(1), np.nanargmax(np.nan_to_num(ratio, nan=-np.inf),
+                                                             1), -1)
+    leads = leader == r
+    first = np.where(leads.any(1), np.argmax(leads, 1), -1)
+    last = np.where(leads.any(1), leads.shape[1] - 1 - np.argmax(np.flip(leads, 1), 1), -1)
+    pred = results.reference(name)                                      # [S, N]
+    entry = {
+        "acc": float(np.mean(results.reference(name, "test_acc"))),
+        "peak_step": stats.summarize(_steps_at(steps, peak), bounded=True),
+        "leads_from_step": stats.summarize(_steps_at(steps, first), bounded=True),
+        "leads_until_step": stats.summarize(_steps_at(steps, last), bounded=True),
+        "mu_end": stats.summarize(mu[:, -1]),
+        "agreement_end": stats.summarize(np.mean(a["predictions"][:, -1] == pred, -1),
+                                         bounded=True),
+    }
+    null = results.null(name)
+    if null is not None:
+      null_ratio = _ratios(null, i_fy[None], min_bits)                  # [P, S, E]
+      entry["peak_ratio_vs_null"] = stats.versus_null(
+          stats.at_index(ratio, peak), stats.selected_null(null_ratio, "max"))
+      entry["ratio_end_vs_null"] = stats.versus_null(ratio[:, -1], null_ratio[:, :, -1])
+    out["references"][name] = entry
+  out["overtakes"] = {
+      f"{lo}->{hi}": stats.summarize(_steps_at(steps, overtake_index(
+          results.measures(lo)["mu"], results.measures(hi)["mu"])), bounded=True)
+      for ladder in ladders for lo, hi in zip(ladder, ladder[1:]) if {lo, hi} <= set(names)}
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        trained_f: Any = None) -> dict[str, Any]:
+  """Trains F for every seed, scores it against every closed-form reference; summary.json and
+  the figure; returns the summary."""
+  started = time.time()
+  from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
+
+  results = train_lib.train(common.engine_config(config), workdir, trained_f=trained_f)
+  summary = {**common.header(NAME, config, results),
+             **summarize(results, TASKS[config.task][3], float(config.min_bits))}
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
+
+
+def make_figures(workdir: str) -> list[str]:
+  """``figures/sequence_phases.png``: I(F_t;Y) and μ_Y(F_t;G_i) per reference, null bands."""
+  res = analysis.load(workdir)
+  a = res.arrays
+  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
+  mus, nulls = {}, {}
+  for name in res.reference_names:
+    label = f"{name} (acc {np.mean(a[f'ref/{name}/test_acc']):.3f})"
+    mus[label] = res.measures(name)["mu"]
+    if res.null(name) is not None:
+      nulls[label] = res.null(name)
+  title = (f"{cfg.get('task', cfg['dataset']['name'])}: transformer, "
+           f"{len(a['seed_ids'])} seeds, k={a['num_classes']}")
+  fig = plotting.plot_ladder(a["steps"], res.measures(res.reference_names[0])["i_fy"], mus,
+                             title=title, nulls=nulls)
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
+
+
+if __name__ == "__main__":
+  cli.main(__file__, run)

@@ -1,0 +1,82 @@
+"""experiments.sequence_phases: a transformer scored against closed-form next-token predictors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments import sequence_phases
+from sgd_phases import analysis, config_lib, datasets, sequence_references
+
+
+def test_overtake_index_on_hand_built_curves():
+  lo = np.array([[1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0], [0, 0, 0, 0, 0]])
+  hi = np.array([[0.0, 2.0, 0.5, 2.0, 3.0],   # ahead at 1, behind at 2, ahead for good from 3
+                 [0.0, 0.0, 0.0, 0.0, 0.5],   # never ahead
+                 [1.0, 1.0, 1.0, 1.0, 1.0]])  # ahead from the start
+  np.testing.assert_array_equal(sequence_phases.overtake_index(lo, hi), [3, -1, 0])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  wd = tmp_path_factory.mktemp("seq")
+  c = sequence_phases.get_config("quick")
+  c.progress = False
+  return sequence_phases.run(c, str(wd)), wd
+
+
+def test_quick_run_stores_positions_references_nulls_and_the_figure(quick_run):
+  summary, wd = quick_run
+  res = analysis.load(wd)
+  a = res.arrays
+  cfg = sequence_phases.get_config("quick")
+  m, t = cfg.dataset.test_size, cfg.dataset.length
+  assert a["predictions"].shape == (2, len(a["steps"]), m * (t - 1))  # every position scored
+  assert set(res.reference_names) == {"unigram", "bigram", "bayes"}
+  # the stored references are the closed forms on the same held-out sequences
+  ds = datasets.get_dataset(config_lib.to_dict(cfg)["dataset"])
+  tokens = sequence_references.tokens_of(ds.x_test, ds.y_test)
+  np.testing.assert_array_equal(res.reference("bigram")[0],
+                                sequence_references.in_context_bigram(tokens, 3).ravel())
+  np.testing.assert_array_equal(a["y_test"], tokens[:, 1:].ravel())
+  # μ recomputed independently (plug-in MI from a numpy contingency table) at the end
+  f, l, y = a["predictions"][0, -1], res.reference("unigram")[0], a["y_test"]
+
+  def mi(u, v):
+    joint = np.zeros((3, 3))
+    np.add.at(joint, (u, v), 1)
+    joint /= joint.sum()
+    pu, pv = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
+    nz = joint > 0
+    return float((joint[nz] * np.log2(joint[nz] / (pu @ pv)[nz])).sum())
+
+  def cond_mi(u, v, w):
+    return sum(np.mean(w == c) * mi(u[w == c], v[w == c]) for c in range(3) if np.any(w == c))
+
+  mu = mi(f, y) - cond_mi(f, y, l)
+  assert res.measures("unigram")["mu"][0, -1] == pytest.approx(mu, abs=1e-5)
+  assert res.null("bigram").shape[1:] == (2, len(a["steps"]))
+  for name in ("unigram", "bigram", "bayes"):
+    entry = summary["references"][name]
+    assert {"peak_ratio_vs_null", "ratio_end_vs_null", "peak_step"} <= set(entry)
+    assert 0 < entry["acc"] < 1
+  assert "unigram->bigram" in summary["overtakes"]
+  assert (wd / "figures" / "sequence_phases.png").exists()
+
+
+def test_closed_form_reference_fields_are_validated():
+  c = sequence_phases.get_config("quick")
+  c.references.bad = config_lib.reference_config("trigram", trained_on="closed_form")
+  with pytest.raises(ValueError, match=r"^config\.references\.bad\.model: 'trigram'"):
+    config_lib.validate(c)
+  c.references.bad = config_lib.reference_config("ngram", trained_on="closed_form", order=0)
+  with pytest.raises(ValueError, match=r"^config\.references\.bad\.model_kwargs\.order"):
+    config_lib.validate(c)
+
+
+def test_closed_form_reference_refuses_a_non_sequence_dataset():
+  ds = datasets.get_dataset({"name": "ball2d_sinusoid"})
+  with pytest.raises(ValueError, match=r"not a sequence dataset"):
+    sequence_references.closed_form("bayes", {}, ds)
+  with pytest.raises(ValueError, match=r"^label_noise=0.1: sequence datasets have no label"):
+    datasets.get_dataset({"name": "icl_markov", "label_noise": 0.1})
