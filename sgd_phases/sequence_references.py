@@ -303,7 +303,8 @@ CLOSED_FORM = ("in_context_unigram", "in_context_bigram", "bayes", "ngram")
 
 
 def tokens_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """Whole sequences [M, T] back from a sequence dataset's inputs and next-token targets."""
+  """Whole sequences [M, T] back from a sequence dataset's inputs [M, T - 1] and next-token
+  targets (the last columns of tokens[:, 1:])."""
   return np.concatenate([np.asarray(x), np.asarray(y)[:, -1:]], axis=1)
 
 
@@ -342,4 +343,5 @@ def closed_form(kind: str, kwargs: dict, ds) -> np.ndarray:
     pred = bayes_markov_source(test, ds.meta["transitions"])
   else:
     raise ValueError(f"closed-form reference 'bayes': no known prior for dataset {ds.name!r}")
-  return np.asarray(pred, np.int32).reshape(-1)
+  skip = ds.meta.get("skip_positions", 0)
+  return np.ascontiguousarray(np.asarray(pred, np.int32)[:, skip:]).reshape(-1)

@@ -168,6 +168,8 @@ def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
   """
   dtype = eval_lib.prediction_dtype(tr.num_classes)
   logits = predict_logits(tr, state, x_test)
+  if logits.ndim == 3:  # sequences: the scored positions are the last y_test.shape[1]
+    logits = logits[:, logits.shape[1] - y_test.shape[1]:]
   pred = jnp.argmax(logits, -1)
   tr_logits = predict_logits(tr, state, x_tr)
   tr_pred = jnp.argmax(tr_logits, -1)

@@ -80,3 +80,29 @@ def test_closed_form_reference_refuses_a_non_sequence_dataset():
     sequence_references.closed_form("bayes", {}, ds)
   with pytest.raises(ValueError, match=r"^label_noise=0.1: sequence datasets have no label"):
     datasets.get_dataset({"name": "icl_markov", "label_noise": 0.1})
+
+
+def test_text_task_with_skipped_first_positions(tmp_path):
+  """A user's text file, character level; the first 3 positions of each test sequence are not
+  scored, so predictions, labels and every reference cover the last T - 1 - 3 positions."""
+  rng = np.random.default_rng(0)
+  words = ["the ", "cat ", "sat ", "on ", "a ", "mat. "]
+  (tmp_path / "t.txt").write_text("".join(rng.choice(words, 4000)))
+  c = sequence_phases.get_config("text,quick")
+  c.dataset.path = str(tmp_path / "t.txt")
+  c.dataset.skip_positions = 3
+  c.dataset.train_size, c.num_steps, c.progress = 400, 60, False
+  summary = sequence_phases.run(c, str(tmp_path / "run"))
+  res = analysis.load(tmp_path / "run")
+  ds = datasets.get_dataset(config_lib.to_dict(c)["dataset"])
+  assert ds.num_classes == len(set("".join(words)))  # vocabulary of the training text
+  m, t = ds.x_test.shape[0], c.dataset.length
+  assert res.arrays["predictions"].shape[-1] == m * (t - 1 - 3)
+  tokens = sequence_references.tokens_of(ds.x_test, ds.y_test)
+  np.testing.assert_array_equal(res.arrays["y_test"], tokens[:, 4:].ravel())
+  table = sequence_references.fit_ngram(sequence_references.tokens_of(ds.x_train, ds.y_train),
+                                        2, ds.num_classes)
+  np.testing.assert_array_equal(res.reference("ngram2")[0],
+                                sequence_references.ngram_predict(table, tokens)[:, 3:].ravel())
+  assert set(summary["overtakes"]) == {"ngram1->ngram2", "ngram2->ngram3", "unigram->bigram"}
+  assert summary["references"]["ngram3"]["acc"] > summary["references"]["ngram1"]["acc"]

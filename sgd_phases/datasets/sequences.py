@@ -262,6 +262,8 @@ def decode_text(tokens: np.ndarray, vocab: str) -> str:
 # A sequence dataset holds, per split, inputs x = tokens[:, :-1] and targets y = tokens[:, 1:]
 # (int32 [M, T - 1]): every (sequence, position) pair is one test example (N = M (T - 1)), Y is
 # the next token, and F's hard prediction there is the argmax of its logits at that position.
+# With skip_positions = s the test targets are tokens[:, 1 + s:] (the last T - 1 - s positions
+# are scored; a model's logits are aligned to them from the end).
 # ``train_size`` / ``test_size`` count sequences; label noise does not apply.
 SEQUENCE_DATASETS = ("icl_markov", "markov_source", "text")
 
@@ -272,6 +274,9 @@ def default_config(name: str):
   c.train_size = 4096  # training sequences (each seen once when num_steps x batch_size <= this)
   c.test_size = 256  # held-out sequences: N = test_size x (length - 1) test positions
   c.length = 100 if name == "icl_markov" else 64  # T, tokens per sequence
+  # test positions t < skip_positions are not scored (N = test_size x (T - 1 - skip)); training
+  # uses every position
+  c.skip_positions = 0
   if name in ("icl_markov", "markov_source"):
     c.k = 3  # states (the vocabulary)
     c.alpha = 1.0  # Dirichlet concentration of every transition row
@@ -296,6 +301,9 @@ def _sizes(config) -> tuple[int, int]:
   for field in ("train_size", "test_size"):
     sizes.append(_check_int(field, config[field], 1))
   _check_int("length", config["length"], 3)
+  skip = config["skip_positions"]
+  if isinstance(skip, bool) or not isinstance(skip, int) or not 0 <= skip <= config["length"] - 2:
+    raise ValueError(f"skip_positions={skip!r} must be an int in [0, length - 2]")
   return sizes[0], sizes[1]
 
 
@@ -306,7 +314,7 @@ def build(config) -> base.Dataset:
   name, seed = config["name"], config["seed"]
   n_train, n_test = _sizes(config)
   length = config["length"]
-  meta: dict = {"length": length}
+  meta: dict = {"length": length, "skip_positions": config["skip_positions"]}
   if name == "icl_markov":
     k, alpha = _check_int("k", config["k"], 2), _check_alpha(config["alpha"])
     tokens = icl_markov(n_train + n_test, length, k, alpha, rng=seed)
@@ -336,5 +344,6 @@ def build(config) -> base.Dataset:
     meta.update(vocab=vocab)
   x_tr, y_tr = _split_xy(tokens[:n_train])
   x_te, y_te = _split_xy(tokens[n_train:n_train + n_test])
+  y_te = np.ascontiguousarray(y_te[:, config["skip_positions"]:])  # the scored positions
   return base.Dataset(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, y_train_clean=y_tr,
                       y_test_clean=y_te, num_classes=int(k), name=name, meta=meta)
