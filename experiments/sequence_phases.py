@@ -159,7 +159,8 @@ def make_figures(workdir: str) -> list[str]:
   a = res.arrays
   cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   mus, nulls = {}, {}
-  for name in res.reference_names:
+  order = list(TASKS.get(cfg.get("task"), (None, None, {}))[2])  # complexity order
+  for name in sorted(res.reference_names, key=lambda n: order.index(n) if n in order else 99):
     label = f"{name} (acc {np.mean(a[f'ref/{name}/test_acc']):.3f})"
     mus[label] = res.measures(name)["mu"]
     if res.null(name) is not None:
