@@ -15,7 +15,8 @@ import math
 
 import pytest
 
-from benchmarks import common, eval_overhead, roofline, scaling, train_throughput
+from benchmarks import (common, eval_overhead, roofline, scaling, sequence_throughput,
+                        train_throughput)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -45,6 +46,21 @@ def test_train_throughput_quick(tmp_path):
     assert r["examples_per_s"] == pytest.approx(r["seeds"] * r["steps"] * 64 / r["median_s"])
   auto = next(r for r in data["rows"] if r["variant"] == "engine_auto")
   assert auto["resolved"] in ("vmap", "map")
+
+
+def test_sequence_throughput_quick(tmp_path):
+  out = tmp_path / "st.json"
+  sequence_throughput.main(["--quick", "--out", str(out)])
+  data = _load(out)
+  assert {"engine_vmap", "engine_map", "engine_auto", "jax_loop", "jax_fori"} == {
+      r["variant"] for r in data["rows"]}
+  for r in data["rows"]:
+    assert _positive(r["sequences_per_s"]) and r["batch"] == 32
+    assert r["sequences_per_s"] == pytest.approx(r["seeds"] * r["steps"] * 32 / r["median_s"])
+    assert r["tokens_per_s"] == pytest.approx(r["sequences_per_s"] * r["positions"])
+  auto = next(r for r in data["rows"] if r["variant"] == "engine_auto")
+  assert auto["resolved"] == data["task"]["auto"] in ("vmap", "map")
+  assert data["auto_check"][0]["auto"] == auto["resolved"]
 
 
 def test_eval_overhead_quick(tmp_path):
