@@ -30,6 +30,33 @@ How the table is built (``method``): ``"scatter"`` (one int32 scatter-add of fla
 ``"auto"`` picks per backend and shape (``resolve_method``; the CPU timings behind the rule:
 ``benchmarks/results/mi_kernel_methods_cpu.md``; GPU/TPU not measured). Tables cost K³·4 bytes
 per leading index; K³ < 2^31 (K ≤ 1290) so indices fit in int32; counts are exact int32.
+
+Large K (e.g. K = vocabulary size): ``"sorted"`` (measures only: :func:`information_measures`,
+the nulls, :func:`conditional_mutual_information`; not :func:`contingency_table`) never builds
+the K³ table. H(F,L,Y) comes from the run lengths of the sorted codes (f·K + l)·K + y
+(``jnp.sort`` along N, a cumsum of run starts, a bincount of run ids); the 2-D and 1-D marginals
+from dense bincounts when they have ≤ N cells, else by sorting too; each on its own broadcast
+leading shape (H(L,Y) once per seed), 2^20 codes at a time (``lax.map`` over leading rows), so
+its temporaries are bounded by one chunk whatever K and the leading size. Same entropies,
+Miller–Madow terms (observed cells = runs) and float32 sums as from a table: the measures agree
+with the table methods to float32 rounding (~2e-6 bits).
+
+``"auto"`` picks "sorted" when K ≥ 32 and K³ ≥ 16 N (speed), or when one call's dense tables
+would exceed 1 GiB (4 K³ bytes × leading size: memory), on every backend (GPU/TPU unmeasured);
+else the table rule above. Measured with ``python -m benchmarks.mi_large_k`` (→
+``benchmarks/results/mi_large_k_cpu.json``; the 2-core shared VM, load 2-4, jax 0.10.2;
+f [5, 25, N], l [5, 1, N], y [N]; full InfoMeasures, medians of 5 interleaved rounds; memory =
+XLA compiled temp, which matched the peak RSS of the call):
+
+* K = 128, N = 10^5: scatter 1.8 s and 2.0 GiB; onehot 10.1 GiB (not run: ~1.1 s for 5 pairs
+  at N = 10^4, so minutes); sorted 1.1-1.2 s and 58 MiB. The conditional null [20, 5, 25]:
+  scatter 32 s and 2.1 GiB, sorted 25 s and 32 MiB.
+* K = 10, N = 10^5: scatter 0.07-0.10 s (96 MiB), onehot 0.14-0.22 s, sorted 1.1-1.2 s
+  (58 MiB): auto keeps scatter.
+* sorted costs about the same whatever K (1.1-1.2 s at N = 10^5, 0.14 s at N = 10^4; mostly
+  the sort); scatter grows with K³. sorted/scatter at K³/N = 2.6/5.1/8.8/14/21 (N = 10^5,
+  K = 64..128): 3.8/2.7/1.4/1.1/0.7; at K³/N = 3.3/6.4/11/18/26 (N = 10^4, K = 32..64):
+  4.6/2.9/1.8/1.04/0.71. Crossover K³ ≈ 16 N (10-15 N in runs at load ~9).
 """
 
 from __future__ import annotations
@@ -46,12 +73,17 @@ from jax.scipy.special import xlogy
 
 ArrayLike = Any
 _LN2 = math.log(2.0)
-_METHODS = ("auto", "scatter", "onehot")
+_METHODS = ("auto", "scatter", "onehot", "sorted")
+_TABLE_METHODS = ("auto", "scatter", "onehot")  # "sorted" builds no K×K×K table
 _BIAS_CORRECTIONS = (None, "miller_madow")
 _CPU_ONEHOT_MAX_K = 4  # measured crossover vs scatter (benchmarks/results/mi_kernel_methods_cpu.md)
 _CPU_ONEHOT_MIN_SHARE = 8  # unshared one-hot was 2-10x slower than scatter (same file).
 _ACCEL_ONEHOT_MAX_K = 8  # unmeasured heuristic for GPU/TPU.
 _ACCEL_ONEHOT_MAX_BYTES = 1 << 30
+_SORTED_MIN_K = 32  # below, a table is < 128 KiB per pair: never worth a sort.
+_SORTED_MIN_CELLS_PER_EXAMPLE = 16  # sorted when K³ >= 16 N: measured crossover 10-20 N.
+_SORTED_MAX_TABLE_BYTES = 1 << 30  # sorted when the dense tables of one call exceed 1 GiB.
+_SORTED_CHUNK_ELEMENTS = 1 << 20  # "sorted" sorts at most this many codes at once (4 MiB)
 
 
 class InfoMeasures(NamedTuple):
@@ -179,8 +211,12 @@ def _table_onehot(f: jax.Array, ly: jax.Array, k: int, lead: tuple[int, ...]) ->
   return jnp.transpose(out, [order.index(i) for i in range(r)] + [r, r + 1, r + 2])
 
 
-def _choose_method(k: int, n: int, lead: tuple[int, ...], ly_shape: tuple[int, ...]) -> str:
+def _choose_method(k: int, n: int, lead: tuple[int, ...], ly_shape: tuple[int, ...],
+                   table: bool = False) -> str:
   pairs, ly_pairs = math.prod(lead), math.prod(ly_shape[:-1])
+  if not table and ((k >= _SORTED_MIN_K and k**3 >= _SORTED_MIN_CELLS_PER_EXAMPLE * n)
+                    or 4 * k**3 * pairs > _SORTED_MAX_TABLE_BYTES):
+    return "sorted"
   if jax.default_backend() == "cpu":
     ok = k <= _CPU_ONEHOT_MAX_K and pairs >= _CPU_ONEHOT_MIN_SHARE * ly_pairs
     return "onehot" if ok else "scatter"
@@ -190,10 +226,12 @@ def _choose_method(k: int, n: int, lead: tuple[int, ...], ly_shape: tuple[int, .
 
 
 def resolve_method(num_classes: int, n: int, lead: tuple[int, ...],
-                   ly_shape: tuple[int, ...]) -> str:
+                   ly_shape: tuple[int, ...], *, table: bool = False) -> str:
   """What ``method="auto"`` becomes on this backend for f ``[*lead, n]`` against (l, y) of
-  leading shape ``ly_shape[:-1]`` (recorded with a run's results)."""
-  return _choose_method(num_classes, n, tuple(lead), tuple(ly_shape))
+  leading shape ``ly_shape[:-1]`` (recorded with a run's results): in
+  :func:`information_measures` and the nulls, or with ``table=True`` in
+  :func:`contingency_table` (which never picks "sorted")."""
+  return _choose_method(num_classes, n, tuple(lead), tuple(ly_shape), table)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "method"))
@@ -206,7 +244,7 @@ def _contingency_table(f, l, y, num_classes: int, method: str = "auto") -> jax.A
   f = f.reshape((1,) * (r - f.ndim) + f.shape)
   ly = ly.reshape((1,) * (r - ly.ndim) + ly.shape)
   if method == "auto":
-    method = _choose_method(k, f.shape[-1], lead, ly.shape)
+    method = _choose_method(k, f.shape[-1], lead, ly.shape, table=True)
   if method == "onehot" and (jax.default_backend() == "cpu" or f.shape[-1] < 2**24):
     return _table_onehot(f, ly, k, lead)
   return _table_scatter(f, ly, k, lead)
@@ -218,9 +256,9 @@ def contingency_table(
   """int32 counts ``[..., K, K, K]`` over (f, l, y); labels ``[..., N]``, leading dims broadcast.
 
   ``method`` in {"auto", "scatter", "onehot"} picks the kernel (module docstring); all give
-  identical counts.
+  identical counts. ("sorted" is not accepted here: it exists to never build this table.)
   """
-  _check_choice("method", method, _METHODS)
+  _check_choice("method", method, _TABLE_METHODS)
   validate(f, l, y, num_classes)
   return _contingency_table(f, l, y, num_classes=num_classes, method=method)
 
@@ -264,6 +302,92 @@ def _measures_from_table(table: jax.Array, bias_correction: str | None = None) -
   )
 
 
+def _run_counts(codes: jax.Array) -> jax.Array:
+  """Cell counts of codes [R, N] by sorting: int32 [R, N] holding the counts of a row's m distinct
+  codes (runs of equal sorted codes) in slots 0..m-1, zeros after. Memory O(R·N) whatever the
+  code range."""
+  s = jnp.sort(codes, axis=-1)
+  first = jnp.ones(s.shape[:-1] + (1,), bool)
+  is_start = jnp.concatenate([first, s[..., 1:] != s[..., :-1]], axis=-1)
+  run = jnp.cumsum(is_start, axis=-1, dtype=jnp.int32) - 1  # run index of every sorted slot
+  return _bincount_rows(run, codes.shape[-1])
+
+
+def _code_entropy(codes: jax.Array, size: int, n: jax.Array, miller_madow: bool,
+                  sort: bool) -> jax.Array:
+  """Entropy (bits) of integer codes [R, N] in [0, size): sorted runs or a dense bincount."""
+  counts = _run_counts(codes) if sort else _bincount_rows(codes, size)
+  return _entropy(counts, 1, n, miller_madow)
+
+
+def _rows(x: jax.Array, shape: tuple[int, ...], rows: jax.Array) -> jax.Array:
+  """Rows [C, N] of x [*x_lead, N] broadcast to [*shape, N], at flat indices ``rows`` [C]."""
+  flat, stride = jnp.zeros_like(rows), 1
+  multi = jnp.unravel_index(rows, shape)
+  for d in reversed(range(len(shape))):
+    if x.shape[d] != 1:
+      flat, stride = flat + multi[d] * stride, stride * x.shape[d]
+  return x.reshape(-1, x.shape[-1])[flat]
+
+
+def _marginal_entropy(code_fn, size: int, parts: tuple[jax.Array, ...], n: jax.Array,
+                      miller_madow: bool, sort: bool, chunk_rows: int) -> jax.Array:
+  """Entropy of ``code_fn(*parts)`` (codes in [0, size)) on the parts' broadcast leading shape,
+  ``chunk_rows`` leading rows at a time (``lax.map``): no full-size code array is formed."""
+  shape = tuple(np.broadcast_shapes(*(x.shape[:-1] for x in parts)))
+  num_rows, width = math.prod(shape), parts[0].shape[-1]
+  entropy = functools.partial(_code_entropy, size=size, n=n, miller_madow=miller_madow,
+                              sort=sort)
+  if num_rows <= chunk_rows:
+    codes = jnp.broadcast_to(code_fn(*parts), shape + (width,)).reshape(-1, width)
+    return entropy(codes).reshape(shape)
+
+  def block(first: jax.Array) -> jax.Array:
+    rows = jnp.minimum(first + jnp.arange(chunk_rows, dtype=jnp.int32), num_rows - 1)
+    return entropy(code_fn(*(_rows(x, shape, rows) for x in parts)))
+
+  starts = jnp.arange(0, num_rows, chunk_rows, dtype=jnp.int32)
+  return lax.map(block, starts).reshape(-1)[:num_rows].reshape(shape)
+
+
+def _measures_sorted(f: jax.Array, l: jax.Array, y: jax.Array, k: int,
+                     miller_madow: bool) -> InfoMeasures:
+  """InfoMeasures without a K×K×K table: H(F,L,Y) from run lengths of the sorted codes
+  (f·K + l)·K + y; marginals with at most N cells by dense bincount (memory ≤ the labels'),
+  larger ones by sorting too. Every marginal is computed on its own broadcast leading shape
+  (e.g. H(L,Y) once per seed), ``_SORTED_CHUNK_ELEMENTS // N`` leading rows at a time."""
+  n = f.shape[-1]
+  r = max(f.ndim, l.ndim, y.ndim)
+  f, l, y = (x.reshape((1,) * (r - x.ndim) + x.shape) for x in (f, l, y))
+  lead = tuple(np.broadcast_shapes(f.shape[:-1], l.shape[:-1], y.shape[:-1]))
+  nf = jnp.asarray(n, jnp.float32)
+  chunk = max(1, _SORTED_CHUNK_ELEMENTS // n)
+
+  def h(code_fn, size: int, *parts: jax.Array, sort: bool = False) -> jax.Array:
+    out = _marginal_entropy(code_fn, size, parts, nf, miller_madow, sort or size > n, chunk)
+    return jnp.broadcast_to(out, lead)
+
+  pair = lambda a, b: a * k + b  # noqa: E731
+  h_flj = h(lambda a, b, c: pair(pair(a, b), c), k**3, f, l, y, sort=True)
+  h_fl, h_fy, h_ly = (h(pair, k * k, a, b) for a, b in ((f, l), (f, y), (l, y)))
+  h_f, h_l, h_y = (h(lambda a: a, k, a) for a in (f, l, y))
+  acc = lambda a, b: jnp.broadcast_to(  # noqa: E731
+      jnp.sum(a == b, axis=-1).astype(jnp.float32) / nf, lead)
+  i_fy = h_f + h_y - h_fy
+  i_fy_given_l = h_fl + h_ly - h_flj - h_l
+  return InfoMeasures(
+      i_fy=i_fy,
+      i_ly=h_l + h_y - h_ly,
+      i_fl=h_f + h_l - h_fl,
+      i_fy_given_l=i_fy_given_l,
+      i_fl_given_y=h_fy + h_ly - h_flj - h_y,
+      mu=i_fy - i_fy_given_l,
+      h_y=h_y,
+      acc_f=acc(f, y),
+      acc_l=acc(l, y),
+  )
+
+
 def measures_from_table(table: ArrayLike, *, bias_correction: str | None = None) -> InfoMeasures:
   """All :class:`InfoMeasures` from a ``[..., K, K, K]`` count table over (f, l, y).
 
@@ -280,6 +404,13 @@ def measures_from_table(table: ArrayLike, *, bias_correction: str | None = None)
 @functools.partial(jax.jit, static_argnames=("num_classes", "bias_correction", "method"))
 def _information_measures(f, l, y, num_classes: int, bias_correction: str | None = None,
                           method: str = "auto") -> InfoMeasures:
+  f, l, y = (jnp.asarray(x).astype(jnp.int32) for x in (f, l, y))
+  if method == "auto":
+    lead = tuple(np.broadcast_shapes(f.shape[:-1], l.shape[:-1], y.shape[:-1]))
+    ly_shape = np.broadcast_shapes(l.shape, y.shape)
+    method = _choose_method(num_classes, f.shape[-1], lead, ly_shape)
+  if method == "sorted":
+    return _measures_sorted(f, l, y, num_classes, bias_correction == "miller_madow")
   table = _contingency_table(f, l, y, num_classes=num_classes, method=method)
   return _measures_from_table(table, bias_correction=bias_correction)
 
@@ -296,6 +427,8 @@ def information_measures(
   """I(F;Y), I(F;Y|L), μ_Y(F;L), … (bits) for predictions f, reference l, labels y.
 
   Labels are integer arrays ``[..., N]`` whose leading dims broadcast; outputs are ``[...]``.
+  ``method`` in {"auto", "scatter", "onehot", "sorted"} (module docstring): the table kernels,
+  or "sorted" for large K (no K×K×K table); all agree to float32 rounding.
   """
   _check_choice("bias_correction", bias_correction, _BIAS_CORRECTIONS)
   _check_choice("method", method, _METHODS)
@@ -349,18 +482,20 @@ def _check_num_permutations(num_permutations: Any) -> int:
 
 def permutation_null(
     f: ArrayLike, l: ArrayLike, y: ArrayLike, num_classes: int, key: jax.Array,
-    num_permutations: int,
+    num_permutations: int, *, method: str = "auto",
 ) -> jax.Array:
   """μ_Y(F;L) with L shuffled over *all* examples: ``[num_permutations, ...]`` draws.
 
   The null of **marginal independence, L ⟂ (F, Y)**: it breaks L's relation to Y too, so any
   better-than-chance L rejects it, and it cannot tell whether F shares more with L than any two
   classifiers of these accuracies would: that is :func:`conditional_null`'s question.
+  ``method`` as in :func:`information_measures`.
   """
   num_permutations = _check_num_permutations(num_permutations)
+  _check_choice("method", method, _METHODS)
   validate(f, l, y, num_classes)
   return _null(f, l, y, key, num_classes=num_classes, num_permutations=num_permutations,
-               bias_correction=None, within_class=False)
+               bias_correction=None, within_class=False, method=method)
 
 
 def within_class_permutation(key: jax.Array, y: jax.Array) -> jax.Array:
@@ -379,9 +514,9 @@ def within_class_permutation(key: jax.Array, y: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_permutations",
-                                             "bias_correction", "within_class"))
+                                             "bias_correction", "within_class", "method"))
 def _null(f, l, y, key, num_classes: int, num_permutations: int, bias_correction: str | None,
-          within_class: bool = True) -> jax.Array:
+          within_class: bool = True, method: str = "auto") -> jax.Array:
   f, l, y = (jnp.asarray(x).astype(jnp.int32) for x in (f, l, y))
   n = l.shape[-1]
   # One permutation per leading index of (l, y) broadcast: draws are independent across seeds.
@@ -393,16 +528,16 @@ def _null(f, l, y, key, num_classes: int, num_permutations: int, bias_correction
     perm = within_class_permutation(k, y_b if within_class else jnp.zeros_like(y_b))
     l_perm = jnp.take_along_axis(l_b, perm, axis=-1)
     return _information_measures(f, l_perm, y_b, num_classes=num_classes,
-                                 bias_correction=bias_correction).mu
+                                 bias_correction=bias_correction, method=method).mu
 
-  # lax.map: one draw's tables at a time, so memory stays at one call's worth ([..., K³]),
-  # never [P, ..., N].
+  # lax.map: one draw at a time, so memory stays at one call's worth ([..., K³] tables, or
+  # "sorted"'s chunks), never [P, ..., N].
   return lax.map(one, jax.random.split(key, num_permutations))
 
 
 def conditional_null(
     f: ArrayLike, l: ArrayLike, y: ArrayLike, num_classes: int, key: jax.Array,
-    num_permutations: int, bias_correction: str | None = None,
+    num_permutations: int, bias_correction: str | None = None, *, method: str = "auto",
 ) -> jax.Array:
   """μ_Y(F;L) under **conditional independence F ⟂ L | Y**: ``[num_permutations, ...]`` draws.
 
@@ -411,10 +546,12 @@ def conditional_null(
   kept, any F–L dependence beyond Y is broken. Under F ⟂ L | Y, μ = I(F;L) > 0 for any two
   accurate classifiers: this is the baseline a measured μ_Y(F;L) must beat. Same broadcasting as
   :func:`information_measures`, jit-able, the same ``bias_correction`` as the μ it is compared
-  with, and one draw at a time (``lax.map``): no ``[P, ..., N]`` array is formed.
+  with, and one draw at a time (``lax.map``): no ``[P, ..., N]`` array is formed. ``method``
+  as in :func:`information_measures` ("auto" decides on one draw's shapes).
   """
   num_permutations = _check_num_permutations(num_permutations)
   _check_choice("bias_correction", bias_correction, _BIAS_CORRECTIONS)
+  _check_choice("method", method, _METHODS)
   validate(f, l, y, num_classes)
   return _null(f, l, y, key, num_classes=num_classes, num_permutations=num_permutations,
-               bias_correction=bias_correction)
+               bias_correction=bias_correction, method=method)

@@ -262,7 +262,7 @@ def test_nan_loss_names_seed_and_step():
 
 @pytest.mark.parametrize("field,value", [
     ("num_seeds", 0), ("batch_size", -1), ("seed_strategy", "pmap"), ("loss", "hinge"),
-    ("model", "transformer")])
+    ("model", "no_such_net")])
 def test_bad_config_names_field(field, value):
   c = tiny_config()
   c[field] = value
