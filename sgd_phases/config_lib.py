@@ -199,10 +199,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _validate_optimizer(ref.optimizer, f"{field}.optimizer")
     if ref.trained_on in ("predictions_at_T0", "snapshot_at_T0"):
       _require(bool(config.t0.reference) and config.t0.reference in config.references
-               and config.references[config.t0.reference].trained_on in ("labels",
-                                                                        "final_predictions"),
+               and config.references[config.t0.reference].trained_on in (
+                   "labels", "final_predictions", "closed_form"),
                f"{field}.trained_on", "needs config.t0.reference naming a reference trained on "
-               "labels or final_predictions")
+               "labels or final_predictions, or a closed-form one")
   _require(config.t0.rule in T0_RULES, "t0.rule", f"{config.t0.rule!r} not in {T0_RULES}")
   _require(not config.t0.reference or config.t0.reference in config.references, "t0.reference",
            f"{config.t0.reference!r} is not a configured reference {list(config.references)}")

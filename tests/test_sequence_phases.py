@@ -106,3 +106,27 @@ def test_text_task_with_skipped_first_positions(tmp_path):
                                 sequence_references.ngram_predict(table, tokens)[:, 3:].ravel())
   assert set(summary["overtakes"]) == {"ngram2->ngram3", "unigram->bigram"}
   assert summary["references"]["ngram3"]["acc"] > summary["references"]["ngram1"]["acc"]
+
+
+def test_t0_against_a_closed_form_reference_and_f_at_t0(tmp_path):
+  """T_0 may be defined by a closed-form predictor's accuracy; "F at T_0" then works as for
+  images; references that learn F's train predictions are refused for sequences."""
+  from sgd_phases import train_lib
+  from experiments import common
+  c = common.engine_config(sequence_phases.get_config("quick"))
+  c.progress, c.num_steps = False, 80
+  c.dataset.train_size = 80 * 32
+  c.t0.reference = "unigram"
+  c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
+  res = train_lib.train(c, None)
+  a = res.arrays
+  acc_l = float(a["ref/unigram/test_acc"][0])
+  assert (a["t0_index"] >= 0).all()  # F passes the unigram's accuracy within 80 steps
+  for s in range(2):  # T_0: the first evaluation where F is as accurate as the unigram
+    reached = np.flatnonzero(a["test_acc"][s] >= acc_l)
+    assert a["t0_index"][s] == (reached[0] if reached.size else -1)
+    if reached.size:
+      np.testing.assert_array_equal(res.reference("f_t0")[s], a["predictions"][s, reached[0]])
+  c.references.f_t0 = config_lib.reference_config("linear", trained_on="final_predictions")
+  with pytest.raises(ValueError, match=r"^config\.references\.f_t0\.trained_on: 'final_pred"):
+    train_lib.train(c, None)
