@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from sgd_phases import datasets
-from sgd_phases.datasets import base, tfds_images
+from sgd_phases.datasets import base, sequences, tfds_images
 
 SYNTHETIC = ["ball2d_sinusoid", "sinusoid_hd", "theorem1"]
 SMALL = {"n_train": 300, "n_test": 200}
@@ -176,7 +176,10 @@ def test_default_configs_accept_overrides():
   for name in datasets.DATASETS:
     c = datasets.default_config(name)
     assert c.name == name and c.seed == 0 and c.label_noise == 0.0 and c.noisy_test is False
-    assert c.train_size is None and c.test_size is None
+    if name in sequences.SEQUENCE_DATASETS:  # sizes count sequences, generated: no "all"
+      assert c.train_size == 4096 and c.test_size == 256
+    else:
+      assert c.train_size is None and c.test_size is None
     c.train_size = 1000  # placeholder(int) fields accept ints (command-line overrides)
   c = datasets.default_config("mnist")
   assert c.classes == "first5_vs_last5" and c.data_dir is None and c.tfds_dir is None
