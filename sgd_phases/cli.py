@@ -155,7 +155,6 @@ def main(module_file: str, run: Callable[[ml_collections.ConfigDict, str], dict[
                     "human summary; the JSON is always in WORKDIR/summary.json).")
   flags.mark_flags_as_required(["workdir"])
 
-
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")

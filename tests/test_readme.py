@@ -17,7 +17,6 @@ import types
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Your model, your data, your predictions"
