@@ -92,6 +92,7 @@ def test_text_task_with_skipped_first_positions(tmp_path):
   c.dataset.path = str(tmp_path / "t.txt")
   c.dataset.skip_positions = 3
   c.dataset.train_size, c.num_steps, c.progress = 400, 60, False
+  c.null.num_permutations = 5  # the references and shapes are what this test is about
   summary = sequence_phases.run(c, str(tmp_path / "run"))
   res = analysis.load(tmp_path / "run")
   ds = datasets.get_dataset(config_lib.to_dict(c)["dataset"])
@@ -114,7 +115,7 @@ def test_t0_against_a_closed_form_reference_and_f_at_t0(tmp_path):
   from sgd_phases import train_lib
   from experiments import common
   c = common.engine_config(sequence_phases.get_config("quick"))
-  c.progress, c.num_steps = False, 80
+  c.progress, c.num_steps, c.null.num_permutations = False, 80, 0
   c.dataset.train_size = 80 * 32
   c.t0.reference = "unigram"
   c.references.f_t0 = config_lib.reference_config("linear", trained_on="snapshot_at_T0")
