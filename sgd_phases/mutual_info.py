@@ -287,6 +287,13 @@ def _measures_from_table(table: jax.Array, bias_correction: str | None = None) -
   h = functools.partial(_entropy, n=n, miller_madow=mm)
   h_flj, h_fl, h_fy, h_ly = h(t, 3), h(t_fl, 2), h(t_fy, 2), h(t_ly, 2)
   h_f, h_l, h_y = h(t_f, 1), h(t_l, 1), h(t_y, 1)
+  return _from_entropies(h_f, h_l, h_y, h_fl, h_fy, h_ly, h_flj,
+                         acc_f=jnp.trace(t_fy, axis1=-2, axis2=-1).astype(jnp.float32) / n,
+                         acc_l=jnp.trace(t_ly, axis1=-2, axis2=-1).astype(jnp.float32) / n)
+
+
+def _from_entropies(h_f, h_l, h_y, h_fl, h_fy, h_ly, h_flj, acc_f, acc_l) -> InfoMeasures:
+  """Every measure from the entropies of F, L, Y and their joints (bits)."""
   i_fy = h_f + h_y - h_fy
   i_fy_given_l = h_fl + h_ly - h_flj - h_l
   return InfoMeasures(
@@ -297,8 +304,8 @@ def _measures_from_table(table: jax.Array, bias_correction: str | None = None) -
       i_fl_given_y=h_fy + h_ly - h_flj - h_y,
       mu=i_fy - i_fy_given_l,
       h_y=h_y,
-      acc_f=jnp.trace(t_fy, axis1=-2, axis2=-1).astype(jnp.float32) / n,
-      acc_l=jnp.trace(t_ly, axis1=-2, axis2=-1).astype(jnp.float32) / n,
+      acc_f=acc_f,
+      acc_l=acc_l,
   )
 
 
@@ -373,19 +380,8 @@ def _measures_sorted(f: jax.Array, l: jax.Array, y: jax.Array, k: int,
   h_f, h_l, h_y = (h(lambda a: a, k, a) for a in (f, l, y))
   acc = lambda a, b: jnp.broadcast_to(  # noqa: E731
       jnp.sum(a == b, axis=-1).astype(jnp.float32) / nf, lead)
-  i_fy = h_f + h_y - h_fy
-  i_fy_given_l = h_fl + h_ly - h_flj - h_l
-  return InfoMeasures(
-      i_fy=i_fy,
-      i_ly=h_l + h_y - h_ly,
-      i_fl=h_f + h_l - h_fl,
-      i_fy_given_l=i_fy_given_l,
-      i_fl_given_y=h_fy + h_ly - h_flj - h_y,
-      mu=i_fy - i_fy_given_l,
-      h_y=h_y,
-      acc_f=acc(f, y),
-      acc_l=acc(l, y),
-  )
+  return _from_entropies(h_f, h_l, h_y, h_fl, h_fy, h_ly, h_flj, acc_f=acc(f, y),
+                         acc_l=acc(l, y))
 
 
 def measures_from_table(table: ArrayLike, *, bias_correction: str | None = None) -> InfoMeasures:
