@@ -14,7 +14,8 @@ see :mod:`.tfds_images`), ``tfds:<name>[/<config>]`` (any TFDS image classificat
 ``ball2d_sinusoid``, ``sinusoid_hd``, ``theorem1`` (numpy, see :mod:`.synthetic`), and your data:
 ``arrays`` (``from_arrays(x_train, y_train, x_test, y_test)``) and ``npz`` (a folder with
 ``train.npz`` and ``test.npz``), see :mod:`.user_data`; token sequences for next-token prediction:
-``icl_markov``, ``markov_source``, ``text`` (see :mod:`.sequences`). Common fields: ``name``, ``seed`` (data seed), ``label_noise``,
+``icl_markov``, ``markov_source``, ``text`` (see :mod:`.sequences`). Common fields: ``name``,
+``seed`` (data seed), ``label_noise``,
 ``noisy_test``, ``train_size``, ``test_size`` (see :func:`.base.common_config`). Any bad field
 raises one ``ValueError`` that names it.
 """

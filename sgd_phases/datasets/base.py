@@ -211,6 +211,13 @@ def check_common(config: Mapping[str, Any], num_classes: int, n_train: int, n_te
   _check_size("test_size", config["test_size"], n_test, num_classes)
 
 
+def to_unit_float(x: np.ndarray) -> np.ndarray:
+  """uint8 inputs (images) -> float32 in [0, 1]; any other dtype -> float32 unchanged."""
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) / np.float32(255.0)
+  return x.astype(np.float32)
+
+
 def group_and_finalize(config: Mapping[str, Any], x_train: np.ndarray, y_train: np.ndarray,
                        x_test: np.ndarray, y_test: np.ndarray, groups: list[list[int]],
                        num_original: int, to_float=None) -> Dataset:

@@ -193,13 +193,6 @@ def _check_path_field(config: Mapping[str, Any], field: str) -> str | None:
   return str(Path(value).expanduser().resolve())
 
 
-def _to_float(x: np.ndarray) -> np.ndarray:
-  """uint8 images -> float32 in [0, 1]; other dtypes -> float32 unchanged."""
-  if x.dtype == np.uint8:
-    return x.astype(np.float32) / np.float32(255.0)
-  return x.astype(np.float32)
-
-
 def build_image_dataset(config: Mapping[str, Any]) -> base.Dataset:
   """Builds an image dataset from a resolved config (see :func:`default_config`)."""
   name = config["name"]
@@ -219,7 +212,7 @@ def build_image_dataset(config: Mapping[str, Any]) -> base.Dataset:
     tfds_dir = None  # unused: the tarball is read directly
   x_tr, y_tr, x_te, y_te = load_raw(name, data_dir, tfds_dir)
   return base.group_and_finalize(config, x_tr, y_tr, x_te, y_te, groups, num_original,
-                                 to_float=_to_float)
+                                 to_float=base.to_unit_float)
 
 
 def _build_tfds(config: Mapping[str, Any]) -> base.Dataset:
@@ -235,4 +228,4 @@ def _build_tfds(config: Mapping[str, Any]) -> base.Dataset:
                      f"the training split's {x_tr.shape[1:]}")
   groups = base.parse_classes(config["classes"], num_original)
   return base.group_and_finalize(config, x_tr, y_tr, x_te, y_te, groups, num_original,
-                                 to_float=_to_float)
+                                 to_float=base.to_unit_float)

@@ -181,24 +181,27 @@ def _npz(config: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], int, str]:
                    stamp if all(stamp) else (os.urandom(8),))  # no stamp: read every time
 
 
+def _checked_npz(config: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], int, str]:
+  """:func:`_npz`, refused when the config's ``fingerprint`` (if set) is not the files'."""
+  arrays, k, found = _npz(config)
+  if config.get("fingerprint") not in (None, found):
+    raise ValueError(f"fingerprint={config['fingerprint']!r}: the files in data_dir="
+                     f"{config['data_dir']!r} now have fingerprint {found!r} (they changed)")
+  return arrays, k, found
+
+
 def pin(config: Mapping[str, Any]) -> dict[str, Any]:
   """The dataset config with ``fingerprint`` filled in from the data (``npz``), checked
   against it where given; other datasets are returned as they are."""
   config = dict(config)
   if config.get("name") == "npz":
-    _, _, found = _npz(config)
-    if config.get("fingerprint") not in (None, found):
-      raise ValueError(f"fingerprint={config['fingerprint']!r}: the files in data_dir="
-                       f"{config['data_dir']!r} now have fingerprint {found!r} (they changed)")
-    config["fingerprint"] = found
+    config["fingerprint"] = _checked_npz(config)[2]
   return config
 
 
 def _finish(config: Mapping[str, Any], arrays: tuple[np.ndarray, ...], k: int) -> base.Dataset:
   groups = base.parse_classes(config["classes"], k)
-  to_float = (lambda x: x.astype(np.float32) / np.float32(255.0)) if arrays[0].dtype == np.uint8 \
-      else (lambda x: np.asarray(x, dtype=np.float32))
-  return base.group_and_finalize(config, *arrays, groups, k, to_float=to_float)
+  return base.group_and_finalize(config, *arrays, groups, k, to_float=base.to_unit_float)
 
 
 def build_arrays(config: Mapping[str, Any]) -> base.Dataset:
@@ -215,8 +218,5 @@ def build_arrays(config: Mapping[str, Any]) -> base.Dataset:
 def build_npz(config: Mapping[str, Any]) -> base.Dataset:
   """The ``npz`` dataset: ``data_dir``/train.npz and test.npz (checked against
   ``fingerprint`` where given)."""
-  arrays, k, found = _npz(config)
-  if config.get("fingerprint") not in (None, found):
-    raise ValueError(f"fingerprint={config['fingerprint']!r}: the files in data_dir="
-                     f"{config['data_dir']!r} have fingerprint {found!r} (they changed)")
+  arrays, k, _ = _checked_npz(config)
   return _finish(config, arrays, k)
