@@ -253,6 +253,12 @@ def text_sequences(text: str, length: int, vocab: str | None = None) -> tuple[np
   return order[pos].astype(np.int32).reshape(m, length), vocab
 
 
+def in_vocab(text: str, vocab: str) -> str:
+  """``text`` without the characters that are not in ``vocab`` (vectorised over code points)."""
+  codes = _codepoints(text)
+  return codes[np.isin(codes, _codepoints(vocab))].tobytes().decode("utf-32-le")
+
+
 def decode_text(tokens: np.ndarray, vocab: str) -> str:
   """The string spelled by ``tokens`` (any shape, read in C order) under ``vocab``."""
   return "".join(vocab[i] for i in np.asarray(tokens).ravel())
@@ -334,8 +340,7 @@ def build(config) -> base.Dataset:
       raise ValueError(f"test_fraction={frac!r} must be in (0, 1)")
     cut = int(len(text) * (1 - frac))
     train, vocab = text_sequences(text[:cut], length)
-    test_text = "".join(c for c in text[cut:] if c in set(vocab))  # unseen characters dropped
-    test, _ = text_sequences(test_text, length, vocab=vocab)
+    test, _ = text_sequences(in_vocab(text[cut:], vocab), length, vocab=vocab)  # unseen dropped
     k = len(vocab)
     if k < 2:
       raise ValueError(f"path={path!r}: the training text has fewer than 2 distinct characters")
