@@ -207,11 +207,15 @@ class NGramLevel:
 
   Dense (``contexts is None``): ``argmax[c]`` for every code c < k**j, -1 for unseen contexts.
   Sparse (k**j > ``DENSE_MAX_CONTEXTS``): ``contexts`` the sorted seen codes and ``argmax``
-  theirs; looked up by binary search.
+  theirs; looked up by binary search. ``pairs``/``counts``: the sorted seen (context, next)
+  codes ``context * k + next`` and how often each occurred in training (for the smoothed
+  distributions of :mod:`sgd_phases.sequence_distributions`).
   """
 
   argmax: np.ndarray
   contexts: np.ndarray | None = None
+  pairs: np.ndarray | None = None
+  counts: np.ndarray | None = None
 
   def lookup(self, codes: np.ndarray) -> np.ndarray:
     """int32 argmax for each code (any shape), -1 where the context was never seen."""
@@ -258,6 +262,7 @@ def fit_ngram(train_tokens: np.ndarray, order: int, k: int) -> NGramTable:
       ctx, nxt = _contexts(x, j, k)[:, : length - j].ravel(), x[:, j:].ravel()
     pairs, counts = np.unique(ctx * k + nxt, return_counts=True)
     c, n = pairs // k, pairs % k
+    stats = {"pairs": pairs, "counts": counts.astype(np.int64)}
     srt = np.lexsort((n, -counts, c))  # By context, then count descending, then id ascending.
     c, n = c[srt], n[srt]
     first = np.ones(c.size, dtype=bool)
@@ -266,19 +271,20 @@ def fit_ngram(train_tokens: np.ndarray, order: int, k: int) -> NGramTable:
     if k**j <= DENSE_MAX_CONTEXTS:
       dense = np.full(k**j, -1, dtype=np.int32)
       dense[seen] = argmax
-      levels.append(NGramLevel(argmax=dense))
+      levels.append(NGramLevel(argmax=dense, **stats))
     else:
-      levels.append(NGramLevel(argmax=argmax, contexts=seen))
+      levels.append(NGramLevel(argmax=argmax, contexts=seen, **stats))
   return NGramTable(order=int(order), k=int(k), levels=tuple(levels))
 
 
-def ngram_predict(table: NGramTable, tokens: np.ndarray, order: int | None = None) -> np.ndarray:
-  """int32 [M, T-1]: predictions of a fitted n-gram model, with back-off.
+def backoff(table: NGramTable, tokens: np.ndarray, order: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Which context a fitted n-gram model uses at each position: int arrays [M, T-1] of the
+  context length j, its base-k code, and that context's argmax next token.
 
   At position t the model uses the longest context x_{t-j+1..t} with j <= n - 1 that both
-  exists (j <= t + 1 tokens seen) and was seen in training, down to j = 0: the training set's
-  most frequent token. ``order`` (default: the fitted one) may be lower than the fitted order
-  to predict with a shorter model from the same table.
+  exists (j <= t + 1 tokens seen) and was seen in training, down to j = 0 (code 0: the training
+  set's token counts). ``order`` (default: the fitted one) may be lower than the fitted order.
   """
   order = table.order if order is None else order
   if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not (
@@ -288,12 +294,24 @@ def ngram_predict(table: NGramTable, tokens: np.ndarray, order: int | None = Non
   m, length = x.shape
   unigram = table.levels[0].lookup(np.zeros((), dtype=np.int64))
   pred = np.full((m, length - 1), max(int(unigram), 0), dtype=np.int32)
+  level = np.zeros((m, length - 1), dtype=np.int64)
+  code = np.zeros((m, length - 1), dtype=np.int64)
   for j in range(1, order):
     if length - 1 < j:  # No position t <= T-2 has j tokens x_{t-j+1..t}.
       break
-    found = table.levels[j].lookup(_contexts(x, j, table.k)[:, : length - j])
-    pred[:, j - 1:] = np.where(found >= 0, found, pred[:, j - 1:])
-  return pred
+    codes = _contexts(x, j, table.k)[:, : length - j]
+    found = table.levels[j].lookup(codes)
+    seen = found >= 0
+    pred[:, j - 1:] = np.where(seen, found, pred[:, j - 1:])
+    level[:, j - 1:] = np.where(seen, j, level[:, j - 1:])
+    code[:, j - 1:] = np.where(seen, codes, code[:, j - 1:])
+  return level, code, pred
+
+
+def ngram_predict(table: NGramTable, tokens: np.ndarray, order: int | None = None) -> np.ndarray:
+  """int32 [M, T-1]: predictions of a fitted n-gram model, with back-off (:func:`backoff`):
+  the argmax next token of the longest context seen in training."""
+  return backoff(table, tokens, order)[2]
 
 
 # ----------------------------------------------------------------------------- as references
@@ -322,26 +340,32 @@ def check_closed_form(kind: str, kwargs: dict, field: str) -> None:
     raise ValueError(f"config.{field}.model_kwargs.order: must be an int >= 1, got {order!r}")
 
 
-def closed_form(kind: str, kwargs: dict, ds) -> np.ndarray:
+def closed_form(kind: str, kwargs: dict, ds, probabilities: bool = False) -> np.ndarray:
   """Test predictions [N] (N = M (T - 1), positions flattened) of closed-form predictor ``kind``
   on sequence dataset ``ds`` (a ``datasets.Dataset`` of ``icl_markov``, ``markov_source`` or
-  ``text``); ``ngram`` is fitted on the training sequences (``kwargs["order"]``)."""
+  ``text``); ``ngram`` is fitted on the training sequences (``kwargs["order"]``). With
+  ``probabilities``: its predictive distribution instead, float32 [N, k]
+  (:mod:`sgd_phases.sequence_distributions`), whose argmax is the prediction."""
+  from sgd_phases import sequence_distributions as dist  # pylint: disable=g-import-not-at-top
   if "length" not in ds.meta:
     raise ValueError(f"closed-form reference {kind!r}: dataset {ds.name!r} is not a sequence "
                      "dataset (icl_markov, markov_source, text)")
   k, test = ds.num_classes, tokens_of(ds.x_test, ds.y_test)
   if kind == "in_context_unigram":
-    pred = in_context_unigram(test, k)
+    out = (dist.in_context_unigram if probabilities else in_context_unigram)(test, k)
   elif kind == "in_context_bigram":
-    pred = in_context_bigram(test, k)
+    out = (dist.in_context_bigram if probabilities else in_context_bigram)(test, k)
   elif kind == "ngram":
-    order = int(kwargs.get("order", 1))
-    pred = ngram_predict(fit_ngram(tokens_of(ds.x_train, ds.y_train), order, k), test)
+    table = fit_ngram(tokens_of(ds.x_train, ds.y_train), int(kwargs.get("order", 1)), k)
+    out = (dist.ngram if probabilities else ngram_predict)(table, test)
   elif ds.name == "icl_markov":
-    pred = bayes_icl_markov(test, k, ds.meta["alpha"])
+    out = (dist.bayes_icl_markov if probabilities else bayes_icl_markov)(test, k,
+                                                                          ds.meta["alpha"])
   elif ds.name == "markov_source":
-    pred = bayes_markov_source(test, ds.meta["transitions"])
+    out = (dist.bayes_markov_source if probabilities else bayes_markov_source)(
+        test, ds.meta["transitions"])
   else:
     raise ValueError(f"closed-form reference 'bayes': no known prior for dataset {ds.name!r}")
   skip = ds.meta.get("skip_positions", 0)
-  return np.ascontiguousarray(np.asarray(pred, np.int32)[:, skip:]).reshape(-1)
+  out = np.asarray(out, np.float32 if probabilities else np.int32)[:, skip:]
+  return np.ascontiguousarray(out).reshape((-1, k) if probabilities else (-1,))
