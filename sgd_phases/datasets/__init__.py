@@ -32,7 +32,7 @@ import ml_collections
 
 from sgd_phases.datasets import sequences, synthetic, tfds_images, user_data
 from sgd_phases.datasets.base import Dataset
-from sgd_phases.datasets.user_data import InMemoryData, from_arrays, pin
+from sgd_phases.datasets.user_data import InMemoryData, from_arrays
 
 __all__ = ["DATASETS", "Dataset", "InMemoryData", "default_config", "from_arrays",
            "get_dataset", "pin", "resolve_config", "shared_data_dir", "with_data"]
@@ -51,6 +51,16 @@ DATASETS: dict[str, Builder] = {
     "arrays": user_data.build_arrays,
     "npz": user_data.build_npz,
     **{n: sequences.build for n in sequences.SEQUENCE_DATASETS},
+}
+
+# How each dataset read from outside its config computes its content fingerprint (resolved
+# config -> 16 hex digits; it reads the data, cached per file stamp). Every other dataset is
+# generated from its config, which is then its whole identity.
+Fingerprint = Callable[[Mapping[str, Any]], str | None]
+FINGERPRINTS: dict[str, Fingerprint] = {
+    "arrays": user_data.fingerprint,
+    "npz": user_data.fingerprint,
+    "text": sequences.fingerprint,
 }
 
 _DEFAULT_CONFIGS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
@@ -105,18 +115,48 @@ def resolve_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> dic
 
 
 def get_dataset(config: Mapping[str, Any] | ml_collections.ConfigDict) -> Dataset:
-  """Builds the dataset described by ``config`` (a ConfigDict or plain mapping)."""
-  resolved = resolve_config(config)
+  """Builds the dataset described by ``config`` (a ConfigDict or plain mapping); refused when
+  its ``fingerprint``, where given, is not its data's (:func:`pin`)."""
+  resolved = pin(resolve_config(config))
   if tfds_images.is_tfds_name(resolved["name"]):
     return tfds_images.build_image_dataset(resolved)
   return DATASETS[resolved["name"]](resolved)
+
+
+def _where(config: Mapping[str, Any]) -> str:
+  fields = [f for f in ("path", "data_dir", "tfds_dir") if config.get(f)]
+  return ", ".join(f"{f}={config[f]!r}" for f in fields) or f"name={config['name']!r}"
+
+
+def pin(config: Mapping[str, Any] | ml_collections.ConfigDict) -> dict[str, Any]:
+  """The dataset ``config`` (a dict) with ``fingerprint``, the identity of its data's content,
+  filled in; refused (ValueError naming ``fingerprint``) when a given one is not the data's.
+
+  The one place where a dataset's content joins its config: each dataset read from outside
+  its config declares in ``FINGERPRINTS`` how its fingerprint is computed (the bytes of a
+  text file, the arrays of npz files, ...); a generated dataset is returned unchanged (its
+  config is its content). A run pins its dataset when it starts (:func:`with_data`), so the
+  fingerprint is part of its identity: changed data is another run, never old numbers.
+  """
+  resolved = resolve_config(config)
+  fingerprint_of = FINGERPRINTS.get(resolved["name"])
+  found = fingerprint_of(resolved) if fingerprint_of else None
+  out = dict(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config)
+  if found is None:
+    return out
+  given = resolved.get("fingerprint")
+  if given is not None and given != found:
+    raise ValueError(f"fingerprint={given!r}: the data read from {_where(resolved)} now has "
+                     f"fingerprint {found!r} (they changed since this config was pinned)")
+  out["fingerprint"] = found
+  return out
 
 
 def with_data(config: ml_collections.ConfigDict, data: InMemoryData | None
               ) -> ml_collections.ConfigDict:
   """A copy of a run's or experiment's ``config`` whose ``dataset`` is ``data`` (arrays from
   :func:`from_arrays`; None: the config's own dataset) and whose content fingerprint is filled
-  in (``npz``, :func:`pin`).
+  in (:func:`pin`).
 
   With ``data``: a ``dataset`` that already names ``arrays`` keeps all its fields (the
   fingerprint becomes ``data``'s); any other keeps its common fields (seed, label_noise,
@@ -134,8 +174,7 @@ def with_data(config: ml_collections.ConfigDict, data: InMemoryData | None
       new = {**data.config().to_dict(), **{k: old[k] for k in COMMON_FIELDS if k in old}}
     config.dataset = default_config("arrays")
     config.dataset.update(new)
-  if config.dataset.get("name") == "npz":
-    config.dataset.update(pin(config.dataset.to_dict()))
+  config.dataset.update(pin(config.dataset))
   return config
 
 

@@ -26,10 +26,14 @@ longer draw extends a shorter one (same prefix). Tokens are int32 in ``[0, k)``.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
+from etils import epath
+from ml_collections import config_dict
 
-from sgd_phases.datasets import base
+from sgd_phases import io_lib
+from sgd_phases.datasets import base, sources
 
 RngLike = np.random.Generator | int
 
@@ -291,7 +295,45 @@ def default_config(name: str):
   if name == "text":
     c.path = ""  # a UTF-8 text file (local path or URI); vocabulary from the training split
     c.test_fraction = 0.1  # the file's last fraction of windows is the test split
+    # sha256 of the file's bytes (16 hex digits), filled in by a run (datasets.pin); a value
+    # given here must match the file
+    c.fingerprint = config_dict.placeholder(str)
   return c
+
+
+@sources.cached_by_stamp(maxsize=2)
+def _read_text(path: str) -> tuple[str, str]:
+  try:
+    raw = epath.Path(path).read_bytes()
+  except IsADirectoryError:
+    raise ValueError(f"path={path!r}: is a folder; name=text needs a UTF-8 text file") from None
+  except OSError as e:
+    raise ValueError(f"path={path!r}: cannot read it ({e})") from e
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"path={path!r}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+  return text, sources.digest([raw])
+
+
+def read_text(config) -> tuple[str, str]:
+  """The text of a ``text`` dataset's ``path`` and its fingerprint (sha256 of the bytes);
+  one ValueError naming ``path`` for anything but a readable UTF-8 file."""
+  path = config["path"]
+  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    raise ValueError(f"path={path!r}: name=text needs a UTF-8 text file")
+  path = io_lib.check_location(path, "path")
+  if io_lib.is_local(path):
+    path = os.path.abspath(os.path.expanduser(path))
+  if not epath.Path(path).exists():
+    raise ValueError(f"path={path!r}: no such file; name=text needs a UTF-8 text file")
+  return _read_text(path, files=[path])
+
+
+def fingerprint(config) -> str | None:
+  """The content fingerprint of a sequence dataset: ``text``'s file bytes; None for the
+  generated ones (their config is their content)."""
+  return read_text(config)[1] if config["name"] == "text" else None
 
 
 def _split_xy(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -315,8 +357,6 @@ def _sizes(config) -> tuple[int, int]:
 
 def build(config) -> base.Dataset:
   """A sequence dataset from its resolved config (see :func:`default_config`)."""
-  from etils import epath  # pylint: disable=g-import-not-at-top
-
   name, seed = config["name"], config["seed"]
   n_train, n_test = _sizes(config)
   length = config["length"]
@@ -331,10 +371,7 @@ def build(config) -> base.Dataset:
     tokens = markov_source(n_train + n_test, length, table, rng=seed)
     meta.update(alpha=alpha, transitions=table, order=config["order"])
   else:
-    path = config["path"]
-    if not isinstance(path, str) or not path or not epath.Path(path).exists():
-      raise ValueError(f"path={path!r}: name=text needs an existing UTF-8 text file")
-    text = epath.Path(path).read_text()
+    text, _ = read_text(config)
     frac = config["test_fraction"]
     if not 0 < frac < 1:
       raise ValueError(f"test_fraction={frac!r} must be in (0, 1)")
@@ -343,7 +380,8 @@ def build(config) -> base.Dataset:
     test, _ = text_sequences(in_vocab(text[cut:], vocab), length, vocab=vocab)  # unseen dropped
     k = len(vocab)
     if k < 2:
-      raise ValueError(f"path={path!r}: the training text has fewer than 2 distinct characters")
+      raise ValueError(f"path={config['path']!r}: the training text has fewer than 2 distinct "
+                       "characters")
     tokens = np.concatenate([train[:n_train], test[:n_test]])
     n_train, n_test = min(n_train, len(train)), min(n_test, len(test))
     meta.update(vocab=vocab)

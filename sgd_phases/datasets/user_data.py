@@ -9,7 +9,7 @@
 
 Both are identified by a content hash, the dataset field ``fingerprint`` (sha256 of the arrays'
 dtypes, shapes and bytes and of K): ``from_arrays`` sets it; for ``npz`` a run fills it in from
-the files when it starts (:func:`pin`). It is part of the run identity, so a resumed run, a
+the files when it starts (``datasets.pin``). It is part of the run identity, so a resumed run, a
 cached reference or a reused sweep point never mixes two datasets: changed files are a
 different run, refused or recomputed naming ``dataset.fingerprint``.
 
@@ -23,7 +23,6 @@ naming arrays this process does not hold gets one error saying so.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import io
 import os
@@ -32,11 +31,10 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from etils import epath
 from ml_collections import config_dict
 
 from sgd_phases import io_lib
-from sgd_phases.datasets import base
+from sgd_phases.datasets import base, sources
 
 NPZ_FILES = ("train.npz", "test.npz")
 _HELD: dict[str, InMemoryData] = {}  # fingerprint -> arrays given to from_arrays
@@ -148,55 +146,29 @@ def _read_npz(data_dir: str, num_classes: int | None) -> tuple[tuple[np.ndarray,
   return _checked(*out, num_classes, "num_classes")
 
 
-@functools.lru_cache(maxsize=2)
-def _load_npz(data_dir: str, num_classes: int | None, stamp: tuple[Any, ...]
+@sources.cached_by_stamp(maxsize=2)
+def _load_npz(data_dir: str, num_classes: int | None
               ) -> tuple[tuple[np.ndarray, ...], int, str]:
-  del stamp  # part of the cache key only: changed files are read again
   arrays, k = _read_npz(data_dir, num_classes)
   return arrays, k, _fingerprint(arrays, k)
 
 
-def _stamp(data_dir: str) -> tuple[Any, ...]:
-  """(size, mtime) of the npz files where the filesystem gives them (None otherwise)."""
-  out = []
-  for f in NPZ_FILES:
-    p = epath.Path(data_dir) / f
-    try:
-      st = os.stat(p) if io_lib.is_local(p) else None
-    except OSError:
-      st = None
-    out.append(None if st is None else (st.st_size, st.st_mtime_ns))
-  return tuple(out)
-
-
 def _npz(config: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], int, str]:
+  """The arrays of ``data_dir``/train.npz and test.npz, K and their fingerprint."""
   data_dir = config.get("data_dir")
   if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
     raise ValueError(f"data_dir={data_dir!r}: name=npz needs the folder holding {NPZ_FILES}")
   data_dir = os.fspath(data_dir)
   if io_lib.is_local(io_lib.check_location(data_dir, "data_dir")):
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
-  stamp = _stamp(data_dir)
   return _load_npz(data_dir, config.get("num_classes"),
-                   stamp if all(stamp) else (os.urandom(8),))  # no stamp: read every time
+                   files=[os.path.join(data_dir, f) for f in NPZ_FILES])
 
 
-def _checked_npz(config: Mapping[str, Any]) -> tuple[tuple[np.ndarray, ...], int, str]:
-  """:func:`_npz`, refused when the config's ``fingerprint`` (if set) is not the files'."""
-  arrays, k, found = _npz(config)
-  if config.get("fingerprint") not in (None, found):
-    raise ValueError(f"fingerprint={config['fingerprint']!r}: the files in data_dir="
-                     f"{config['data_dir']!r} now have fingerprint {found!r} (they changed)")
-  return arrays, k, found
-
-
-def pin(config: Mapping[str, Any]) -> dict[str, Any]:
-  """The dataset config with ``fingerprint`` filled in from the data (``npz``), checked
-  against it where given; other datasets are returned as they are."""
-  config = dict(config)
-  if config.get("name") == "npz":
-    config["fingerprint"] = _checked_npz(config)[2]
-  return config
+def fingerprint(config: Mapping[str, Any]) -> str:
+  """The content fingerprint of ``arrays`` (set by :func:`from_arrays`; refused when this
+  process does not hold them) or ``npz`` (from the files)."""
+  return _held(config).fingerprint if config["name"] == "arrays" else _npz(config)[2]
 
 
 def _finish(config: Mapping[str, Any], arrays: tuple[np.ndarray, ...], k: int) -> base.Dataset:
@@ -204,19 +176,22 @@ def _finish(config: Mapping[str, Any], arrays: tuple[np.ndarray, ...], k: int) -
   return base.group_and_finalize(config, *arrays, groups, k, to_float=base.to_unit_float)
 
 
-def build_arrays(config: Mapping[str, Any]) -> base.Dataset:
-  """The ``arrays`` dataset: the arrays given to :func:`from_arrays` with this fingerprint."""
+def _held(config: Mapping[str, Any]) -> InMemoryData:
   fp = config.get("fingerprint")
   if fp not in _HELD:
     raise ValueError(f"fingerprint={fp!r}: no arrays with this fingerprint were given to "
                      "datasets.from_arrays in this process (name=arrays is for arrays in "
                      "memory; use name=npz for files)")
-  d = _HELD[fp]
+  return _HELD[fp]
+
+
+def build_arrays(config: Mapping[str, Any]) -> base.Dataset:
+  """The ``arrays`` dataset: the arrays given to :func:`from_arrays` with this fingerprint."""
+  d = _held(config)
   return _finish(config, (d.x_train, d.y_train, d.x_test, d.y_test), d.num_classes)
 
 
 def build_npz(config: Mapping[str, Any]) -> base.Dataset:
-  """The ``npz`` dataset: ``data_dir``/train.npz and test.npz (checked against
-  ``fingerprint`` where given)."""
-  arrays, k, _ = _checked_npz(config)
+  """The ``npz`` dataset: ``data_dir``/train.npz and test.npz."""
+  arrays, k, _ = _npz(config)
   return _finish(config, arrays, k)
