@@ -138,8 +138,68 @@ def test_npz_bad_folder_names_data_dir(tmp_path):
     datasets.get_dataset({"name": "npz", "data_dir": str(tmp_path / "e")})
   np.savez(tmp_path / "e" / "train.npz", inputs=np.zeros((4, 2)), y=np.zeros(4, int))
   np.savez(tmp_path / "e" / "test.npz", x=np.zeros((4, 2)), y=np.zeros(4, int))
-  with pytest.raises(ValueError, match=r"^data_dir: train.npz holds \['inputs', 'y'\]"):
+  with pytest.raises(ValueError, match=r"^data_dir='.*/e': train.npz holds \['inputs', 'y'\]"):
     datasets.get_dataset({"name": "npz", "data_dir": str(tmp_path / "e")})
+
+
+@pytest.mark.parametrize("content", [
+    b"garbage, not a zip file" * 10,                 # numpy: "...pickled data..." before
+    b"PK\x03\x04" + b"\x00" * 60,                   # a truncated zip
+    None,                                             # an object array (pickled inside the npz)
+])
+def test_unreadable_npz_names_data_dir_and_the_file(tmp_path, content):
+  _write_npz(tmp_path / "d")
+  if content is None:
+    np.savez(tmp_path / "d" / "train.npz", x=np.array([[None]] * 4), y=np.zeros(4, int))
+  else:
+    (tmp_path / "d" / "train.npz").write_bytes(content)
+  for call in (datasets.get_dataset, datasets.pin):
+    with pytest.raises(ValueError, match=r"^data_dir='.*/d': train.npz is not a readable .npz"):
+      call({"name": "npz", "data_dir": str(tmp_path / "d")})
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused_up_front_naming_the_array(tmp_path, bad):
+  (xtr, ytr), (xte, yte) = _blobs(50, 0), _blobs(20, 1)
+  x = xtr.copy()
+  x[7, 2] = bad
+  with pytest.raises(ValueError, match=r"^x_train: 1 values are NaN or infinite \(the first "
+                                       r"in example 7\)"):
+    datasets.from_arrays(x, ytr, xte, yte)
+  x = xte.astype(np.float64)
+  x[3:5] = bad
+  with pytest.raises(ValueError, match=r"^x_test: 12 values are NaN or infinite \(the first "
+                                       r"in example 3\)"):
+    datasets.from_arrays(xtr, ytr, x, yte)
+  (tmp_path / "d").mkdir()
+  np.savez(tmp_path / "d" / "train.npz", x=xtr, y=ytr)
+  np.savez(tmp_path / "d" / "test.npz", x=x, y=yte)
+  with pytest.raises(ValueError, match=r"^x_test: 12 values are NaN"):
+    datasets.get_dataset({"name": "npz", "data_dir": str(tmp_path / "d")})
+
+
+def test_with_data_keeps_the_configs_classes():
+  """10-class arrays on an MNIST task (``classes=first5_vs_last5``): K = 2, labels grouped as
+  label > 4 (``classes`` used to be dropped: K = 10)."""
+  rng = np.random.default_rng(0)
+  x, y = rng.random((300, 4)).astype(np.float32), np.arange(300) % 10
+  data = datasets.from_arrays(x[:200], y[:200], x[200:], y[200:])
+  c = config_lib.base_config("mnist", "mlp")
+  assert c.dataset.classes == "first5_vs_last5"
+  c.dataset.label_noise = 0.1
+  pinned = datasets.with_data(c, data)
+  assert pinned.dataset.classes == "first5_vs_last5" and pinned.dataset.label_noise == 0.1
+  ds = datasets.get_dataset(pinned.dataset)
+  assert ds.num_classes == 2
+  np.testing.assert_array_equal(ds.y_train_clean, y[:200] > 4)
+  np.testing.assert_array_equal(ds.y_test, y[200:] > 4)
+  c.dataset.classes = "[[0], [1, 2]]"  # explicit groups: other classes dropped
+  ds = datasets.get_dataset(datasets.with_data(c, data).dataset)
+  assert ds.num_classes == 2 and len(ds.y_test) == 30
+  c.dataset.classes = "first5_vs_last5"
+  two = datasets.from_arrays(*_blobs(20, 0), *_blobs(20, 1))
+  with pytest.raises(ValueError, match=r"^classes='first5_vs_last5' needs 10 classes"):
+    datasets.get_dataset(datasets.with_data(c, two).dataset)
 
 
 def test_dataset_name_flag_switches_the_dataset_section(tmp_path):

@@ -159,8 +159,9 @@ def with_data(config: ml_collections.ConfigDict, data: InMemoryData | None
   in (:func:`pin`).
 
   With ``data``: a ``dataset`` that already names ``arrays`` keeps all its fields (the
-  fingerprint becomes ``data``'s); any other keeps its common fields (seed, label_noise,
-  noisy_test, train_size, test_size) on ``data.config()``.
+  fingerprint becomes ``data``'s); any other keeps on ``data.config()`` every field that
+  arrays accept (seed, label_noise, noisy_test, train_size, test_size and ``classes``: e.g. an
+  MNIST task's ``first5_vs_last5`` groups 10-class arrays into K = 2).
   """
   config = config.copy_and_resolve_references()
   if data is not None:
@@ -171,7 +172,8 @@ def with_data(config: ml_collections.ConfigDict, data: InMemoryData | None
     if old.get("name") == "arrays":
       new = {**old, "fingerprint": data.fingerprint}
     else:
-      new = {**data.config().to_dict(), **{k: old[k] for k in COMMON_FIELDS if k in old}}
+      new = data.config().to_dict()
+      new.update({k: old[k] for k in new if k in old and k not in ("name", "fingerprint")})
     config.dataset = default_config("arrays")
     config.dataset.update(new)
   config.dataset.update(pin(config.dataset))

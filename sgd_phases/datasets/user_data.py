@@ -83,6 +83,12 @@ def _check_split(x: Any, y: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
                      f"x_{split}), got {y.dtype}{list(y.shape)}")
   if y.size and y.min() < 0:
     raise ValueError(f"y_{split}: labels must be >= 0; found {int(y.min())}")
+  if np.issubdtype(x.dtype, np.inexact):
+    bad = ~np.isfinite(x)
+    if bad.any():
+      raise ValueError(f"x_{split}: {int(bad.sum())} values are NaN or infinite (the first in "
+                       f"example {int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))}); "
+                       "inputs must be finite")
   return x, y.astype(np.int64)
 
 
@@ -136,13 +142,16 @@ def _read_npz(data_dir: str, num_classes: int | None) -> tuple[tuple[np.ndarray,
     raise ValueError(f"data_dir={data_dir!r} lacks {missing} (each holding arrays x and y)")
   out = []
   for f in NPZ_FILES:
-    try:
+    try:  # numpy reports a bad file as OSError, ValueError (pickle), BadZipFile, EOFError, ...
       with np.load(io.BytesIO((folder / f).read_bytes()), allow_pickle=False) as z:
-        if not {"x", "y"} <= set(z.files):
-          raise ValueError(f"data_dir: {f} holds {sorted(z.files)}; expected arrays x and y")
-        out += [z["x"], z["y"]]
-    except (OSError, EOFError) as e:
-      raise ValueError(f"data_dir: {f} is not a readable .npz file ({e})") from e
+        files = sorted(z.files)
+        arrays = [z[k] for k in ("x", "y") if k in files]
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"data_dir={data_dir!r}: {f} is not a readable .npz file of numeric "
+                       f"arrays ({type(e).__name__}: {e})") from e
+    if len(arrays) != 2:
+      raise ValueError(f"data_dir={data_dir!r}: {f} holds {files}; expected arrays x and y")
+    out += arrays
   return _checked(*out, num_classes, "num_classes")
 
 
