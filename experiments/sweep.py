@@ -6,7 +6,8 @@
         --sweep_file=grid.json --config.num_seeds=8 --vectorize=off
 
 ``--config=<experiment>.py[:arg]`` is that experiment's ``get_config`` (``--config.x=...``
-overrides apply to every point); ``--sweep.<field>=v1,v2,...`` lists values of one field
+overrides apply to every point, parsed as by every experiment's command, ``sgd_phases.cli``:
+``--config.dataset.name``, ``--config.model`` and any ``--config.model_kwargs.<option>``); ``--sweep.<field>=v1,v2,...`` lists values of one field
 (``label_noise`` means ``dataset.label_noise``, see ``sgd_phases.sweep.resolve_field``), and
 ``--sweep_file`` a JSON object {field: [values]} (for lists or strings with commas). The grid
 is their Cartesian product; each point runs ``<experiment>.run(config, DIR/<point>)``, finished
@@ -35,7 +36,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from sgd_phases import io_lib, sweep
+from sgd_phases import cli, io_lib, sweep
 
 _GRID: dict[str, list[Any]] = {}
 
@@ -92,7 +93,6 @@ def make_figures(workdir: str) -> list[str]:
 
 def main(argv: list[str]) -> None:
   from absl import app, flags
-  from ml_collections import config_flags
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
@@ -102,15 +102,17 @@ def main(argv: list[str]) -> None:
     if name in grid:
       raise ValueError(f"sweep field {name!r} is given both as a flag and in --sweep_file")
     grid[name] = values
-  module = load_experiment(config_flags.get_config_filename(f["config"]))
+  module = load_experiment(cli.config_file())
+  cli.add_model_options(f.config, list(grid), "--sweep.")  # any option of the model
   points = sweep.make_grid(f.config, grid)
   if f.merge:
     rows = sweep.merge_sweep(module, f.config, points, f.workdir, vectorize=f.vectorize,
                              metric=f.metric)
   else:
     shard = sweep.parse_shard(f.shard)
-    rows = sweep.run_sweep(module, f.config, points, f.workdir, vectorize=f.vectorize,
-                           metric=f.metric, shard=shard)
+    rows = cli.run_command(lambda: sweep.run_sweep(
+        module, f.config, points, f.workdir, vectorize=f.vectorize, metric=f.metric,
+        shard=shard))
   counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "missing")}
   for r in rows:
     print(f"{r['status']:8s} {r['point']}" + (f"  {r['error']}" if r.get("error") else ""))
@@ -118,18 +120,14 @@ def main(argv: list[str]) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  from absl import flags
   grid, rest = parse_sweep_argv(argv)
   _GRID.update(grid)
-  return flags.FLAGS(rest)
+  return cli.parse_flags(rest)
 
 
 if __name__ == "__main__":
   from absl import app, flags
-  from ml_collections import config_flags
   flags.DEFINE_string("workdir", None, "Sweep folder: one sub-folder per grid point.")
-  config_flags.DEFINE_config_file("config", None, "Experiment config: path.py[:arg].",
-                                  lock_config=True)
   flags.DEFINE_string("sweep_file", None, "JSON object {field: [values]} (added to --sweep.*).")
   flags.DEFINE_enum("vectorize", "auto", list(sweep.VECTORIZE),
                     "Nested (point × seed) programs: auto (where measured faster), on, off.")
@@ -139,5 +137,5 @@ if __name__ == "__main__":
                       "JOB_COMPLETION_INDEX + SWEEP_SHARD_COUNT; else every point).")
   flags.DEFINE_bool("merge", False, "Write summary.csv/json and sweep.png from the finished "
                     "points of a sharded sweep (runs nothing; lists missing/failed points).")
-  flags.mark_flags_as_required(["workdir", "config"])
+  flags.mark_flags_as_required(["workdir"])
   app.run(main, flags_parser=_parse_flags)

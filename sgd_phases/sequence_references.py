@@ -318,6 +318,7 @@ def ngram_predict(table: NGramTable, tokens: np.ndarray, order: int | None = Non
 # ``config.references.<name> = config_lib.reference_config(KIND, trained_on="closed_form",
 # **kwargs)``: the reference's test predictions are computed here, identical for every seed.
 CLOSED_FORM = ("in_context_unigram", "in_context_bigram", "bayes", "ngram")
+CLOSED_FORM_KWARGS = {"ngram": {"order": 1}}  # kind -> {keyword: default}
 
 
 def tokens_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -331,7 +332,7 @@ def check_closed_form(kind: str, kwargs: dict, field: str) -> None:
   if kind not in CLOSED_FORM:
     raise ValueError(f"config.{field}.model: {kind!r} is not a closed-form predictor "
                      f"{CLOSED_FORM}")
-  allowed = {"ngram": {"order"}}.get(kind, set())
+  allowed = set(CLOSED_FORM_KWARGS.get(kind, {}))
   if set(kwargs) - allowed:
     raise ValueError(f"config.{field}.model_kwargs: {sorted(set(kwargs) - allowed)} not "
                      f"accepted by {kind!r} (accepted: {sorted(allowed)})")

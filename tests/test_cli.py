@@ -8,16 +8,38 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from experiments import linear_phase
 from sgd_phases import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # A driver that parses the flags exactly as ``cli.main`` does and prints the resulting config.
 _PRINT_CONFIG = """
-import sys
 from absl import app, flags
-from ml_collections import config_flags
-config_flags.DEFINE_config_file("config", None, "", lock_config=True)
-app.run(lambda argv: print(flags.FLAGS.config.to_json()))
+from sgd_phases import cli
+app.run(lambda argv: print(flags.FLAGS.config.to_json()), flags_parser=cli.parse_flags)
+"""
+# The real entry point of every experiment, with a ``run`` that prints the config it is given:
+# ``python -c _MAIN experiments/<name>.py --workdir=... --config...``.
+_MAIN = """
+import sys
+from sgd_phases import cli
+cli.main(sys.argv.pop(1), lambda config, workdir: print("CONFIG " + config.to_json()) or {})
+"""
+# A stand-in experiment for the sweep's command: it records the config of each point.
+_RECORDING_EXPERIMENT = """
+import json, os
+from sgd_phases import config_lib, io_lib, workdir as workdir_lib
+def get_config(arg=None):
+  c = config_lib.base_config("ball2d_sinusoid", "mlp", width=8)
+  c.references.linear = config_lib.reference_config("linear")
+  return c
+def run(config, workdir):
+  io_lib.write_json(os.path.join(workdir, "summary.json"), {
+      "config": json.loads(config.to_json()),
+      "identity": workdir_lib.summary_identity(config)})
+  return {}
 """
 # experiment file: {field: (command-line text, expected value)}
 SEQUENCE_FIELDS = {
@@ -43,6 +65,61 @@ def test_every_sequence_field_is_settable_from_the_command_line():
     config = json.loads(out.strip().splitlines()[-1])
     for f, (_, expected) in SEQUENCE_FIELDS[name].items():
       assert config[f] == expected, (name, f, config[f])
+
+
+def _popen(args, **kw):
+  return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_one_parser_for_run_and_sweep_datasets_and_every_model_option(tmp_path):
+  """Through ``cli.main`` and the sweep's main: the dataset switch with its own fields, any
+  option a model accepts (in the file's model_kwargs or not, F's or a reference's), a model
+  switch bringing that model's options, and one error naming a field the model lacks."""
+  np.savez(tmp_path / "train.npz", x=np.zeros((8, 3), np.float32), y=np.arange(8) % 2)
+  np.savez(tmp_path / "test.npz", x=np.zeros((4, 3), np.float32), y=np.arange(4) % 2)
+  (tmp_path / "recording.py").write_text(_RECORDING_EXPERIMENT)
+  lp, sp = "experiments/linear_phase.py", "experiments/sequence_phases.py"
+  runs = {
+      "npz": [lp, f"--config={lp}:quick", "--config.dataset.name=npz",
+              f"--config.dataset.data_dir={tmp_path}", "--config.model_kwargs.channels=(8,16)",
+              "--config.model=cnn", "--config.references.linear.model=mlp",
+              "--config.references.linear.model_kwargs.width", "8"],
+      "transformer": [sp, f"--config={sp}:quick", "--config.model_kwargs.layer_norm=False",
+                      "--config.model_kwargs.mlp_ratio=2"],
+      "bad": [sp, "--config.model_kwargs.layer_nrm=False"],
+  }
+  procs = {k: _popen(["-c", _MAIN, *a, f"--workdir={tmp_path / k}"]) for k, a in runs.items()}
+  sweep = _popen(["-m", "experiments.sweep", f"--workdir={tmp_path / 'sw'}",
+                  f"--config={tmp_path / 'recording.py'}", "--config.dataset.name=npz",
+                  f"--config.dataset.data_dir={tmp_path}", "--config.model=transformer",
+                  "--config.model_kwargs.num_layers=1", "--sweep.model_kwargs.layer_norm=1,0",
+                  "--sweep.references.linear.model_kwargs.use_bias=False"])
+  out = {k: p.communicate(timeout=300) for k, p in procs.items()}
+  configs = {k: json.loads(o.split("CONFIG ", 1)[1].splitlines()[0])
+             for k, (o, _) in out.items() if k != "bad"}
+  npz = configs["npz"]
+  assert (npz["dataset"]["name"], npz["dataset"]["data_dir"]) == ("npz", str(tmp_path))
+  assert "width" in linear_phase.get_config("quick").model_kwargs  # mlp's, not cnn's: dropped
+  assert (npz["model"], npz["model_kwargs"]) == ("cnn", {"channels": [8, 16]})
+  assert npz["references"]["linear"]["model"] == "mlp"  # with mlp's own defaults plus width
+  assert npz["references"]["linear"]["model_kwargs"] == {"width": 8}
+  transformer = configs["transformer"]["model_kwargs"]
+  assert transformer["layer_norm"] is False and transformer["mlp_ratio"] == 2
+  assert procs["bad"].returncode == 1 and "CONFIG" not in out["bad"][0]
+  assert ("--config.model_kwargs.layer_nrm: 'layer_nrm' is not an option of model "
+          "'transformer'") in out["bad"][1] and "'layer_norm'" in out["bad"][1]
+  assert not (tmp_path / "bad").exists()
+  sweep_out, sweep_err = sweep.communicate(timeout=300)
+  assert sweep.returncode == 0, sweep_err[-2000:]
+  assert "2 done of 2 points" in sweep_out
+  for layer_norm in (True, False):
+    point = (f"model_kwargs.layer_norm={layer_norm},"
+             "references.linear.model_kwargs.use_bias=False")
+    c = json.loads((tmp_path / "sw" / point / "summary.json").read_text())["config"]
+    assert (c["dataset"]["name"], c["dataset"]["data_dir"]) == ("npz", str(tmp_path))
+    assert c["model_kwargs"] == {"num_layers": 1, "layer_norm": layer_norm}
+    assert c["references"]["linear"]["model_kwargs"] == {"use_bias": False}
 
 
 def test_a_run_prints_a_short_summary(tmp_path):

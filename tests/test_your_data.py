@@ -209,9 +209,9 @@ def test_dataset_name_flag_switches_the_dataset_section(tmp_path):
   from sgd_phases import cli
   argv = ["--config=experiments/linear_phase.py:quick", "--config.dataset.name=npz",
           "--config.dataset.data_dir=/d", "--workdir=w"]
-  assert cli._dataset_name(argv) == "npz"
-  c, rest = cli._config_for_dataset(argv, str(ROOT / "experiments/linear_phase.py"), "npz")
-  assert rest == argv[1:]  # the config file is consumed, the overrides stay
+  c, spec, rest = cli.prepare_config(argv, str(ROOT / "experiments/linear_phase.py"))
+  assert spec == "experiments/linear_phase.py:quick"
+  assert rest == argv[2:]  # the file and the switch are consumed, the overrides stay
   assert c.dataset.name == "npz" and "data_dir" in c.dataset and "fingerprint" in c.dataset
   assert c.num_steps == linear_phase.get_config("quick").num_steps  # ":quick" was applied
   _write_npz(tmp_path / "d")

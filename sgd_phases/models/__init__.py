@@ -120,6 +120,23 @@ def model_kwargs(name: str) -> tuple[str, ...]:
   return tuple(f.name for f in fields if f.init and f.name not in skip)
 
 
+def model_defaults(name: str) -> dict[str, Any]:
+  """{keyword: default} of every keyword of ``model_kwargs(name)`` (a preset's own value where
+  it sets one; ``dataclasses.MISSING`` for a keyword without a default)."""
+  allowed = model_kwargs(name)
+  constructor, preset = resolve(name), {}
+  while isinstance(constructor, functools.partial):
+    preset = {**constructor.keywords, **preset}  # the outermost preset wins
+    constructor = constructor.func
+  out = {}
+  for f in dataclasses.fields(constructor):
+    if f.name in allowed:
+      default = (f.default if f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+                 else f.default_factory())  # type: ignore[misc]
+      out[f.name] = preset.get(f.name, default)
+  return out
+
+
 def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds registry model ``name`` with ``num_classes`` logits.
 
@@ -159,6 +176,7 @@ __all__ = [
     "count_params",
     "get_model",
     "has_batch_stats",
+    "model_defaults",
     "model_kwargs",
     "register",
     "resolve",
