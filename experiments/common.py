@@ -75,8 +75,9 @@ def engine_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 def with_data(config: ml_collections.ConfigDict, dataset: Any) -> ml_collections.ConfigDict:
   """The experiment ``config`` on ``dataset`` (arrays from ``datasets.from_arrays``, or None:
-  its own), with the data's content fingerprint filled in: ``datasets.with_data``."""
-  return datasets.with_data(config, dataset)
+  its own), with its data's and user models' fingerprints filled in: ``workdir.pin``."""
+  from sgd_phases import workdir as workdir_lib
+  return workdir_lib.pin(config, dataset)
 
 
 def mnist_or_synthetic(task: str = "mnist_mlp", fallback: str = "sinusoid_hd") -> str:

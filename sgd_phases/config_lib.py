@@ -32,8 +32,10 @@ EVAL_SCHEDULES = ("log", "every")
 # Every other field is an analysis or operational option (bias_correction, null, the
 # experiments' summary options, progress, checkpoint_every, ...): a finished run is re-scored
 # from its stored predictions when only those change (train_lib.train), never retrained.
-F_FIELDS = ("dataset", "model", "model_kwargs", "loss", "optimizer", "batch_size", "num_steps",
-            "num_epochs", "seed", "num_seeds", "eval")
+# ``model_fingerprint`` (and ``references.<name>.model_fingerprint``): a user model's source
+# hash, filled in by ``workdir.pin`` (sgd_phases.models.fingerprint); absent for built-in models.
+F_FIELDS = ("dataset", "model", "model_kwargs", "model_fingerprint", "loss", "optimizer",
+            "batch_size", "num_steps", "num_epochs", "seed", "num_seeds", "eval")
 RUN_FIELDS = F_FIELDS + ("seed_strategy", "references", "t0")
 SCORING_FIELDS = ("bias_correction", "null")  # change results.npz, re-scored without training
 # Every field of ``base_config``: what the engine reads. An experiment's own fields (widths,
@@ -153,8 +155,6 @@ def _is_int(x: Any) -> bool:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks types and ranges; raises one ValueError naming the field. No compute."""
-  from sgd_phases import models
-
   for f in ("batch_size", "num_steps", "num_seeds"):
     _require(_is_int(config[f]) and config[f] >= 1, f, f"must be a positive int, got {config[f]!r}")
   _require(_is_int(config.seed) and config.seed >= 0, "seed", "must be a non-negative int")
@@ -162,9 +162,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "must be an int >= 0")
   _require(config.seed_strategy in SEED_STRATEGIES, "seed_strategy", f"not in {SEED_STRATEGIES}")
   _require(config.loss in LOSSES, "loss", f"{config.loss!r} not in {LOSSES}")
-  _require(_known_model(config.model), "model",
-           f"{config.model!r} is neither in {sorted(models.MODELS)} nor an importable "
-           "package.module:ClassName")
+  _check_model(config.model, "model")
   if config.get("num_epochs") is not None:
     _require(config.num_epochs > 0, "num_epochs", "must be > 0")
   _validate_optimizer(config.optimizer, "optimizer")
@@ -192,7 +190,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       from sgd_phases import sequence_references
       sequence_references.check_closed_form(ref.model, dict(ref.model_kwargs), field)
     elif ref.trained_on != "snapshot_at_T0":
-      _require(_known_model(ref.model), f"{field}.model", f"{ref.model!r} unknown")
+      _check_model(ref.model, f"{field}.model")
       _require(_is_int(ref.num_steps) and ref.num_steps >= 1, f"{field}.num_steps", "must be >= 1")
       _require(_is_int(ref.batch_size) and ref.batch_size >= 1, f"{field}.batch_size", "must be >= 1")
       _require(ref.loss in LOSSES, f"{field}.loss", f"not in {LOSSES}")
@@ -227,13 +225,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "distributed.initialization_timeout_s", "must be an int >= 1")
 
 
-def _known_model(name: Any) -> bool:
+def _check_model(name: Any, field: str) -> None:
+  """A registered model or an importable ``package.module:ClassName``; else one ValueError
+  naming the field and the real cause (an import error inside the module, a missing
+  ``num_classes`` field, ...)."""
   from sgd_phases import models
   try:
     models.resolve(name)
-  except ValueError:
-    return False
-  return True
+  except ValueError as e:
+    raise ValueError(f"config.{field}: {e}") from e.__cause__
 
 
 def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],
@@ -288,15 +288,19 @@ def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json())
 
 
+PINNED_FIELDS = ("model_fingerprint",)  # filled in by workdir.pin where they apply
+
+
 def identity(config: ml_collections.ConfigDict | dict[str, Any],
              fields: Iterable[str] = RUN_FIELDS) -> dict[str, Any] | None:
-  """The sub-config that identifies a run (``RUN_FIELDS``; ``F_FIELDS`` for F alone), as a
-  JSON-friendly dict; None when ``config`` is not a training config (lacks one of them)."""
+  """The sub-config of ``fields`` (``RUN_FIELDS``; ``F_FIELDS`` for F alone) as a JSON-friendly
+  dict, ``PINNED_FIELDS`` where present; None when ``config`` is not a training config (lacks
+  another of them). ``workdir.identity`` takes every identity through this, after pinning."""
   d = to_dict(config) if isinstance(config, ml_collections.ConfigDict) else config
   fields = tuple(fields)
-  if not all(f in d for f in fields):
+  if not all(f in d for f in fields if f not in PINNED_FIELDS):
     return None
-  return {f: d[f] for f in fields}
+  return {f: d[f] for f in fields if f in d}
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

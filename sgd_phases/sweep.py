@@ -46,7 +46,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from sgd_phases import config_lib, engine, eval_lib, io_lib, plotting, steps, train_lib
+from sgd_phases import engine, eval_lib, io_lib, plotting, steps, train_lib
 from sgd_phases import workdir as workdir_lib
 from sgd_phases import datasets as datasets_lib
 from sgd_phases.grid import (apply_overrides, convert_value, format_value,  # noqa: F401
@@ -65,7 +65,10 @@ def _f_dict(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   and for one recording surrogate test sets (``eval.surrogates``: never nested or shared)."""
   if "eval" in config and config.eval.get("surrogates"):
     return None
-  return config_lib.identity(config, config_lib.F_FIELDS)
+  try:
+    return workdir_lib.identity(config, "f")
+  except ValueError:  # its data or model cannot be pinned: not nested, the point fails alone
+    return None
 
 
 def f_key(config: ml_collections.ConfigDict) -> str | None:
@@ -305,7 +308,11 @@ def _finished_row(root: epath.Path, name: str, o: Mapping[str, Any],
   # point is run again: re-summarised from its finished run, re-scored, or -- where the
   # trained networks would differ -- refused by the engine naming the fields (unless
   # overwrite), never returned stale
-  changed = workdir_lib.summary_differences(root / name / SUMMARY_FILE, cfg)
+  try:  # the point's config pinned (workdir.identity), as its run recorded it
+    changed = workdir_lib.summary_differences(root / name / SUMMARY_FILE, cfg)
+  except ValueError as e:  # its data or model cannot be pinned now: run it (it fails alone)
+    logging.warning("sweep point %s: %s", name, e)
+    return None
   if changed == []:
     return _row(o, name, "done", flatten_summary(io_lib.read_json(root / name / SUMMARY_FILE)))
   if changed:

@@ -281,7 +281,7 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   (``sgd_phases.sweep``'s nested programs), asked for this config's outputs before F is
   trained here.
   """
-  config = datasets_lib.with_data(config, dataset)  # a copy, its data's fingerprint filled in
+  config = workdir_lib.pin(config, dataset)  # a copy: its data's and models' fingerprints in
   config_lib.validate(config)
   init_distributed(config)
   workdir = io_lib.path(workdir, "workdir") if workdir is not None else None

@@ -1,9 +1,29 @@
 """What a run is, and what may be reused from disk: the one owner of run identity, resume,
 re-scoring, overwrite and every cache.
 
-    ident = workdir.run_identity(config)          # the fields that make the trained networks
+    config = workdir.pin(config)                  # every content fingerprint filled in
+    ident = workdir.identity(config, "run")       # the fields that make the trained networks
     done = workdir.check(config, wd)              # Results of the same finished run, or None
     arrays = workdir.cached_npz(wd / "x.npz", ident, compute, what="F_lin")
+
+One identity mechanism. :func:`pin` is the one place a fingerprint is filled in: the dataset's
+content fingerprint (``datasets.with_data``, i.e. ``datasets.pin``) and every user model's
+source fingerprint (``model_fingerprint``, ``sgd_phases.models.fingerprint``). :func:`identity`
+is the one function every identity comes from: the fields of the pinned config that a kind of
+reuse depends on --
+
+* ``run`` (``config_lib.RUN_FIELDS``): a run's workdir (``config.json``), its reference caches,
+  an experiment's F_lin, the processes of one job (``cluster.check_same_run``);
+* ``f`` (``config_lib.F_FIELDS``): F alone, the key under which a sweep shares one trained F
+  between points (``sweep.f_key``);
+* ``experiment`` (every field but the operational ones): an experiment's summary.json, reused
+  by a sweep point.
+
+A live config (``ConfigDict``) is pinned before its fields are taken, so a config as written
+(e.g. a sweep point: an npz folder without its fingerprint yet) and the config its run recorded
+have equal identities; a stored one (a dict from config.json or a summary's ``identity``) was
+recorded pinned and is taken as it is, so changed data or model code shows up as a differing
+``dataset.fingerprint`` / ``model_fingerprint``, never as a stale match.
 
 The rule, for every artifact that something later reuses (a run's ``results.npz``, a reference
 cache, an experiment's F_lin, a sweep point's ``summary.json``): it records the identity of the
@@ -46,20 +66,73 @@ IDENTITY_KEY = "__identity__"   # the identity of a cached .npz, stored as a JSO
 SUMMARY_IDENTITY = "identity"   # the identity of an experiment's summary.json
 
 
-def run_identity(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any] | None:
-  """``config_lib.identity`` of a run, plus ``bias_correction`` where T_0 is defined by μ
-  (``t0.rule = mu_ratio``: then it decides which step "F at T_0" is)."""
+def pin(config: ml_collections.ConfigDict, data: Any = None) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with every content fingerprint filled in: the one place they are.
+
+  The dataset's (``datasets.with_data``, which also puts ``data`` -- arrays from
+  ``datasets.from_arrays`` -- in place of the config's dataset; a fingerprint given in the config
+  must match the data) and every user model's (``models.fingerprint``: F's ``model_fingerprint``
+  and each trained reference's ``references.<name>.model_fingerprint``; absent for built-in
+  models). Idempotent; a config without a ``dataset`` or ``model`` is copied as it is."""
+  from sgd_phases import datasets, models  # local import: datasets pulls in tfds
+  if "dataset" in config or data is not None:
+    c = datasets.with_data(config, data)
+  else:
+    c = config.copy_and_resolve_references()
+  locked = c.is_locked
+  c.unlock()
+  nets = [("model", c)] if "model" in c else []
+  nets += [(f"references.{k}.model", r) for k, r in c.get("references", {}).items()
+           if r.get("trained_on") not in config_lib.UNTRAINED]
+  for field, net in nets:
+    try:
+      fp = models.fingerprint(net.model)
+    except ValueError as e:
+      raise ValueError(f"config.{field}: {e}") from e.__cause__
+    if fp is not None:
+      net.model_fingerprint = fp
+    elif "model_fingerprint" in net:
+      del net["model_fingerprint"]
+  if locked:
+    c.lock()
+  return c
+
+
+IDENTITIES = ("run", "f", "experiment")
+
+
+def identity(config: ml_collections.ConfigDict | Mapping[str, Any], kind: str = "run"
+             ) -> dict[str, Any] | None:
+  """The identity of ``config`` (module doc): its ``kind`` fields after :func:`pin`.
+
+  ``run``: ``config_lib.RUN_FIELDS`` (plus ``bias_correction`` where T_0 is defined by μ,
+  ``t0.rule = mu_ratio``: then it decides which step "F at T_0" is); ``f``:
+  ``config_lib.F_FIELDS``, what F's training depends on; ``experiment``: every field but the
+  operational ones, what an experiment's summary depends on. None (run, f) for a config that is
+  not a training one. A ``ConfigDict`` is pinned first; a mapping is a stored config
+  (config.json, a summary's identity), recorded pinned, and taken as it is."""
+  if kind not in IDENTITIES:
+    raise ValueError(f"kind={kind!r} is not one of {IDENTITIES}")
+  if isinstance(config, ml_collections.ConfigDict):
+    config = pin(config)
   d = _as_dict(config)
-  ident = config_lib.identity(d)
-  if ident is not None and d.get("t0", {}).get("rule") == "mu_ratio":
+  if kind == "experiment":
+    return {k: v for k, v in d.items() if k not in OPERATIONAL_FIELDS}
+  ident = config_lib.identity(d, config_lib.RUN_FIELDS if kind == "run" else config_lib.F_FIELDS)
+  if kind == "run" and ident is not None and d.get("t0", {}).get("rule") == "mu_ratio":
     ident["bias_correction"] = d.get("bias_correction")
   return ident
 
 
+def run_identity(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any] | None:
+  """``identity(config, "run")``: what makes the trained networks and what they record."""
+  return identity(config, "run")
+
+
 def experiment_identity(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
-  """Every field of an experiment's config except the operational ones: what its summary
-  depends on (a sweep point's summary.json is reused only when this matches)."""
-  return {k: v for k, v in _as_dict(config).items() if k not in OPERATIONAL_FIELDS}
+  """``identity(config, "experiment")``: what an experiment's summary depends on (a sweep
+  point's summary.json is reused only when this matches)."""
+  return identity(config, "experiment")
 
 
 def fingerprint(identity: Any) -> str:
@@ -180,6 +253,7 @@ def check(config: ml_collections.ConfigDict, workdir: epath.Path) -> Results | N
   path = workdir / io_lib.CONFIG_FILE
   if not path.exists():
     return None
+  config = pin(config)
   old, new = io_lib.read_json(path), config_lib.to_dict(config)
   changed = differences(run_identity(old) or old, run_identity(new) or new)
   failed = (workdir / FAILED_FILE).exists()

@@ -150,11 +150,88 @@ def test_run_identity_ignores_operational_fields():
 
 def test_engine_fields_are_base_configs_and_experiments_keep_theirs_out():
   from experiments import common, kernel_regime, retention_map
-  assert set(config_lib.base_config().keys()) == set(config_lib.ENGINE_FIELDS)
+  pinned = set(config_lib.PINNED_FIELDS)  # filled in by workdir.pin where they apply
+  assert set(config_lib.base_config().keys()) == set(config_lib.ENGINE_FIELDS) - pinned
   for module, own in ((kernel_regime, {"widths", "min_bits"}),
                       (retention_map, {"noise_rates", "map_field", "map_values", "vectorize",
                                        "target_train_acc"})):
     c = module.get_config("quick")
     e = common.engine_config(c)
     assert own <= set(c.keys()) and not own & set(e.keys())
-    assert set(e.keys()) == set(config_lib.ENGINE_FIELDS) | set(common.HEADER_FIELDS)
+    assert set(e.keys()) == set(config_lib.ENGINE_FIELDS) - pinned | set(common.HEADER_FIELDS)
+
+
+# ------------------------------------------------------------------ one identity mechanism
+def test_every_identity_is_taken_from_the_pinned_config(tmp_path):
+  """Run, F and experiment identities of a config as written (npz data: no fingerprint yet)
+  equal those of the config as a run records it (pinned), so a sweep point compares equal to
+  its finished run and F's key finds the nested program's share."""
+  from sgd_phases import datasets, sweep
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 40), ("test", 20)):
+    np.savez(tmp_path / f"{split}.npz", x=rng.normal(size=(n, 3)).astype(np.float32),
+             y=rng.integers(0, 2, n))
+  c = _tiny()
+  c.dataset = datasets.default_config("npz")
+  c.dataset.data_dir = str(tmp_path)
+  pinned = workdir_lib.pin(c)
+  assert c.dataset.fingerprint is None  # pin works on a copy
+  fp = datasets.pin(c.dataset.to_dict())["fingerprint"]
+  assert pinned.dataset.fingerprint == fp is not None
+  stored = json.loads(json.dumps(config_lib.to_dict(pinned)))  # as config.json holds it
+  for kind in workdir_lib.IDENTITIES:
+    ident = workdir_lib.identity(c, kind)
+    assert ident == workdir_lib.identity(pinned, kind) == workdir_lib.identity(stored, kind)
+    assert ident["dataset"]["fingerprint"] == fp
+  assert sweep.f_key(c) == sweep.f_key(pinned)
+  summary = tmp_path / "summary.json"
+  summary.write_text(json.dumps({"identity": workdir_lib.summary_identity(pinned)}))
+  assert workdir_lib.summary_differences(summary, c) == []
+  np.savez(tmp_path / "test.npz", x=np.zeros((20, 3), np.float32), y=np.zeros(20, int))
+  assert "dataset.fingerprint" in workdir_lib.summary_differences(summary, c)[0]
+
+
+_NPZ_EXPERIMENT = '''
+"""linear_phase's quick config on a folder of .npz files (for the sweep command)."""
+from experiments import linear_phase
+from experiments.linear_phase import make_figures, run  # noqa: F401
+from sgd_phases import datasets
+
+
+def get_config(arg=None):
+  c = linear_phase.get_config("quick")
+  c.dataset = datasets.default_config("npz")
+  c.dataset.data_dir = DATA_DIR
+  c.num_steps, c.references.linear.num_steps = 60, 60
+  c.null.num_permutations, c.progress = 0, False
+  return c
+'''
+
+
+def test_a_sharded_npz_sweep_merges_every_point_as_done(tmp_path):
+  """Two shard jobs of the sweep command, then --merge: every point is done (the merge
+  compares each point's config, pinned, with its summary's identity)."""
+  import subprocess
+  import sys
+  from pathlib import Path
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(600, 4)).astype(np.float32)
+  y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype(np.int64)
+  (tmp_path / "data").mkdir()
+  np.savez(tmp_path / "data" / "train.npz", x=x[:400], y=y[:400])
+  np.savez(tmp_path / "data" / "test.npz", x=x[400:], y=y[400:])
+  exp = tmp_path / "npz_phase.py"
+  exp.write_text(_NPZ_EXPERIMENT.replace("DATA_DIR", repr(str(tmp_path / "data"))))
+  root = Path(__file__).resolve().parents[1]
+  args = [sys.executable, "-m", "experiments.sweep", f"--config={exp}",
+          f"--workdir={tmp_path / 'sw'}", "--sweep.label_noise=0.0,0.2"]
+  shards = [subprocess.Popen(args + [f"--shard={i}/2"], cwd=root, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in (0, 1)]
+  for p in shards:
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0 and "1 done of 1 points" in out, out[-2000:]
+  merged = subprocess.run(args + ["--merge"], cwd=root, capture_output=True, text=True,
+                          check=False)
+  assert merged.returncode == 0 and "2 done of 2 points" in merged.stdout, merged.stderr[-2000:]
+  summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
+  assert summary["missing"] == [] and [r["status"] for r in summary["rows"]] == ["done"] * 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -77,3 +78,115 @@ def test_register_a_model_for_code(user_module):
     assert out.shape == (4, 3)
   finally:
     models.MODELS.pop("two_layer", None)
+
+
+# ---------------------------------------------------------------------- a model's identity
+_NETS = '''
+import flax.linen as nn
+from my_pkg import blocks
+
+
+class Net(nn.Module):
+  num_classes: int
+  hidden: int = 8
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return nn.Dense(self.num_classes)(blocks.act(nn.Dense(self.hidden)(x)))
+'''
+
+
+def _write_pkg(root, act: str = "tanh", dense: str = "nn.Dense") -> None:
+  (root / "my_pkg").mkdir(exist_ok=True)
+  (root / "my_pkg" / "__init__.py").write_text("")
+  (root / "my_pkg" / "blocks.py").write_text(f"import flax.linen as nn\n\nact = nn.{act}\n")
+  (root / "my_pkg" / "nets.py").write_text(_NETS.replace("nn.Dense(self.num", f"{dense}(self.num"))
+
+
+def _forget_pkg() -> None:
+  """As a new process would: the package is imported again from its files."""
+  import importlib
+  for m in [m for m in sys.modules if m == "my_pkg" or m.startswith("my_pkg.")]:
+    del sys.modules[m]
+  importlib.invalidate_caches()
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch):
+  monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no stale .pyc after an edit
+  _write_pkg(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  yield tmp_path
+  models.MODELS.pop("my_pkg.nets:Net", None)
+  _forget_pkg()
+
+
+def test_an_edited_model_is_never_answered_with_the_old_runs_results(user_pkg, tmp_path):
+  """Edit the activation in a helper module the model imports (the parameter shapes stay):
+  the same workdir refuses the old run, naming model_fingerprint, instead of returning it."""
+  from sgd_phases import train_lib
+  from sgd_phases import workdir as workdir_lib
+  c = config_lib.base_config("ball2d_sinusoid", "my_pkg.nets:Net")
+  c.dataset.n_train, c.dataset.n_test = 64, 64
+  c.num_seeds, c.num_steps, c.batch_size, c.eval.num_points = 1, 8, 16, 2
+  c.t0.reference, c.null.num_permutations, c.progress = "", 0, False
+  c.seed_strategy = "vmap"
+  wd = tmp_path / "run"
+  train_lib.train(c, wd)
+  stored = json.loads((wd / "config.json").read_text())["model_fingerprint"]
+  assert stored == models.fingerprint("my_pkg.nets:Net")
+  _write_pkg(user_pkg, act="relu")  # same shapes, another function
+  _forget_pkg()
+  with pytest.raises(ValueError, match=r"model_fingerprint: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
+    train_lib.train(c, wd)
+  edited = workdir_lib.run_identity(c)["model_fingerprint"]
+  assert edited != stored
+  _write_pkg(user_pkg, act="tanh", dense="nn.DenseGeneral")  # the class's own file
+  _forget_pkg()
+  assert workdir_lib.run_identity(c)["model_fingerprint"] not in (stored, edited)
+  _write_pkg(user_pkg)  # back as it was: the same model again, the finished run returned
+  _forget_pkg()
+  assert workdir_lib.run_identity(c)["model_fingerprint"] == stored
+  assert train_lib.train(c, wd).arrays["predictions"].shape[0] == 1
+
+
+_CELL = '''
+import flax.linen as nn
+
+
+class CellNet(nn.Module):
+  num_classes: int
+  width: int = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return nn.Dense(self.num_classes)(nn.ACT(nn.Dense(self.width)(x)))
+'''
+
+
+def test_a_re_run_notebook_cell_re_registers_its_model(monkeypatch, caplog):
+  """A class typed into an interactive session (a module without a file): the same definition
+  registered again passes silently; an edited one replaces it, with a warning, and its
+  fingerprint differs though its parameter shapes do not."""
+  import types
+  cell = types.ModuleType("notebook_cell")  # no __file__, like a notebook's __main__
+  monkeypatch.setitem(sys.modules, "notebook_cell", cell)
+
+  def run_cell(act: str) -> type:
+    exec(_CELL.replace("ACT", act), cell.__dict__)  # noqa: S102  (a notebook cell, run)
+    return cell.CellNet
+
+  try:
+    models.register("cell_net", run_cell("relu"))
+    first = models.fingerprint("cell_net")
+    with caplog.at_level("WARNING"):
+      models.register("cell_net", run_cell("relu"))  # the cell re-run unchanged
+    assert models.fingerprint("cell_net") == first and not caplog.records
+    with caplog.at_level("WARNING"):
+      models.register("cell_net", run_cell("gelu"))  # the cell edited and re-run
+    assert models.fingerprint("cell_net") != first
+    assert "'cell_net' now names another definition" in caplog.text
+    assert models.MODELS["cell_net"] is cell.CellNet
+    assert models.fingerprint("mlp") is None  # built-ins: this package's code, by name
+  finally:
+    models.MODELS.pop("cell_net", None)

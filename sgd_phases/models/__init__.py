@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from sgd_phases.models import cnn, linear, mlp, resnet, transformer, vgg
+from sgd_phases.models import cnn, linear, mlp, resnet, source, transformer, vgg
 from sgd_phases.models.layers import CONV_IMPLS, Conv, check_num_classes, resolve_conv_impl
 
 PyTree = Any
@@ -66,40 +67,73 @@ _FIXED_KWARGS: dict[str, tuple[str, ...]] = {name: ("depth",) for name in cnn.LA
 
 
 BUILTIN: tuple[str, ...] = tuple(MODELS)
+# a user model's source hash (sgd_phases.models.source), recorded in a run's identity as
+# ``model_fingerprint`` by ``workdir.pin``; built-in models have none (this package's code)
+_FINGERPRINTS: dict[str, str] = {}
+_IMPORTED: set[str] = set()  # names registered by import path (looked up again on every use)
 
 
 def register(name: str, constructor: Callable[..., nn.Module], *, replace: bool = False) -> None:
   """Adds a model: ``constructor(num_classes=K, **model_kwargs)`` -> a Flax Linen module whose
   ``__call__(x, train=False)`` maps a batch to [B, K] logits (a Linen dataclass with a
-  ``num_classes`` field, e.g. the class itself). Built-in names are not replaced."""
+  ``num_classes`` field, e.g. the class itself). Built-in names are not replaced.
+
+  Registering a name again (a re-run notebook cell) with the same definition (the same
+  :func:`fingerprint`) is a no-op; with another definition it replaces the old one, with a
+  warning naming both fingerprints unless ``replace``: a run's identity records the
+  fingerprint, so the old definition's runs are refused or recomputed, never returned for the
+  new one (refusing would force a kernel restart for every edit of a notebook cell)."""
   if not isinstance(name, str) or not name:
     raise ValueError(f"name: must be a non-empty string, got {name!r}")
-  if name in BUILTIN or (name in MODELS and not replace):
-    raise ValueError(f"name: model {name!r} is already registered")
+  if name in BUILTIN:
+    raise ValueError(f"name: model {name!r} is already registered (a built-in model)")
   cls = _module_class(constructor)
   if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
     raise ValueError(f"{name}: {constructor!r} is not a Flax Linen module class")
   if "num_classes" not in {f.name for f in dataclasses.fields(cls)}:
     raise ValueError(f"{name}: {cls.__name__} has no num_classes field (the number of logits)")
-  MODELS[name] = constructor
+  fp = source.fingerprint(constructor)
+  old = _FINGERPRINTS.get(name)
+  if old is not None and old != fp and not replace:
+    logging.warning("models.register: %r now names another definition (fingerprint %s -> %s); "
+                    "runs of the old one will not be reused", name, old, fp)
+  MODELS[name], _FINGERPRINTS[name] = constructor, fp
+
+
+def fingerprint(name: str) -> str | None:
+  """The source fingerprint of user model ``name`` (``sgd_phases.models.source``: what it
+  hashes and why), None for a built-in model; one ValueError naming an unknown model."""
+  resolve(name)
+  return _FINGERPRINTS.get(name)
 
 
 def resolve(name: str) -> Callable[..., nn.Module]:
   """The constructor of a registered model, or of ``package.module:ClassName`` (imported and
-  registered under that name on first use: ``--config.model=my_pkg.nets:WideMLP``). One
-  ValueError naming the model otherwise."""
-  if name in MODELS:
+  registered under that name: ``--config.model=my_pkg.nets:WideMLP``; looked up in its module
+  on every use, so a reloaded module's class is the one used and fingerprinted). One
+  ValueError naming the model and the cause otherwise."""
+  if isinstance(name, str) and name in MODELS and name not in _IMPORTED:
     return MODELS[name]
-  if isinstance(name, str) and ":" in name:
-    module_name, _, attr = name.partition(":")
-    try:
-      obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-      raise ValueError(f"model {name!r}: cannot import it ({type(e).__name__}: {e})") from None
-    register(name, obj)
-    return obj
-  raise ValueError(f"model {name!r}: not a registered model {sorted(MODELS)} nor an import "
-                   "path package.module:ClassName")
+  if not (isinstance(name, str) and ":" in name):
+    raise ValueError(f"{name!r}: not a registered model {sorted(MODELS)} nor an import path "
+                     "package.module:ClassName")
+  module_name, _, attr = name.partition(":")
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name is not None and (module_name + ".").startswith(e.name + "."):
+      raise ValueError(f"{name!r}: no module named {e.name!r} (is its folder on sys.path / "
+                       "PYTHONPATH?)") from None
+    raise ValueError(f"{name!r}: importing {module_name} failed: {type(e).__name__}: {e}") from e
+  except Exception as e:  # an error inside the user's module: report it, not "not found"
+    raise ValueError(f"{name!r}: importing {module_name} failed: {type(e).__name__}: {e}") from e
+  if not hasattr(module, attr):
+    raise ValueError(f"{name!r}: module {module_name} has no attribute {attr!r}")
+  obj = getattr(module, attr)
+  if MODELS.get(name) is not obj:
+    register(name, obj, replace=True)
+    _IMPORTED.add(name)
+  return obj
 
 
 def _module_class(constructor: Callable[..., nn.Module]) -> type[nn.Module]:
@@ -174,6 +208,7 @@ __all__ = [
     "MODEL_NAMES",
     "Conv",
     "count_params",
+    "fingerprint",
     "get_model",
     "has_batch_stats",
     "model_defaults",
