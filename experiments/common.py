@@ -160,10 +160,8 @@ def early_ratio_min(mu: np.ndarray, i_fy: np.ndarray, t0: np.ndarray, min_bits: 
                     ) -> np.ndarray:
   """Per seed: min of μ/I(F_t;Y) over evaluations t ≤ T_0 with I > min_bits (NaN if none)."""
   e = np.arange(mu.shape[1])[None, :]
-  ok = (e <= t0[:, None]) & (i_fy > min_bits) & (t0[:, None] >= 0)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    ratio = np.where(ok, mu / np.where(ok, i_fy, 1.0), np.inf)
-  out = ratio.min(axis=1)
+  ratio = stats.ratio(mu, i_fy, min_bits)
+  out = np.where((e <= t0[:, None]) & np.isfinite(ratio), ratio, np.inf).min(axis=1)
   return np.where(np.isfinite(out), out, np.nan)
 
 
@@ -179,8 +177,7 @@ def summarize_linear_phase(results: Any, reference: str, min_bits: float) -> dic
       **analysis.headline(results, reference),
       "mu_over_i_min_before_t0": stats.summarize(
           early_ratio_min(m["mu"], m["i_fy"], t0, min_bits), bounded=True),
-      "departure_step": stats.summarize(
-          np.where(dep >= 0, a["steps"][np.maximum(dep, 0)], np.nan), bounded=True),
+      "departure_step": stats.summarize(stats.step_at(a["steps"], dep), bounded=True),
       "i_fy_at_t0": stats.summarize(stats.at_index(m["i_fy"], t0)),
       "test_acc_at_t0": stats.summarize(stats.at_index(a["test_acc"], t0), bounded=True),
   }

@@ -155,7 +155,7 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
   for name in names:
     mu = results.measures(name)["mu"]
     p = np.asarray(stats.plateau_index(mu, tol=tol, smooth=smooth))
-    plateau[name] = np.where(p >= 0, steps[np.maximum(p, 0)], np.nan)
+    plateau[name] = stats.step_at(steps, p)
     rung = {"name": name,
             "test_acc": stats.summarize(results.reference(name, "test_acc"), bounded=True),
             "plateau_step": stats.summarize(plateau[name], bounded=True),
@@ -163,7 +163,7 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
             "mu_max": stats.summarize(np.nanmax(mu, axis=1))}
     null = results.null(name)
     if null is not None:  # μ/I(F;Y) at the rung's plateau beside the F ⟂ G_i | Y null
-      rung["plateau_mu_over_i_vs_null"] = stats.versus_null(
+      rung["plateau_mu_over_i_vs_null"] = stats.ratio_versus_null(
           stats.at_index(mu, p), stats.at_index(null, p), stats.at_index(i_fy, p))
     rungs.append(rung)
   p_i = np.asarray(stats.plateau_index(i_fy, tol=tol, smooth=smooth))
@@ -175,8 +175,7 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
   accs = [r["test_acc"]["mean"] for r in rungs]
   return {
       "rungs": rungs,
-      "i_fy_plateau_step": stats.summarize(
-          np.where(p_i >= 0, steps[np.maximum(p_i, 0)], np.nan), bounded=True),
+      "i_fy_plateau_step": stats.summarize(stats.step_at(steps, p_i), bounded=True),
       "plateau_step_means": dict(zip(names, means)),
       "plateaus_in_order": bool(np.all(np.diff(means) >= 0)),
       "pairwise_order_fraction": float(np.mean(ordered)) if ordered else float("nan"),
@@ -223,7 +222,7 @@ def make_figures(workdir: str) -> list[str]:
       nulls[label] = res.null(name)
     p = np.asarray(stats.plateau_index(mus[label], tol=cfg.get("plateau_tol", 0.05),
                                        smooth=cfg.get("plateau_smooth", 3)))
-    plateaus[label] = np.where(p >= 0, a["steps"][np.maximum(p, 0)], -1)
+    plateaus[label] = stats.step_at(a["steps"], p, fill=-1)
   title = (f"{cfg.get('task', cfg['dataset']['name'])}: F={cfg['model']}, "
            f"{len(a['seed_ids'])} seeds, G_i on {cfg.get('references_trained_on', 'labels')}")
   fig = plotting.plot_ladder(a["steps"], res.measures(names[0])["i_fy"], mus,

@@ -114,11 +114,9 @@ def width_summary(steps: np.ndarray, t0: np.ndarray, m: dict[str, np.ndarray],
                   lin_acc: np.ndarray, min_bits: float) -> dict[str, Any]:
   """Headlines of one width from per-seed curves [S, E] and T_0 indices [S] (−1: never)."""
   dep = np.asarray(stats.departure_index(m["mu"], m["i_fy"], delta=0.1, floor=min_bits))
-  dep_step = np.where(dep >= 0, steps[np.maximum(dep, 0)], np.nan).astype(np.float64)
-  t0_step = np.where(t0 >= 0, steps[np.maximum(t0, 0)], np.nan).astype(np.float64)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    ratio = np.where(t0_step > 0, dep_step / t0_step, np.nan)
-  ratio_mu = m["mu"] / np.where(m["i_fy"] > 0, m["i_fy"], np.nan)
+  dep_step, t0_step = stats.step_at(steps, dep), stats.step_at(steps, t0)
+  ratio = stats.ratio(dep_step, t0_step)
+  ratio_mu = stats.ratio(m["mu"], m["i_fy"])
   return {
       "departure_step": stats.summarize(dep_step, bounded=True),
       "never_departs": int(np.sum(dep < 0)),

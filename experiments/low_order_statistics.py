@@ -76,10 +76,9 @@ def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
   peak = np.argmax(acc, axis=1)
   rows = np.arange(len(peak))
   reached = t0 >= 0
-  t0_step = np.where(reached, steps[np.maximum(t0, 0)], np.nan).astype(np.float64)
+  t0_step = stats.step_at(steps, t0)
   peak_step = steps[peak].astype(np.float64)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    ratio = np.where(reached & (t0_step > 0), peak_step / t0_step, np.nan)
+  ratio = stats.ratio(peak_step, t0_step)
   return {
       "acc_peak": stats.summarize(acc[rows, peak], bounded=True),
       "peak_step": stats.summarize(peak_step, bounded=True),
@@ -89,8 +88,7 @@ def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
       "acc_end": stats.summarize(acc[:, -1], bounded=True),
       "drop_from_peak": stats.summarize(acc[rows, peak] - acc[:, -1]),
       "test_acc_at_peak": stats.summarize(test_acc[rows, peak], bounded=True),
-      "mu_over_i_at_t0": stats.summarize(stats.at_index(mu, t0) / stats.at_index(i_fy, t0),
-                                         bounded=True),
+      "mu_over_i_at_t0": stats.summarize(stats.ratio_at(mu, i_fy, t0), bounded=True),
   }
 
 

@@ -86,10 +86,8 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
   end = np.full_like(t0, last)
   m_l, m_0 = results.measures("linear"), results.measures("f_t0")
   row: dict[str, Any] = {"p": float(p), "t0_found": int((t0 >= 0).sum()),
-                         "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"],
-                                                                    np.nan), bounded=True)}
-  with np.errstate(invalid="ignore", divide="ignore"):
-    ratio = m_l["mu"] / m_l["i_fy"]  # the share of what F knows about Y that L explains
+                         "t0_step": stats.summarize(stats.step_at(a["steps"], t0), bounded=True)}
+  ratio = stats.ratio(m_l["mu"], m_l["i_fy"])  # the share of what F knows about Y L explains
   for key, curve in (("mu_l", m_l["mu"]), ("mu_f_t0", m_0["mu"]), ("i_fy", m_l["i_fy"]),
                      ("mu_l_over_i_fy", ratio), ("test_acc", a["test_acc"])):
     at_t0, at_end = stats.at_index(curve, t0), stats.at_index(curve, end)
@@ -107,10 +105,10 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
   null = results.null("linear")
   if null is not None:  # μ/I(L;Y) at the peak and at the end beside the F ⟂ L | Y null
     i_ly = m_l["i_ly"][:, last]
-    row["mu_l_peak_over_i_ly_vs_null"] = stats.versus_null(peak, stats.selected_null(null),
-                                                           i_ly)
-    row["mu_l_end_over_i_ly_vs_null"] = stats.versus_null(m_l["mu"][:, last], null[:, :, last],
-                                                          i_ly)
+    row["mu_l_peak_over_i_ly_vs_null"] = stats.ratio_versus_null(
+        peak, stats.selected_null(null), i_ly)
+    row["mu_l_end_over_i_ly_vs_null"] = stats.ratio_versus_null(
+        m_l["mu"][:, last], null[:, :, last], i_ly)
     # loss from peak (peak − end ≥ 0 by construction): its null, by the same rule per draw
     row["mu_l_loss_from_peak_vs_null"] = stats.versus_null(
         peak - m_l["mu"][:, last], stats.selected_null(null, "max_minus_end", end))

@@ -15,8 +15,8 @@ at the end, μ_end/I(L;Y), the loss from peak μ_peak − μ_end (paired per see
 construction), μ_Y(F_t;F_T0) at the end, clean/noisy train and test accuracy, the first step
 where train accuracy on the noisy labels reaches ``target_train_acc`` and whether every seed
 reached it within the step cap (``interpolates``). Each μ is reported with its null
-(``stats.versus_null``: ``<m>.value``, ``<m>.null.{mean,lo,hi}``, ``<m>.p_value``,
-``<m>.excess``).
+(``stats.versus_null``; ``stats.ratio_versus_null`` for a ratio: ``<m>.value``,
+``<m>.null.{mean,lo,hi}``, ``<m>.p_value``, ``<m>.excess``).
 
 Tasks (``get_config("<task>[,quick]")``):
 
@@ -123,11 +123,13 @@ def cell_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def _with_null(observed: np.ndarray, null: np.ndarray | None,
                denominator: np.ndarray | None = None) -> dict[str, Any]:
-  """``stats.versus_null`` with its p-value lifted to the top (a summary.csv column)."""
+  """``stats.versus_null`` (bits) or, with a ``denominator``, ``stats.ratio_versus_null``, with
+  its p-value lifted to the top (a summary.csv column); the value alone without a null."""
   if null is None:
-    return {"value": stats.summarize(observed if denominator is None
-                                     else observed / denominator)}
-  v = stats.versus_null(observed, null, denominator)
+    return {"value": stats.summarize(observed) if denominator is None else
+            stats.summarize(stats.ratio(observed, denominator), bounded=True)}
+  v = (stats.versus_null(observed, null) if denominator is None else
+       stats.ratio_versus_null(observed, null, denominator))
   return {**v, "p_value": v["null"]["p_value"]}
 
 
@@ -150,7 +152,7 @@ def cell_summary(res: results.Results, target: float) -> dict[str, Any]:
     end_over_peak = end / peak
   return {
       "t0_found": int((t0 >= 0).sum()),
-      "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan), bounded=True),
+      "t0_step": stats.summarize(stats.step_at(steps, t0), bounded=True),
       # chosen over evaluations: null = the same choice per draw (stats.selected_null)
       "mu_l_peak": _with_null(peak, None if null_l is None else stats.selected_null(null_l)),
       "mu_l_peak_step": stats.summarize(steps[peak_at], bounded=True),

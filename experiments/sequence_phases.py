@@ -82,16 +82,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def _ratios(mu: np.ndarray, i_fy: np.ndarray, min_bits: float) -> np.ndarray:
-  """μ/I(F_t;Y) where I > min_bits, NaN elsewhere (any leading axes)."""
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(i_fy > min_bits, mu / np.where(i_fy > min_bits, i_fy, 1.0), np.nan)
-
-
-def _steps_at(steps: np.ndarray, idx: np.ndarray) -> np.ndarray:
-  return np.where(idx >= 0, steps[np.maximum(idx, 0)], np.nan)
-
-
 def overtake_index(mu_lo: np.ndarray, mu_hi: np.ndarray) -> np.ndarray:
   """Per seed, the first evaluation from which μ(higher) > μ(lower) at every later one
   (−1 when it never stays ahead)."""
@@ -105,7 +95,7 @@ def summarize(results: Any, ladders: list[list[str]], min_bits: float) -> dict[s
   a = results.arrays
   steps, names = a["steps"], list(results.reference_names)
   i_fy = results.measures(names[0])["i_fy"]
-  ratios = {n: _ratios(results.measures(n)["mu"], i_fy, min_bits) for n in names}
+  ratios = {n: stats.ratio(results.measures(n)["mu"], i_fy, min_bits) for n in names}
   stacked = np.stack([np.nan_to_num(ratios[n], nan=-np.inf) for n in names])  # [R, S, E]
   leader = np.where(np.isfinite(stacked.max(0)), stacked.argmax(0), -1)     # [S, E]
   out: dict[str, Any] = {"i_fy_end": stats.summarize(i_fy[:, -1]),
@@ -121,22 +111,23 @@ def summarize(results: Any, ladders: list[list[str]], min_bits: float) -> dict[s
     pred = results.reference(name)                                      # [S, N]
     entry = {
         "acc": float(np.mean(results.reference(name, "test_acc"))),
-        "peak_step": stats.summarize(_steps_at(steps, peak), bounded=True),
-        "leads_from_step": stats.summarize(_steps_at(steps, first), bounded=True),
-        "leads_until_step": stats.summarize(_steps_at(steps, last), bounded=True),
+        "peak_step": stats.summarize(stats.step_at(steps, peak), bounded=True),
+        "leads_from_step": stats.summarize(stats.step_at(steps, first), bounded=True),
+        "leads_until_step": stats.summarize(stats.step_at(steps, last), bounded=True),
         "mu_end": stats.summarize(mu[:, -1]),
         "agreement_end": stats.summarize(np.mean(a["predictions"][:, -1] == pred, -1),
                                          bounded=True),
     }
     null = results.null(name)
-    if null is not None:
-      null_ratio = _ratios(null, i_fy[None], min_bits)                  # [P, S, E]
-      entry["peak_ratio_vs_null"] = stats.versus_null(
-          stats.at_index(ratio, peak), stats.selected_null(null_ratio, "max"))
-      entry["ratio_end_vs_null"] = stats.versus_null(ratio[:, -1], null_ratio[:, :, -1])
+    if null is not None:  # the peak's null: the per-draw peak of μ₀(t)/I(t)
+      entry["peak_ratio_vs_null"] = stats.ratio_versus_null(
+          stats.at_index(ratio, peak),
+          stats.selected_null(stats.ratio(null, i_fy[None], min_bits), "max"))
+      entry["ratio_end_vs_null"] = stats.ratio_versus_null(
+          mu[:, -1], null[:, :, -1], i_fy[:, -1], floor=min_bits)
     out["references"][name] = entry
   out["overtakes"] = {
-      f"{lo}->{hi}": stats.summarize(_steps_at(steps, overtake_index(
+      f"{lo}->{hi}": stats.summarize(stats.step_at(steps, overtake_index(
           results.measures(lo)["mu"], results.measures(hi)["mu"])), bounded=True)
       for ladder in ladders for lo, hi in zip(ladder, ladder[1:]) if {lo, hi} <= set(names)}
   return out

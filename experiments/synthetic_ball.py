@@ -120,10 +120,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       "snapshot_steps": [int(steps[k]) for k in snaps],
       **head,
       "train_acc_clean_end": stats.summarize(a["train_acc_clean"][:, last], bounded=True),
-      "agreement_with_linear": {int(steps[k]): stats.summarize(agree[:, k]) for k in snaps},
+      "agreement_with_linear": {int(steps[k]): stats.summarize(agree[:, k], bounded=True)
+                                for k in snaps},
       "mu_over_i_at_snapshots": {  # μ_Y(F_t;L) / I(F_t;Y); NaN where I = 0
-          int(steps[k]): stats.summarize(stats.ratio_at(m["mu"], m["i_fy"], np.full(s, k)))
-          for k in snaps},
+          int(steps[k]): stats.summarize(stats.ratio_at(m["mu"], m["i_fy"], np.full(s, k)),
+                                         bounded=True) for k in snaps},
       "max_agreement_with_linear": stats.summarize(agree.max(axis=1), bounded=True),
       "step_of_max_agreement": stats.summarize(steps[agree.argmax(axis=1)], bounded=True),
       "agreement_with_linear_end": stats.summarize(agree[:, last], bounded=True),

@@ -89,7 +89,7 @@ def headline(results: Results, reference: str) -> dict[str, dict[str, float]]:
   """The numbers of the README table (means with 95% CIs over seeds).
 
   With null draws in the run, ``*_vs_null`` entries give the two ratios of the paper's claims
-  beside the conditional-independence null (``stats.versus_null``): μ/I(F;Y) at T_0 (the
+  beside the conditional-independence null (``stats.ratio_versus_null``): μ/I(F;Y) at T_0 (the
   linear phase) and μ_∞/I(L;Y) at the end (retention of what L explains).
   """
   a = results.arrays
@@ -98,7 +98,7 @@ def headline(results: Results, reference: str) -> dict[str, dict[str, float]]:
   last = len(a["steps"]) - 1
   end = np.full_like(t0, last)
   out = {
-      "t0_step": stats.summarize(np.where(t0 >= 0, a["t0_step"], np.nan), bounded=True),
+      "t0_step": stats.summarize(stats.step_at(a["steps"], t0), bounded=True),
       "mu_over_i_at_t0": stats.summarize(stats.ratio_at(m["mu"], m["i_fy"], t0), bounded=True),
       "mu_end_over_i_ly": stats.summarize(stats.ratio_at(m["mu"], m["i_ly"], end), bounded=True),
       "i_ly": stats.summarize(m["i_ly"][:, last]),
@@ -111,8 +111,8 @@ def headline(results: Results, reference: str) -> dict[str, dict[str, float]]:
     out["train_acc_end"] = stats.summarize(a["train_acc"][:, last], bounded=True)
   null = results.null(reference)
   if null is not None:
-    out["mu_over_i_at_t0_vs_null"] = stats.versus_null(
+    out["mu_over_i_at_t0_vs_null"] = stats.ratio_versus_null(
         stats.at_index(m["mu"], t0), stats.at_index(null, t0), stats.at_index(m["i_fy"], t0))
-    out["mu_end_over_i_ly_vs_null"] = stats.versus_null(
+    out["mu_end_over_i_ly_vs_null"] = stats.ratio_versus_null(
         m["mu"][:, last], null[:, :, last], m["i_ly"][:, last])
   return out

@@ -85,8 +85,7 @@ def score_predictions(predictions: Any, labels: Any, references: Mapping[str, An
                  "test_acc": arrays[results_lib.ref_key(name, "test_acc")]}
           for name in references}
   t0 = scoring.t0_indices(config, arrays["test_acc"], f, refs, y, k)
-  arrays.update(t0_index=t0, t0_step=np.where(t0 >= 0, st[np.maximum(t0, 0)], -1),
-                t0_reference=np.array(t0_name))
+  arrays.update(scoring.t0_arrays(config, st, t0))
   return results_lib.Results(scoring.score_run(config, arrays))
 
 
@@ -100,8 +99,7 @@ def write(results: results_lib.Results, workdir: io_lib.PathLike, started: float
       "experiment": NAME, "num_seeds": int(a["predictions"].shape[0]),
       "num_steps": int(a["steps"][-1]), "num_classes": int(a["num_classes"]),
       "t0_reference": str(a["t0_reference"]),
-      "t0_step": stats.summarize(np.where(a["t0_index"] >= 0, a["t0_step"], np.nan),
-                                 bounded=True),
+      "t0_step": stats.summarize(stats.step_at(a["steps"], a["t0_index"]), bounded=True),
       "references": {r: _reference_summary(results, r) for r in results.reference_names},
       "command": command, "wall_time_s": round(time.time() - started, 1)}
   io_lib.write_json(wd / "summary.json", summary)

@@ -152,3 +152,11 @@ def t0_indices(config: Any, test_acc: np.ndarray, predictions: np.ndarray,
     kw = dict(mu=m["mu"], i_fy=m["i_fy"], delta=config.t0.delta)
   return np.asarray(stats.t0_index(test_acc, refs[name]["test_acc"], rule=config.t0.rule,
                                    **kw), np.int64)
+
+
+def t0_arrays(config: Any, steps: np.ndarray, t0: np.ndarray) -> dict[str, np.ndarray]:
+  """``t0_index`` [S] (−1: never), ``t0_step`` [S] (its training step, −1: never) and
+  ``t0_reference`` (``config.t0.reference``, "" for none): T_0 as results.npz stores it."""
+  t0 = np.asarray(t0, np.int64)
+  return {"t0_index": t0, "t0_step": stats.step_at(steps, t0, fill=-1),
+          "t0_reference": np.array(config.t0.reference or "")}

@@ -43,7 +43,6 @@ T0_RULES = ("acc_reaches_reference", "mu_ratio")
 CI_METHODS = ("t", "bootstrap")
 
 
-# ----------------------------------------------------------------------------- t quantile
 def t_quantile(q: float, df: float) -> float:
   """Quantile of Student's t with ``df`` degrees of freedom (``scipy.stats.t.ppf``)."""
   q, df = float(q), float(df)
@@ -157,10 +156,8 @@ def summarize(values: ArrayLike, level: float = 0.95, *, bounded: bool = False
 
 # ----------------------------------------------------------------------------- the null
 def at_index(x: ArrayLike, index: ArrayLike) -> NDArray[np.float64]:
-  """``x[..., s, index[s]]`` per seed: [..., S, E] -> [..., S] float64, NaN where index = −1.
-
-  Works for per-seed curves [S, E] and for null draws [P, S, E] alike.
-  """
+  """``x[..., s, index[s]]`` per seed: [..., S, E] -> [..., S] float64, NaN where index = −1
+  (per-seed curves [S, E] and null draws [P, S, E] alike)."""
   arr = np.asarray(x, dtype=np.float64)
   idx = np.asarray(index, dtype=np.int64)
   if arr.ndim < 2 or idx.shape != arr.shape[-2:-1]:
@@ -171,57 +168,79 @@ def at_index(x: ArrayLike, index: ArrayLike) -> NDArray[np.float64]:
   return np.where(idx >= 0, vals, np.nan)
 
 
-def versus_null(observed: ArrayLike, null: ArrayLike, denominator: ArrayLike | None = None,
-                level: float = 0.95) -> dict[str, Any]:
-  """A per-seed headline beside its null distribution.
+def ratio(numerator: ArrayLike, denominator: ArrayLike, floor: float = 0.0
+          ) -> NDArray[np.float64]:
+  """numerator / denominator where denominator > ``floor``, NaN elsewhere (shapes broadcast):
+  the one definition of a share such as μ/I(F;Y) (``floor``: e.g. ``min_bits``)."""
+  num, den = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+  ok = den > floor
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
 
-  ``observed``: [S] (e.g. μ at T_0); ``null``: [P, S] draws of the same quantity under the
-  null (e.g. ``scoring.null_mu`` at the same evaluation); ``denominator``: optional [S] to report
-  ratios (e.g. I(F;Y) there, the same for observed and null: permuting L leaves it unchanged).
-  Seeds where any input is NaN are dropped from all of them (``n`` counts the rest).
 
-  Returns ``{"value": summarize(obs/den), "null": {...}, "excess": summarize(...)}`` where
-  ``null`` describes the *seed mean* under the null: its mean, the ``level`` range of the
-  seed-mean over draws (``lo``, ``hi``), and the one-sided permutation p-value
-  (1 + #{draws whose seed mean ≥ the observed seed mean}) / (1 + P); ``p_values`` are the same
-  per seed. ``excess`` is the per-seed share of what is left above the null,
-  (v − v₀)/(1 − v₀) for ratios v (= (μ − μ₀)/(I − μ₀)), or v − v₀ without a denominator, with
-  v₀ that seed's null mean.
+def step_at(steps: ArrayLike, index: ArrayLike, fill: float = np.nan) -> NDArray[Any]:
+  """The training step of each evaluation ``index`` (e.g. T_0 per seed), ``fill`` where the
+  index is −1 (never reached)."""
+  idx, st = np.asarray(index, np.int64), np.asarray(steps)
+  return np.where(idx >= 0, st[np.maximum(idx, 0)], fill)
+
+
+def versus_null(observed: ArrayLike, null: ArrayLike, level: float = 0.95) -> dict[str, Any]:
+  """A per-seed headline in its own unit (bits) beside its null: Student-t intervals and
+  ``excess`` v − v₀ (a ratio: :func:`ratio_versus_null`). Seeds with a NaN input are dropped.
+
+  ``observed``: [S] (e.g. μ at T_0); ``null``: [P, S] draws of the same quantity under the null
+  (e.g. ``scoring.null_mu`` there). Returns ``{"value": summarize(v), "null": {...},
+  "excess": summarize(v − v₀)}``, v₀ = the seed's null mean; ``null`` describes the *seed mean*
+  under the null: its mean, its ``level`` range over draws (``lo``, ``hi``), the one-sided
+  permutation p-value (1 + #{draws whose seed mean ≥ the observed one}) / (1 + P), and
+  ``p_values``, the same per seed.
   """
-  obs = np.asarray(observed, dtype=np.float64)
-  nul = np.asarray(null, dtype=np.float64)
+  return _versus_null(observed, null, level, bounded=False)
+
+
+def ratio_versus_null(observed: ArrayLike, null: ArrayLike,
+                      denominator: ArrayLike | None = None, *, floor: float = 0.0,
+                      level: float = 0.95) -> dict[str, Any]:
+  """A ratio v ≤ 1 (μ/I(F;Y), μ/I(L;Y), ...) beside its null: :func:`versus_null`'s fields,
+  with intervals that stay in range (``summarize(bounded=True)``) and ``excess`` the share of
+  what is left above the null, (v − v₀)/(1 − v₀) per seed. With ``denominator`` [S],
+  ``observed`` [S] and ``null`` [P, S] are numerators (μ and its draws: permuting L leaves I
+  unchanged), divided by :func:`ratio` with ``floor``; else they are ratios already (e.g. the
+  per-draw peak of μ₀(t)/I(t), :func:`selected_null`)."""
+  obs, nul = np.asarray(observed, np.float64), np.asarray(null, np.float64)
+  if denominator is not None:
+    den = np.asarray(denominator, dtype=np.float64)
+    if den.shape != obs.shape:
+      raise ValueError(f"denominator must have shape {obs.shape}, got {den.shape}")
+    obs, nul = ratio(obs, den, floor), ratio(nul, den, floor)
+  return _versus_null(obs, nul, level, bounded=True)
+
+
+def _versus_null(observed: ArrayLike, null: ArrayLike, level: float, bounded: bool
+                 ) -> dict[str, Any]:
+  obs, nul = np.asarray(observed, np.float64), np.asarray(null, np.float64)
   if obs.ndim != 1 or nul.ndim != 2 or nul.shape[1] != obs.shape[0]:
     raise ValueError(f"observed must be [S] and null [P, S]; got {obs.shape} and {nul.shape}")
-  den = None if denominator is None else np.asarray(denominator, dtype=np.float64)
-  if den is not None and den.shape != obs.shape:
-    raise ValueError(f"denominator must have shape {obs.shape}, got {den.shape}")
   keep = np.isfinite(obs) & np.isfinite(nul).all(axis=0)
-  if den is not None:
-    keep &= np.isfinite(den) & (den > 0)
   obs, nul = obs[keep], nul[:, keep]
-  if den is not None:
-    obs, nul = obs / den[keep], nul / den[keep]
-  nan = float("nan")
-  ratio = den is not None  # ratios (≤ 1) get intervals that stay in range
   if obs.size == 0 or nul.shape[0] == 0:
-    empty = {"mean": nan, "lo": nan, "hi": nan, "p_value": nan, "p_values": [],
-             "num_draws": int(nul.shape[0])}
-    return {"value": summarize(obs, bounded=ratio), "null": empty,
-            "excess": summarize(obs, bounded=ratio)}
+    return {"value": summarize(obs, bounded=bounded), "excess": summarize([]), "null": {
+        "mean": np.nan, "lo": np.nan, "hi": np.nan, "p_value": np.nan, "p_values": [],
+        "num_draws": nul.shape[0]}}
   seed_mean = nul.mean(axis=1)  # [P]
-  q = 50.0 * (1.0 - level), 50.0 * (1.0 + level)
-  lo, hi = np.percentile(seed_mean, q)
+  lo, hi = np.percentile(seed_mean, [50.0 * (1.0 - level), 50.0 * (1.0 + level)])
   p_all = (1.0 + np.sum(seed_mean >= obs.mean())) / (1.0 + nul.shape[0])
   p_seed = (1.0 + np.sum(nul >= obs[None, :], axis=0)) / (1.0 + nul.shape[0])
   base = nul.mean(axis=0)  # [S]
   with np.errstate(invalid="ignore", divide="ignore"):
-    excess = (obs - base) / (1.0 - base) if den is not None else obs - base
+    excess = (obs - base) / (1.0 - base) if bounded else obs - base
   return {
-      "value": summarize(obs, level, bounded=ratio),
+      "value": summarize(obs, level, bounded=bounded),
       "null": {"mean": float(seed_mean.mean()), "lo": float(lo), "hi": float(hi),
                "p_value": float(p_all), "p_values": [float(p) for p in p_seed],
                "num_draws": int(nul.shape[0])},
-      "excess": summarize(excess, level, bounded=ratio),
+      "excess": summarize(excess, level, bounded=bounded),
   }
 
 
@@ -358,10 +377,7 @@ def ratio_at(mu: ArrayLike, i_fy: ArrayLike, index: ArrayLike) -> NDArray[np.flo
     raise ValueError(f"index must have shape [S={mu_r.shape[0]}], got {idx.shape}")
   if np.any(idx >= mu_r.shape[1]) or np.any(idx < -1):
     raise ValueError(f"index entries must be in [-1, {mu_r.shape[1] - 1}], got {idx}")
-  m, i = at_index(mu_r, idx), at_index(i_r, idx)
-  ok = (idx >= 0) & (i > 0)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(ok, m / np.where(ok, i, 1.0), np.nan)
+  return ratio(at_index(mu_r, idx), at_index(i_r, idx))
 
 
 def _smooth(rows: NDArray[np.float64], window: int) -> NDArray[np.float64]:

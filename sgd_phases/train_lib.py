@@ -254,9 +254,7 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
                    key("acc"): (f == y).mean(axis=-1)})
     for name, r in refs.items():
       arrays[key("ref", name, "predictions")] = r["probe_predictions"][..., cut]
-  arrays["t0_index"] = t0
-  arrays["t0_step"] = np.where(t0 >= 0, p.eval_at[np.maximum(t0, 0)], -1)
-  arrays["t0_reference"] = np.array(config.t0.reference or "")
+  arrays.update(scoring.t0_arrays(config, p.eval_at, t0))
   return scoring.score_run(config, arrays, f_dev["predictions"])
 
 

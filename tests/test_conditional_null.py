@@ -148,7 +148,7 @@ def test_versus_null_hand_built():
   obs = np.array([0.9, 0.8, np.nan])  # the third seed has no value (e.g. T_0 not reached)
   den = np.array([1.0, 2.0, 1.0])
   null = np.array([[0.5, 1.0, 0.3], [0.3, 0.6, 0.3], [0.4, 0.8, 0.3], [0.95, 1.8, 0.3]])
-  out = stats.versus_null(obs, null, den)
+  out = stats.ratio_versus_null(obs, null, den)
   assert out["value"]["n"] == 2 and out["value"]["mean"] == pytest.approx(0.65)
   # seed means of the ratios per draw: 0.5, 0.3, 0.4, 0.925; observed mean 0.65
   assert out["null"]["mean"] == pytest.approx((0.5 + 0.3 + 0.4 + 0.925) / 4)
@@ -162,7 +162,7 @@ def test_versus_null_hand_built():
   assert out["excess"]["mean"] == pytest.approx(np.mean((v - v0) / (1 - v0)))
   lo, hi = np.percentile([0.5, 0.3, 0.4, 0.925], [2.5, 97.5])
   assert (out["null"]["lo"], out["null"]["hi"]) == pytest.approx((lo, hi))
-  # without a denominator the excess is in the observed units
+  # in bits (versus_null) the excess is in the observed units
   raw = stats.versus_null(np.array([1.0]), np.array([[0.25], [0.75]]))
   assert raw["excess"]["mean"] == pytest.approx(0.5) and raw["null"]["p_value"] == 1 / 3
   none = stats.versus_null(np.array([np.nan]), np.array([[0.1]]))

@@ -17,6 +17,30 @@ def test_overtake_index_on_hand_built_curves():
   np.testing.assert_array_equal(sequence_phases.overtake_index(lo, hi), [3, -1, 0])
 
 
+def test_summary_reports_ratios_with_the_ratio_helper():
+  """Hand-built curves: μ/I(F;Y) near 1 at the end in 3 seeds. The summary's ratio beside its
+  null stays in [0, 1] (a t interval would leave it) and its excess is (v − v₀)/(1 − v₀)."""
+  from sgd_phases import mutual_info, results, stats
+  v = np.array([0.99, 0.97, 1.0])                                 # μ/I at the end per seed
+  i_fy = np.full((3, 2), 0.5)
+  mu = np.stack([0.5 * v - 0.2, 0.5 * v], axis=1)                 # [S, E]
+  null = np.stack([np.full((3, 2), 0.5 * q) for q in (0.2, 0.4, 0.3)])  # [P, S, E]
+  arrays = {"steps": np.array([0, 10]), "reference_names": np.array(["bigram"]),
+            "predictions": np.zeros((3, 2, 4), np.int32), "test_acc": np.full((3, 2), 0.5),
+            "ref/bigram/predictions": np.zeros((3, 4), np.int32),
+            "ref/bigram/test_acc": np.full(3, 0.5), "null/bigram/mu": null}
+  for f in mutual_info.InfoMeasures._fields:
+    arrays[f"mi/bigram/{f}"] = {"mu": mu, "i_fy": i_fy}.get(f, np.zeros((3, 2)))
+  out = sequence_phases.summarize(results.Results(arrays), [], 0.01)["references"]["bigram"]
+  end = out["ratio_end_vs_null"]
+  assert end["value"]["mean"] == pytest.approx(v.mean()) and end["value"]["hi"] <= 1.0
+  assert end["excess"]["mean"] == pytest.approx(np.mean((v - 0.3) / (1 - 0.3)))
+  assert end == stats.ratio_versus_null(mu[:, -1], null[:, :, -1], i_fy[:, -1], floor=0.01)
+  peak = out["peak_ratio_vs_null"]  # the peak is the end here; its null: per-draw max
+  assert peak["value"]["hi"] <= 1.0 and peak["null"]["mean"] == pytest.approx(0.3)
+  assert peak["excess"]["mean"] == pytest.approx(np.mean((v - 0.3) / (1 - 0.3)))
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
   wd = tmp_path_factory.mktemp("seq")

@@ -2,10 +2,11 @@
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
-from sgd_phases import results, stats
+from sgd_phases import results, scoring, stats
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -208,6 +209,43 @@ def test_ratio_at():
   assert np.isnan(out[1]) and np.isnan(out[2])
   with pytest.raises(ValueError, match=r"\bindex\b"):
     stats.ratio_at(mu, i_fy, np.array([3, 0, 0]))
+
+
+def test_ratio_step_at_and_t0_arrays():
+  np.testing.assert_allclose(stats.ratio([0.2, 0.1, 0.3, 0.0], [0.4, 0.05, 0.0, -0.1]),
+                             [0.5, 2.0, np.nan, np.nan])
+  np.testing.assert_allclose(stats.ratio([0.2, 0.1], [0.4, 0.05], floor=0.1), [0.5, np.nan])
+  steps = np.array([0, 10, 20])
+  np.testing.assert_allclose(stats.step_at(steps, [2, -1, 0]), [20.0, np.nan, 0.0])
+  np.testing.assert_array_equal(stats.step_at(steps, [2, -1, 0], fill=-1), [20, -1, 0])
+  t0 = scoring.t0_arrays(ml_collections.ConfigDict({"t0": {"reference": "linear"}}), steps, np.array([1, -1]))
+  np.testing.assert_array_equal(t0["t0_step"], [10, -1])
+  assert t0["t0_index"].dtype == np.int64 and str(t0["t0_reference"]) == "linear"
+
+
+def test_ratio_versus_null_stays_in_range_and_excess_is_the_share_above_the_null():
+  """Hand-computed: three seeds' ratios near 1, whose Student-t interval leaves [0, 1]."""
+  v = np.array([0.99, 0.97, 1.0])
+  i_fy = np.array([0.5, 0.4, 0.25])
+  null_ratio = np.array([[0.2, 0.3, 0.1], [0.4, 0.1, 0.3], [0.3, 0.2, 0.2]])  # [P=3, S=3]
+  _, t_hi = scipy_stats.t.interval(0.95, 2, loc=v.mean(), scale=scipy_stats.sem(v))
+  assert t_hi > 1.0  # what a t interval on these ratios claims (the bug this guards)
+  for out in (stats.ratio_versus_null(v * i_fy, null_ratio * i_fy, i_fy),  # numerators
+              stats.ratio_versus_null(v, null_ratio)):                      # ratios already
+    assert out["value"]["mean"] == pytest.approx(v.mean())
+    assert v.min() <= out["value"]["lo"] <= out["value"]["hi"] <= 1.0
+    assert out["value"]["ci"] == "bootstrap"
+    v0 = null_ratio.mean(axis=0)  # per seed: [0.3, 0.2, 0.2]
+    assert out["excess"]["mean"] == pytest.approx(np.mean((v - v0) / (1.0 - v0)))
+    assert out["excess"]["hi"] <= 1.0
+    assert out["null"]["mean"] == pytest.approx(null_ratio.mean())
+  # floor: a seed whose denominator is at most the floor has no ratio and is dropped
+  floored = stats.ratio_versus_null(v * i_fy, null_ratio * i_fy, i_fy, floor=0.3)
+  assert floored["value"]["n"] == 2 and floored["value"]["mean"] == pytest.approx(0.98)
+  # bits: Student-t interval and excess v − v₀
+  bits = stats.versus_null(v, null_ratio)
+  assert bits["value"]["hi"] == pytest.approx(t_hi) and "ci" not in bits["value"]
+  assert bits["excess"]["mean"] == pytest.approx(np.mean(v - null_ratio.mean(axis=0)))
 
 
 def test_plateau_of_saturating_exponential():
