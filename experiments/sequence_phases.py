@@ -78,7 +78,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_seeds, c.num_steps = 2, 200
     c.dataset.length, c.dataset.test_size = 24, 32
     c.eval.num_points, c.checkpoint_every = 10, 0
-  c.dataset.train_size = c.num_steps * c.batch_size  # fresh sequences every step
+  # fresh sequences every step: a derived field (ml_collections FieldReference), so that
+  # --config.num_steps / --config.batch_size move it too; --config.dataset.train_size overrides it
+  c.dataset.train_size = c.get_ref("num_steps") * c.get_ref("batch_size")
   return c
 
 

@@ -266,9 +266,12 @@ def prepare_config(argv: Sequence[str], default_file: str | None = None
     for name, value in mine:
       prefix = name[len("config."):-len("model")] if name.endswith(".model") else None
       if name == "config.dataset.name" and value != config.dataset.get("name"):
-        old = config.dataset.to_dict()
+        old = config.dataset
         config.dataset = datasets.default_config(value)
-        config.dataset.update({k: old[k] for k in datasets.COMMON_FIELDS if k in old})
+        for k in (k for k in datasets.COMMON_FIELDS if k in old):
+          # a field's reference, not its value: a derived field (e.g. sequence_phases'
+          # train_size = num_steps × batch_size) keeps following the flags that set its sources
+          config.dataset[k] = old[k] if old[k] is None else old.get_ref(k)
       elif prefix is not None and value != _node(config, prefix, name).model:
         node = _node(config, prefix, name)
         node.model = value

@@ -14,6 +14,7 @@ are a ValueError naming the field. Values are converted to the field's type (``c
 from __future__ import annotations
 
 import ast
+import copy
 import itertools
 import re
 import zlib
@@ -120,8 +121,10 @@ def point_name(overrides: Mapping[str, Any]) -> str:
 
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with the overrides set (the input is not modified)."""
-  c = config.copy_and_resolve_references()
+  """A copy of ``config`` with the overrides set (the input is not modified). The copy keeps
+  the config's references, so a derived field (a FieldReference such as sequence_phases'
+  ``dataset.train_size``) follows an override of its sources as on the command line."""
+  c = copy.deepcopy(config)
   c.unlock()
   for path, value in overrides.items():
     node, leaf = _node(c, path)

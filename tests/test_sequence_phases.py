@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -39,6 +44,55 @@ def test_summary_reports_ratios_with_the_ratio_helper():
   peak = out["peak_ratio_vs_null"]  # the peak is the end here; its null: per-draw max
   assert peak["value"]["hi"] <= 1.0 and peak["null"]["mean"] == pytest.approx(0.3)
   assert peak["excess"]["mean"] == pytest.approx(np.mean((v - 0.3) / (1 - 0.3)))
+
+
+# Runs ``cli.main`` on sequence_phases with a ``run`` that prints the engine config it gets.
+_CLI_DRIVER = """
+import json
+from experiments import common
+from sgd_phases import cli
+def run(config, workdir):
+  c = common.engine_config(config)
+  print("CONFIG", json.dumps({k: c[k] for k in ("num_steps", "batch_size")} | {
+      "train_size": c.dataset.train_size, "dataset": c.dataset.name}))
+  return {}
+cli.main("experiments/sequence_phases.py", run)
+"""
+
+
+def test_train_size_follows_num_steps_and_batch_size_on_the_command_line(tmp_path):
+  """Fresh sequences every step: train_size = num_steps × batch_size after the flags (also when
+  the flags switch the dataset), unless train_size itself is set."""
+  cases = {("--config.num_steps=70",): 70 * 32,
+           ("--config.num_steps=70", "--config.batch_size=8"): 70 * 8,
+           ("--config.dataset.name=text", "--config.num_steps=70"): 70 * 32,
+           ("--config.num_steps=70", "--config.dataset.train_size=100"): 100}
+  root = Path(__file__).resolve().parents[1]
+  procs = {args: subprocess.Popen(
+      [sys.executable, "-c", _CLI_DRIVER, f"--workdir={tmp_path}", *args], cwd=root,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in cases}
+  for args, p in procs.items():
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, (args, err[-2000:])
+    got = json.loads(next(ln for ln in out.splitlines() if ln.startswith("CONFIG"))[7:])
+    assert got["num_steps"] == 70 and got["train_size"] == cases[args], (args, got)
+    assert got["dataset"] == ("text" if "--config.dataset.name=text" in args else "icl_markov")
+
+
+def _plugin_mi(u: np.ndarray, v: np.ndarray, k: int = 3) -> float:
+  """I(U;V) in bits from the numpy contingency table of two label arrays."""
+  joint = np.zeros((k, k))
+  np.add.at(joint, (u, v), 1)
+  joint /= joint.sum()
+  pu, pv = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
+  nz = joint > 0
+  return float((joint[nz] * np.log2(joint[nz] / (pu @ pv)[nz])).sum())
+
+
+def _plugin_cond_mi(u: np.ndarray, v: np.ndarray, w: np.ndarray, k: int = 3) -> float:
+  """I(U;V|W) = Σ_c P(W=c) I(U;V|W=c) (plug-in)."""
+  return sum(np.mean(w == c) * _plugin_mi(u[w == c], v[w == c], k) for c in range(k)
+             if np.any(w == c))
 
 
 @pytest.fixture(scope="module")
