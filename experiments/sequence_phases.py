@@ -149,7 +149,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def make_figures(workdir: str) -> list[str]:
-  """``figures/sequence_phases.png``: I(F_t;Y) and μ_Y(F_t;G_i) per reference, null bands."""
+  """``figures/sequence_phases.png``: I(F_t;Y) and μ_Y(F_t;G_i) per reference, null bands;
+  ``figures/sequence_phases_positions.png``: μ/I and I by position at four evaluations."""
   res = analysis.load(workdir)
   a = res.arrays
   cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
@@ -164,7 +165,21 @@ def make_figures(workdir: str) -> list[str]:
            f"{len(a['seed_ids'])} seeds, k={a['num_classes']}")
   fig = plotting.plot_ladder(a["steps"], res.measures(res.reference_names[0])["i_fy"], mus,
                              title=title, nulls=nulls)
-  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
+  out = [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
+  pos = {n: res.by_position(n) for n in res.reference_names}
+  if all(p is not None for p in pos.values()):  # runs scored before per-position curves: none
+    e = len(a["steps"])
+    cols = sorted({int(round(x)) for x in np.linspace(0, e - 1, 5)[1:]})  # log-spaced steps
+    i_fy = pos[res.reference_names[0]]["i_fy"][:, cols]
+    ratios = {n: stats.ratio(pos[n]["mu"][:, cols], i_fy, cfg.get("min_bits", 0.0))
+              for n in sorted(pos, key=lambda n: order.index(n) if n in order else 99)}
+    first = cfg["dataset"].get("skip_positions", 0) + 1  # the position of the first target
+    fig = plotting.plot_by_position(first + np.arange(i_fy.shape[-1]),
+                                    [f"step {a['steps'][k]}" for k in cols], i_fy, ratios,
+                                    title=f"{cfg.get('task', '')}: ")
+    out.append(plotting.save_figure(fig, io_lib.path(workdir) / "figures" /
+                                    f"{NAME}_positions.png"))
+  return out
 
 
 if __name__ == "__main__":

@@ -188,6 +188,26 @@ def plot_ladder(steps: ArrayLike, i_fy: ArrayLike, mus: Mapping[str, ArrayLike],
   return fig
 
 
+def plot_by_position(positions: ArrayLike, labels: Sequence[str], i_fy: ArrayLike,
+                     ratios: Mapping[str, ArrayLike], title: str = "",
+                     cmap: str = "viridis") -> Figure:
+  """Sequence models: one column per evaluation (``labels``, e.g. "step 500"); top: μ/I(F_t;Y)
+  per reference (``ratios[name]`` [S, C, P]) at each position t, bottom: I(F_t;Y) there
+  (``i_fy`` [S, C, P]). In-context learning shows as dependence on the position."""
+  pos, info = np.asarray(positions, np.float64).ravel(), np.asarray(i_fy, np.float64)
+  fig, axes = _new_figure(2, len(labels), panel=(3.2, 2.4), sharex=True)
+  colors = _sequential_colors(len(ratios), cmap)
+  for j, label in enumerate(labels):
+    for color, (name, r) in zip(colors, ratios.items()):
+      plot_band(axes[0, j], pos, np.asarray(r)[:, j], name, color=color, logx=False)
+    plot_band(axes[1, j], pos, info[:, j], I_FY_NAME, color="black", logx=False)
+    _style(axes[0, j], ylabel="μ_Y(F_t;L) / I(F_t;Y)" if j == 0 else None,
+           title=f"{title}{label}", legend=j == 0)
+    _style(axes[1, j], xlabel="position t", ylabel="information [bits]" if j == 0 else None,
+           legend=j == 0)
+  return fig
+
+
 def _sequential_colors(n: int, cmap: str) -> list:
   cm = colormaps[cmap]
   return [cm(x) for x in np.linspace(0.15, 0.85, max(n, 1))][:n]

@@ -9,7 +9,9 @@
 The arrays (README: results format): ``steps``, ``seed_ids``, ``y_test``, ``num_classes``,
 ``predictions`` [S, E, N], the metric buffers [S, E], ``reference_names``, and per reference
 ``ref/<r>/predictions`` [S, N] (−1 rows: undefined for that seed), ``ref/<r>/test_acc``,
-``mi/<r>/<field>`` [S, E] and ``null/<r>/mu`` [P, S, E]; ``t0_index``, ``t0_step``; and
+``mi/<r>/<field>`` [S, E] and ``null/<r>/mu`` [P, S, E]; ``t0_index``, ``t0_step``; for sequence
+data ``num_positions`` (P = T − 1 − skip scored positions per test sequence; ``predictions`` is
+sequence-major, positions last) and ``position/<r>/{mu,i_fy}`` [S, E, P]; and
 ``resolved/<choice>``: what the run's ``auto`` settings resolved to; ``run/seed`` and
 ``run/bias_correction``: the scoring inputs of the stored null (so ``analysis.add_null`` draws
 the same permutations). Every key is built by the functions below, nowhere else.
@@ -25,6 +27,9 @@ from etils import epath
 from sgd_phases import io_lib, mutual_info
 
 
+POSITION_FIELDS = ("mu", "i_fy")  # InfoMeasures fields recorded per sequence position
+
+
 # ------------------------------------------------------------------ the keys of results.npz
 def mi_key(reference: str, field: str) -> str:
   """``mi/<reference>/<field>``: an InfoMeasures field [S, E] against one reference."""
@@ -34,6 +39,11 @@ def mi_key(reference: str, field: str) -> str:
 def null_key(reference: str) -> str:
   """``null/<reference>/mu``: the conditional null's draws [P, S, E]."""
   return f"null/{reference}/mu"
+
+
+def position_key(reference: str, field: str) -> str:
+  """``position/<reference>/<field>``: ``mu`` or ``i_fy`` [S, E, P] at each sequence position."""
+  return f"position/{reference}/{field}"
 
 
 def ref_key(reference: str, what: str) -> str:
@@ -60,7 +70,8 @@ def run_key(field: str) -> str:
 def is_score_key(key: str) -> bool:
   """True for the keys that scoring writes (measures and null draws), i.e. what re-scoring
   replaces."""
-  return key.startswith(("mi/", "null/")) or (key.startswith("surrogate/") and "/mi/" in key)
+  return key.startswith(("mi/", "null/", "position/")) or (key.startswith("surrogate/") and
+                                                           "/mi/" in key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +108,13 @@ class Results:
     has none (``config.null.num_permutations = 0``; ``analysis.add_null`` adds them)."""
     self._check(reference)
     return self.arrays.get(null_key(reference))
+
+  def by_position(self, reference: str) -> dict[str, np.ndarray] | None:
+    """``{"mu", "i_fy"}`` [S, E, P] at each position of the test sequences (sequence data),
+    or None (other data, or a run scored before per-position curves were recorded)."""
+    self._check(reference)
+    keys = {f: position_key(reference, f) for f in POSITION_FIELDS}
+    return {f: self.arrays[k] for f, k in keys.items()} if keys["mu"] in self.arrays else None
 
   def reference(self, reference: str, what: str = "predictions") -> np.ndarray:
     """A reference's stored ``predictions`` [S, N] or ``test_acc`` [S]."""

@@ -43,11 +43,11 @@ def _prepare(ref_predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None
   return np.where(defined[:, None], ref, 0)[:, None, :], defined
 
 
-def _mask(x: np.ndarray, defined: np.ndarray | None) -> np.ndarray:
-  """NaN on the seed axis (the one before the last) where the reference is undefined."""
+def _mask(x: np.ndarray, defined: np.ndarray | None, after: int = 1) -> np.ndarray:
+  """NaN where the reference is undefined, on the seed axis (followed by ``after`` axes)."""
   if defined is None or defined.all():
     return x
-  return np.where(defined[:, None], x, np.nan)
+  return np.where(defined.reshape(defined.shape + (1,) * after), x, np.nan)
 
 
 def measures(predictions: np.ndarray | jax.Array, ref_predictions: np.ndarray,
@@ -60,6 +60,25 @@ def measures(predictions: np.ndarray | jax.Array, ref_predictions: np.ndarray,
                                        bias_correction=bias_correction)
   return {f: _mask(sharding.to_host(getattr(m, f)), defined)
           for f in mutual_info.InfoMeasures._fields}
+
+
+def position_measures(predictions: np.ndarray | jax.Array, ref_predictions: np.ndarray,
+                      y_test: np.ndarray, num_classes: int, num_positions: int,
+                      bias_correction: str | None = None) -> dict[str, np.ndarray]:
+  """μ_Y(F_t;L) and I(F_t;Y) [S, E, P] at each of the P scored positions of the test
+  sequences: the examples (sequence-major, positions last: N = M·P) regrouped as [.., P, M], and
+  the MI kernels batched over positions (on device). Reference rows of −1: NaN."""
+  ref, defined = _prepare(ref_predictions)
+
+  def by_position(x: Any) -> jax.Array:  # [..., M·P] -> [..., P, M]
+    x = jnp.asarray(x)
+    return jnp.swapaxes(x.reshape(x.shape[:-1] + (-1, num_positions)), -1, -2)
+
+  m = mutual_info.information_measures(by_position(predictions), by_position(ref),
+                                       by_position(y_test), num_classes,
+                                       bias_correction=bias_correction)
+  return {f: _mask(sharding.to_host(getattr(m, f)), defined, after=2)
+          for f in results_lib.POSITION_FIELDS}
 
 
 def null_mu(predictions: np.ndarray | jax.Array, ref_predictions: np.ndarray,
@@ -85,12 +104,18 @@ def null_key(seed: int, reference: str) -> jax.Array:
 # --------------------------------------------------------------------- a run's scores
 def score_reference(predictions: Any, ref_predictions: np.ndarray, y_test: np.ndarray,
                     num_classes: int, name: str, *, seed: int, num_permutations: int,
-                    bias_correction: str | None) -> dict[str, np.ndarray]:
-  """``mi/<name>/<field>`` [S, E] and, with ``num_permutations`` > 0, the conditional null
-  ``null/<name>/mu`` [P, S, E] of F's predictions against one reference (rows of −1 =
+                    bias_correction: str | None, num_positions: int = 0
+                    ) -> dict[str, np.ndarray]:
+  """``mi/<name>/<field>`` [S, E], with ``num_positions`` (sequence data) the per-position
+  ``position/<name>/{mu,i_fy}`` [S, E, P], and with ``num_permutations`` > 0 the conditional
+  null ``null/<name>/mu`` [P, S, E] of F's predictions against one reference (rows of −1 =
   undefined for that seed: NaN). ``seed``: the run's ``config.seed`` (the null's key)."""
   out = {results_lib.mi_key(name, f): v for f, v in measures(
       predictions, ref_predictions, y_test, num_classes, bias_correction).items()}
+  if num_positions:
+    out.update({results_lib.position_key(name, f): v for f, v in position_measures(
+        predictions, ref_predictions, y_test, num_classes, num_positions,
+        bias_correction).items()})
   if num_permutations > 0:
     out[results_lib.null_key(name)] = null_mu(predictions, ref_predictions, y_test, num_classes,
                                               null_key(seed, name), num_permutations,
@@ -122,7 +147,7 @@ def score_run(config: Any, arrays: Mapping[str, np.ndarray], predictions: Any = 
     a.update(score_reference(f, a[results_lib.ref_key(name, "predictions")], a["y_test"], k,
                              name, seed=int(config.seed),
                              num_permutations=int(config.null.num_permutations),
-                             bias_correction=bc))
+                             bias_correction=bc, num_positions=int(a.get("num_positions", 0))))
   kinds = sorted({key.split("/")[1] for key in a if key.startswith("surrogate/")})
   for kind in kinds:
     a.update(score_surrogate(a, kind, names, k, bc))

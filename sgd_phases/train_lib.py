@@ -236,6 +236,8 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
       "steps": p.eval_at, "seed_ids": p.seed_ids, "y_test": p.ds.y_test_flat.astype(np.int32),
       "num_classes": np.int64(p.ds.num_classes), "predictions": f_out["predictions"],
       **{k: f_out[k] for k in engine.BUFFER_KEYS}, **resolved_choices(config, p)}
+  if p.ds.y_test.ndim == 2:  # sequences [M, P]: scored per position too (scoring.score_run)
+    arrays["num_positions"] = np.int64(p.ds.y_test.shape[1])
   grid = 0 if p.probe is None else len(p.probe)
   if p.probe is not None:
     arrays["probe_inputs"] = p.probe

@@ -119,19 +119,7 @@ def test_quick_run_stores_positions_references_nulls_and_the_figure(quick_run):
   np.testing.assert_array_equal(a["y_test"], tokens[:, 1:].ravel())
   # μ recomputed independently (plug-in MI from a numpy contingency table) at the end
   f, l, y = a["predictions"][0, -1], res.reference("unigram")[0], a["y_test"]
-
-  def mi(u, v):
-    joint = np.zeros((3, 3))
-    np.add.at(joint, (u, v), 1)
-    joint /= joint.sum()
-    pu, pv = joint.sum(1, keepdims=True), joint.sum(0, keepdims=True)
-    nz = joint > 0
-    return float((joint[nz] * np.log2(joint[nz] / (pu @ pv)[nz])).sum())
-
-  def cond_mi(u, v, w):
-    return sum(np.mean(w == c) * mi(u[w == c], v[w == c]) for c in range(3) if np.any(w == c))
-
-  mu = mi(f, y) - cond_mi(f, y, l)
+  mu = _plugin_mi(f, y) - _plugin_cond_mi(f, y, l)
   assert res.measures("unigram")["mu"][0, -1] == pytest.approx(mu, abs=1e-5)
   assert res.null("bigram").shape[1:] == (2, len(a["steps"]))
   for name in ("unigram", "bigram", "bayes"):
@@ -140,6 +128,28 @@ def test_quick_run_stores_positions_references_nulls_and_the_figure(quick_run):
     assert 0 < entry["acc"] < 1
   assert "unigram->bigram" in summary["overtakes"]
   assert (wd / "figures" / "sequence_phases.png").exists()
+
+
+def test_per_position_curves_match_a_numpy_plug_in_estimate(quick_run):
+  """position/<ref>/{mu,i_fy} [S, E, T−1]: μ and I(F_t;Y) over the test sequences at one
+  position t, recomputed here from the stored flat predictions (sequence-major)."""
+  _, wd = quick_run
+  res = analysis.load(wd)
+  a = res.arrays
+  s, e, n = a["predictions"].shape
+  p = sequence_phases.get_config("quick").dataset.length - 1
+  assert int(a["num_positions"]) == p
+  f, y = a["predictions"].reshape(s, e, n // p, p), a["y_test"].reshape(n // p, p)
+  for name in ("unigram", "bigram"):
+    pos = res.by_position(name)
+    assert pos["mu"].shape == pos["i_fy"].shape == (s, e, p)
+    ref = res.reference(name).reshape(s, n // p, p)
+    for si, ei, t in [(0, e - 1, 0), (1, e - 1, 1), (1, e // 2, p // 2), (0, e - 1, p - 1)]:
+      u, v, w = f[si, ei, :, t], y[:, t], ref[si, :, t]
+      assert pos["i_fy"][si, ei, t] == pytest.approx(_plugin_mi(u, v), abs=1e-5)
+      assert pos["mu"][si, ei, t] == pytest.approx(
+          _plugin_mi(u, v) - _plugin_cond_mi(u, v, w), abs=1e-5)
+  assert (wd / "figures" / "sequence_phases_positions.png").exists()
 
 
 def test_closed_form_reference_fields_are_validated():
