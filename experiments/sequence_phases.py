@@ -12,8 +12,10 @@ Tasks (``--config=experiments/sequence_phases.py:<task>[,quick]``):
                  et al. 2024): references in-context unigram, in-context bigram, Bayes
   markov_source  one fixed order-2 source over 3 states: the n-gram ladder G_1..G_3 (fitted
                  on the training sequences; G_1 is constant, G_3 has Bayes' order) and Bayes
-  text           a text file (``--config.dataset.path=``), character level: n-grams 1..3 and
-                 the in-context unigram / bigram
+  text           a text file (``--config.dataset.path=``) or a public-domain corpus that a
+                 package ships (``--config.dataset.corpus=kjv``: the King James Bible,
+                 ``sgd_phases.datasets.corpora``), character level: n-grams 1..3 and the
+                 in-context unigram / bigram
 
 F: a 2-layer attention-only transformer (d_model 32, one head, learned positions), Adam, fresh
 training sequences every step (``train_size = num_steps × batch_size``). Summary, per

@@ -33,7 +33,7 @@ from etils import epath
 from ml_collections import config_dict
 
 from sgd_phases import io_lib
-from sgd_phases.datasets import base, sources
+from sgd_phases.datasets import base, corpora, sources
 
 RngLike = np.random.Generator | int
 
@@ -294,6 +294,8 @@ def default_config(name: str):
     c.order = 2  # n: the next token depends on the previous n
   if name == "text":
     c.path = ""  # a UTF-8 text file (local path or URI); vocabulary from the training split
+    # or a public-domain corpus that a package ships (datasets.corpora.CORPORA: "kjv")
+    c.corpus = ""
     c.test_fraction = 0.1  # the file's last fraction of windows is the test split
     # sha256 of the file's bytes (16 hex digits), filled in by a run (datasets.pin); a value
     # given here must match the file
@@ -317,11 +319,17 @@ def _read_text(path: str) -> tuple[str, str]:
 
 
 def read_text(config) -> tuple[str, str]:
-  """The text of a ``text`` dataset's ``path`` and its fingerprint (sha256 of the bytes);
-  one ValueError naming ``path`` for anything but a readable UTF-8 file."""
+  """The text of a ``text`` dataset's ``path`` (or ``corpus``) and its fingerprint (sha256 of
+  the bytes); one ValueError naming ``path`` for anything but a readable UTF-8 file."""
+  if config.get("corpus"):
+    if config["path"]:
+      raise ValueError(f"corpus={config['corpus']!r}, path={config['path']!r}: set one of them")
+    text = corpora.text(config["corpus"])
+    return text, sources.digest([text])
   path = config["path"]
   if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-    raise ValueError(f"path={path!r}: name=text needs a UTF-8 text file")
+    raise ValueError(f"path={path!r}: name=text needs a UTF-8 text file (or a corpus: "
+                     f"{sorted(corpora.CORPORA)})")
   path = io_lib.check_location(path, "path")
   if io_lib.is_local(path):
     path = os.path.abspath(os.path.expanduser(path))
