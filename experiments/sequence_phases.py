@@ -54,6 +54,7 @@ TASKS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[str, dict]], list[li
 # (ngram1, the most frequent training token, is a constant predictor: μ_Y(F;ngram1) = 0 at
 # every step, so it is drawn and summarised but has no overtaking step.)
 DEFAULT_TASK = "icl_markov"
+MIN_BITS = 0.01  # default min_bits (the figures use it: config.json holds the engine's fields)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -75,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.experiment = NAME
   c.task = task
   c.quick = quick
-  c.min_bits = 0.01  # ratios μ/I only where I(F_t;Y) > min_bits
+  c.min_bits = MIN_BITS  # ratios μ/I only where I(F_t;Y) > min_bits
   if quick:  # seconds on CPU
     c.num_seeds, c.num_steps = 2, 200
     c.dataset.length, c.dataset.test_size = 24, 32
@@ -167,21 +168,30 @@ def make_figures(workdir: str) -> list[str]:
            f"{len(a['seed_ids'])} seeds, k={a['num_classes']}")
   fig = plotting.plot_ladder(a["steps"], res.measures(res.reference_names[0])["i_fy"], mus,
                              title=title, nulls=nulls)
-  out = [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png"),
+          *_position_figure(res, order, cfg, workdir)]
+
+
+def _position_figure(res: Any, order: list[str], cfg: dict[str, Any], workdir: str
+                     ) -> list[str]:
+  """``figures/sequence_phases_positions.png``: μ/I and I(F_t;Y) by position at four
+  evaluations, log-spaced among those where F knows something (I(F_t;Y) over every position
+  > MIN_BITS; per position, with M sequences and K tokens, the plug-in I has a bias ~K²/M)."""
   pos = {n: res.by_position(n) for n in res.reference_names}
-  if all(p is not None for p in pos.values()):  # runs scored before per-position curves: none
-    e = len(a["steps"])
-    cols = sorted({int(round(x)) for x in np.linspace(0, e - 1, 5)[1:]})  # log-spaced steps
-    i_fy = pos[res.reference_names[0]]["i_fy"][:, cols]
-    ratios = {n: stats.ratio(pos[n]["mu"][:, cols], i_fy, cfg.get("min_bits", 0.0))
-              for n in sorted(pos, key=lambda n: order.index(n) if n in order else 99)}
-    first = cfg["dataset"].get("skip_positions", 0) + 1  # the position of the first target
-    fig = plotting.plot_by_position(first + np.arange(i_fy.shape[-1]),
-                                    [f"step {a['steps'][k]}" for k in cols], i_fy, ratios,
-                                    title=f"{cfg.get('task', '')}: ")
-    out.append(plotting.save_figure(fig, io_lib.path(workdir) / "figures" /
-                                    f"{NAME}_positions.png"))
-  return out
+  if any(p is None for p in pos.values()):  # a run scored before per-position curves
+    return []
+  i_all = pos[res.reference_names[0]]["i_fy"]                              # [S, E, P]
+  ok = np.flatnonzero(np.nanmean(res.measures(res.reference_names[0])["i_fy"], 0) > MIN_BITS)
+  if not ok.size:
+    return []
+  cols = sorted({int(ok[round(x)]) for x in np.linspace(0, len(ok) - 1, 4)})
+  ratios = {n: stats.ratio(pos[n]["mu"][:, cols], i_all[:, cols], MIN_BITS)
+            for n in sorted(pos, key=lambda n: order.index(n) if n in order else 99)}
+  first = cfg["dataset"].get("skip_positions", 0) + 1  # the position of the first target
+  fig = plotting.plot_by_position(first + np.arange(i_all.shape[-1]),
+                                  [f"step {res.steps[k]}" for k in cols], i_all[:, cols],
+                                  ratios, title=f"{cfg.get('task', '')}: ")
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}_positions.png")]
 
 
 if __name__ == "__main__":
