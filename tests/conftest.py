@@ -13,11 +13,13 @@ from sgd_phases.datasets import tfds_images
 
 @pytest.fixture
 def mock_tfds(monkeypatch):
-  """``tfds.testing.mock_data`` with its batched read fixed.
+  """``tfds.testing.mock_data`` with its batched read fixed, every dataset counting as prepared.
 
   In tfds 4.9.10 mock_data installs ``__getitems__`` on a MagicMock as a plain attribute, so it
   is called without ``self`` and fails; single-item reads work. We swap in a version that does not
-  need ``self`` (only the unserialised path is used by data sources).
+  need ``self`` (only the unserialised path is used by data sources). A built-in dataset
+  without ``data_dir`` reads a prepared TFDS copy and otherwise downloads the original files:
+  here the mocked copy is the prepared one.
   """
   import tensorflow_datasets as tfds
   from tensorflow_datasets.testing import mocking
@@ -27,6 +29,7 @@ def mock_tfds(monkeypatch):
     return [generator[k] for k in args[-1]]
 
   monkeypatch.setattr(mocking, "_getitems", getitems)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
   tfds_images.clear_cache()
   yield tfds
   tfds_images.clear_cache()

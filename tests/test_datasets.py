@@ -315,7 +315,8 @@ def test_idx_cache_reused(idx_cache, monkeypatch):
     raise AssertionError("the cached build should have been reused")
 
   monkeypatch.setattr(local_idx, "build", no_rebuild)
-  root, builder_name = local_idx.prepare("mnist", cfg["data_dir"], idx_cache)
+  root, builder_name, _ = local_idx.prepare("mnist", local_idx.idx_files(cfg["data_dir"]),
+                                            idx_cache)
   assert info.is_relative_to(root) and builder_name == "local_mnist"
   source = tfds.data_source(builder_name, split="train", data_dir=str(root), download=False)
   assert [int(r["label"]) for r in source.__getitems__([0, 1, 2, 3, 4])] == [5, 0, 4, 1, 9]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import finished_run
 from experiments import linear_phase
 from sgd_phases import config_lib, datasets, train_lib
 from sgd_phases.datasets import cifar_tarball, tfds_images
@@ -301,10 +302,26 @@ def test_tfds_dataset_feeds_a_quick_run(fake_tfds, tmp_path):
     ({"test_split": "validation"}, r"^test_split='validation'"),
     ({"classes": [[0, 7]]}, r"^classes="),
     ({"name": "tfds:fake_shapes/no_such_config"}, r"^name='tfds:fake_shapes/no_such_config'"),
+    ({"label_key": "image"}, r"^label_key='image': Image is not a ClassLabel of TFDS dataset "
+                             r"'fake_shapes/small'$"),  # the name, not a literal {name!r}
 ])
 def test_tfds_bad_fields_are_named(fake_tfds, fields, pattern):
   with pytest.raises(ValueError, match=pattern):
     datasets.get_dataset({"name": "tfds:fake_shapes/small", "tfds_dir": fake_tfds, **fields})
+
+
+def test_tfds_dataset_is_pinned_by_name_version_and_splits(fake_tfds):
+  """A ``tfds:`` dataset's fingerprint names what TFDS provides: its full name (config and
+  version), the splits and features read, and the prepared copy's dataset_info.json."""
+  cfg = {"name": "tfds:fake_shapes/small", "tfds_dir": fake_tfds}
+  pinned = datasets.pin(cfg)["fingerprint"]
+  assert len(pinned) == 16 and datasets.pin(cfg)["fingerprint"] == pinned  # stable
+  others = {datasets.pin({**cfg, **f})["fingerprint"] for f in (
+      {"train_split": "train[:50%]"}, {"test_split": "train"}, {"label_key": "coarse"})}
+  assert pinned not in others and len(others) == 3
+  with pytest.raises(ValueError, match=r"^fingerprint='0000000000000000': the data read from "
+                                       r"tfds_dir="):
+    datasets.get_dataset({**cfg, "fingerprint": "0" * 16})
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 tarball
@@ -386,3 +403,102 @@ def test_cifar10_tarball_refuses_code_and_bad_files(tmp_path):
     cifar_tarball.read(tmp_path / "t.tar.gz")
   with pytest.raises(ValueError, match=r"^data_dir=.*does not exist"):
     cifar_tarball.read(tmp_path / "nowhere")
+
+
+def _binary_tarball(path: Path, x_train, y_train, x_test, y_test) -> None:
+  """The binary version's layout (cifar-10-binary.tar.gz, what TFDS downloads), built here
+  from the page's description: records of a label byte and the 3072 planar image bytes."""
+  def batch(x, y):
+    planes = x.transpose(0, 3, 1, 2).reshape(len(y), 3072)
+    return np.concatenate([y[:, None].astype(np.uint8), planes], axis=1).tobytes()
+
+  parts = np.array_split(np.arange(len(y_train)), 5)
+  with tarfile.open(path, "w:gz") as tar:
+    for name, data in [*[(f"data_batch_{k + 1}.bin", batch(x_train[p], y_train[p]))
+                         for k, p in enumerate(parts)], ("test_batch.bin", batch(x_test, y_test))]:
+      info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+
+
+def test_cifar10_binary_tarball_reads_like_the_python_one(tmp_path):
+  expected = _tarball(tmp_path / cifar_tarball.TARBALL)
+  (tmp_path / "bin").mkdir()
+  _binary_tarball(tmp_path / "bin" / cifar_tarball.BINARY_TARBALL, *expected)
+  for location in (tmp_path / "bin", tmp_path / "bin" / cifar_tarball.BINARY_TARBALL):
+    for got, want in zip(cifar_tarball.read(location), expected):
+      np.testing.assert_array_equal(got, want)
+  with tarfile.open(tmp_path / "bin" / cifar_tarball.BINARY_TARBALL) as tar:
+    tar.extractall(tmp_path / "x", filter="data")
+  np.testing.assert_array_equal(cifar_tarball.read(tmp_path / "x")[0], expected[0])
+  with tarfile.open(tmp_path / "cut.tar.gz", "w:gz") as tar:  # records cut short
+    info = tarfile.TarInfo("cifar-10-batches-bin/test_batch.bin")
+    info.size = 3073 * 2 + 5
+    tar.addfile(info, io.BytesIO(bytes(info.size)))
+    for k in range(1, 6):
+      info = tarfile.TarInfo(f"cifar-10-batches-bin/data_batch_{k}.bin")
+      info.size = 3073
+      tar.addfile(info, io.BytesIO(bytes(3073)))
+  with pytest.raises(ValueError, match=r"^data_dir: test_batch holds 6151 bytes, not a whole"):
+    cifar_tarball.read(tmp_path / "cut.tar.gz")
+
+
+class _Declared:
+  """Pickles as numpy's ``_reconstruct(ndarray, shape, dtype)``, with the state ``state``
+  (None: none, as a tampered file may leave it) -- an array the file declares."""
+
+  def __init__(self, shape, state=None):
+    self.shape, self.state = shape, state
+
+  def __reduce__(self):
+    rebuild = (np._core.multiarray._reconstruct, (np.ndarray, self.shape, np.dtype("u1")))
+    return rebuild if self.state is None else (*rebuild, self.state)
+
+
+def _declared_tarball(path: Path, data) -> None:
+  batch = pickle.dumps({b"data": data, b"labels": [0] * 20_000}, protocol=2)
+  with tarfile.open(path, "w:gz") as tar:
+    for name in (*cifar_tarball.TRAIN_BATCHES, cifar_tarball.TEST_BATCH):
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+      info.size = len(batch)
+      tar.addfile(info, io.BytesIO(batch))
+
+
+@pytest.mark.parametrize("data, pattern", [
+    (_Declared((20_000, 3072)), "declares an array without its data"),
+    (_Declared((0,), (1, (20_000, 3072), np.dtype("u1"), False, bytes(3072))),
+     r"declares an array of shape \(20000, 3072\) \(uint8\) but holds 3072 bytes"),
+])
+def test_cifar10_tarball_declaring_120k_images_is_refused_with_small_memory(tmp_path, data,
+                                                                              pattern):
+  """A 2 kB tarball whose batches declare 20,000 images each and hold none (or one): refused
+  before anything of that size is allocated (it used to return 120,000 images of
+  uninitialised memory, and larger declarations ended in an out-of-memory kill)."""
+  import tracemalloc
+  _declared_tarball(tmp_path / "t.tar.gz", data)
+  assert (tmp_path / "t.tar.gz").stat().st_size < 4000
+  tracemalloc.start()
+  try:
+    with pytest.raises(ValueError, match=rf"^data_dir: data_batch_1 {pattern}"):
+      cifar_tarball.read(tmp_path / "t.tar.gz")
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 8 << 20  # bytes; one declared batch alone would be 61 MB
+
+
+def test_cifar10_is_pinned_by_the_batches_bytes(tmp_path):
+  """The tarball and its extracted folder are the same content; a changed tarball under the
+  same path is another run, refused naming ``dataset.fingerprint``."""
+  _tarball(tmp_path / cifar_tarball.TARBALL, n_train=50, n_test=20)
+  with tarfile.open(tmp_path / cifar_tarball.TARBALL) as tar:
+    tar.extractall(tmp_path / "x", filter="data")
+  c = _quick()
+  c.dataset = datasets.default_config("cifar10")
+  c.dataset.data_dir = str(tmp_path)
+  pinned = datasets.pin(c.dataset)["fingerprint"]
+  assert datasets.pin({**c.dataset.to_dict(), "data_dir": str(tmp_path / "x")})[
+      "fingerprint"] == pinned
+  finished_run.refused_after_change(
+      c, tmp_path / "run", lambda: _tarball(tmp_path / cifar_tarball.TARBALL, n_train=60,
+                                            n_test=20))

@@ -58,6 +58,8 @@ DATASETS: dict[str, Builder] = {
 # generated from its config, which is then its whole identity.
 Fingerprint = Callable[[Mapping[str, Any]], str | None]
 FINGERPRINTS: dict[str, Fingerprint] = {
+    **{n: tfds_images.fingerprint for n in tfds_images.IMAGE_DATASETS},
+    tfds_images.TFDS_PREFIX: tfds_images.fingerprint,  # every tfds:<name>
     "arrays": user_data.fingerprint,
     "npz": user_data.fingerprint,
     "text": sequences.fingerprint,
@@ -139,7 +141,9 @@ def pin(config: Mapping[str, Any] | ml_collections.ConfigDict) -> dict[str, Any]
   fingerprint is part of its identity: changed data is another run, never old numbers.
   """
   resolved = resolve_config(config)
-  fingerprint_of = FINGERPRINTS.get(resolved["name"])
+  name = resolved["name"]
+  fingerprint_of = FINGERPRINTS.get(
+      tfds_images.TFDS_PREFIX if tfds_images.is_tfds_name(name) else name)
   found = fingerprint_of(resolved) if fingerprint_of else None
   out = dict(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config)
   if found is None:

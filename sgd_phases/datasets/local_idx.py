@@ -1,9 +1,11 @@
 """TFDS builders for MNIST-format IDX files on local disk (no download, no TensorFlow).
 
-:func:`prepare` turns a folder holding the four original IDX ``.gz`` files into an array_record
-TFDS dataset, once, under a cache folder; afterwards it is read like any TFDS dataset::
+:func:`prepare` turns the four original IDX ``.gz`` files (a folder holding them,
+:func:`idx_files`, or the files TFDS's download manager fetched) into an array_record TFDS
+dataset, once, under a cache folder; afterwards it is read like any TFDS dataset::
 
-    root, builder_name = local_idx.prepare("mnist", "../shared/data/mnist", cache_dir)
+    files = local_idx.idx_files("../shared/data/mnist")     # key -> path, checked
+    root, builder_name, fingerprint = local_idx.prepare("mnist", files, cache_dir)
     ds = tfds.data_source(builder_name, split="train", data_dir=root, download=False)
 
 The builders (:class:`LocalMnist`, :class:`LocalFashionMnist`) are ordinary
@@ -14,7 +16,8 @@ numpy arrays to PNG, and raw bytes halve build and read time. ``disable_shufflin
 original IDX order (first MNIST train labels 5, 0, 4, 1, 9).
 
 Cache layout: ``<cache_dir>/<fingerprint>/<builder_name>/1.0.0/`` where the fingerprint is a hash
-of the four files' bytes, so a different source folder never reuses a stale build. A build is
+of the four files' bytes (also the dataset's content fingerprint, ``datasets.pin``), so different
+files never reuse a stale build. A build is
 written under ``<cache_dir>/.tmp-<random>/`` and renamed into place when complete, so nothing
 half-written is ever read; leftover ``.tmp-*`` folders from interrupted builds are ignored.
 """
@@ -22,14 +25,13 @@ half-written is ever read; leftover ``.tmp-*`` folders from interrupted builds a
 from __future__ import annotations
 
 import gzip
-import hashlib
 import inspect
 import logging
 import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
 from sgd_phases import io_lib
+from sgd_phases.datasets import sources
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -49,9 +52,18 @@ _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 _VERSION = "1.0.0"
 
 
-def missing_files(idx_dir: str | os.PathLike) -> list[str]:
-  """Names of the four IDX files that are absent from ``idx_dir``."""
-  return [f for f in IDX_FILES.values() if not (epath.Path(idx_dir) / f).is_file()]
+def idx_files(idx_dir: str | os.PathLike) -> dict[str, epath.Path]:
+  """The four IDX files of the folder ``idx_dir`` (key of ``IDX_FILES`` -> path); one
+  ValueError naming ``data_dir`` when it is not a folder holding them."""
+  idx_dir = epath.Path(idx_dir)
+  if io_lib.is_local(idx_dir):
+    idx_dir = idx_dir.expanduser().resolve()
+  if not idx_dir.is_dir():
+    raise ValueError(f"data_dir={os.fspath(idx_dir)!r} is not a folder")
+  missing = [f for f in IDX_FILES.values() if not (idx_dir / f).is_file()]
+  if missing:
+    raise ValueError(f"data_dir={os.fspath(idx_dir)!r} lacks the IDX files {missing}")
+  return {key: idx_dir / f for key, f in IDX_FILES.items()}
 
 
 def read_idx(path: str | os.PathLike, images: bool) -> np.ndarray:
@@ -78,14 +90,14 @@ def read_idx(path: str | os.PathLike, images: bool) -> np.ndarray:
 
 
 class _LocalIdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """MNIST-like dataset from local IDX files; ``idx_dir`` is only needed to build."""
+  """MNIST-like dataset from local IDX files; ``files`` (key -> path) is only needed to build."""
 
   VERSION = tfds.core.Version(_VERSION)
   RELEASE_NOTES = {_VERSION: "Built from the original IDX .gz files on local disk."}
   HOMEPAGE = ""
 
-  def __init__(self, *, idx_dir: str | os.PathLike | None = None, **kwargs):
-    self._idx_dir = None if idx_dir is None else epath.Path(idx_dir)
+  def __init__(self, *, files: Mapping[str, epath.Path] | None = None, **kwargs):
+    self._files = files
     super().__init__(**kwargs)
 
   @tfds_utils.classproperty
@@ -113,13 +125,13 @@ class _LocalIdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    if self._idx_dir is None:
-      raise ValueError("data_dir: the IDX folder is required to build this dataset")
+    if self._files is None:
+      raise ValueError("data_dir: the IDX files are required to build this dataset")
     return {"train": self._generate_examples("train"), "test": self._generate_examples("test")}
 
   def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
-    images = read_idx(self._idx_dir / IDX_FILES[f"{split}_images"], images=True)
-    labels = read_idx(self._idx_dir / IDX_FILES[f"{split}_labels"], images=False)
+    images = read_idx(self._files[f"{split}_images"], images=True)
+    labels = read_idx(self._files[f"{split}_labels"], images=False)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28, 1):
       raise ValueError(f"data_dir: {split} images {images.shape} do not match labels "
                        f"{labels.shape} or are not 28x28")
@@ -143,50 +155,40 @@ BUILDERS: dict[str, type[_LocalIdxBuilder]] = {
     "mnist": LocalMnist, "fashion_mnist": LocalFashionMnist}
 
 
-def fingerprint(idx_dir: str | os.PathLike) -> str:
-  """Short hash of the four IDX files' bytes (identifies a build in the cache)."""
-  h = hashlib.sha256()
-  for key in sorted(IDX_FILES):
-    h.update(IDX_FILES[key].encode())
-    h.update((epath.Path(idx_dir) / IDX_FILES[key]).read_bytes())
-  return h.hexdigest()[:16]
+def fingerprint(files: Mapping[str, epath.Path]) -> str:
+  """Short hash of the four IDX files' bytes (identifies a build in the cache and the
+  dataset's content)."""
+  return sources.digest(p for key in sorted(IDX_FILES)
+                        for p in (IDX_FILES[key], epath.Path(files[key]).read_bytes()))
 
 
-def prepare(name: str, idx_dir: str | os.PathLike, cache_dir: str | os.PathLike
-            ) -> tuple[Path, str]:
-  """Builds (once) the TFDS dataset for ``name`` from ``idx_dir``; returns (data_dir, builder).
+def prepare(name: str, files: Mapping[str, epath.Path], cache_dir: str | os.PathLike
+            ) -> tuple[Path, str, str]:
+  """Builds (once) the TFDS dataset for ``name`` from the four IDX ``files`` (key of
+  ``IDX_FILES`` -> path, local or URI); returns (data_dir, builder name, fingerprint).
 
-  ``idx_dir`` may be a URI (read through epath); ``cache_dir``, where the array_record files are
-  built and read, is a local folder. Raises ValueError naming ``data_dir`` if files are missing
-  or are not valid IDX files.
+  ``cache_dir``, where the array_record files are built and read, is a local folder. Raises
+  ValueError naming ``data_dir`` if the files are not valid IDX files.
   """
-  idx_dir = epath.Path(idx_dir)
-  if io_lib.is_local(idx_dir):
-    idx_dir = idx_dir.expanduser().resolve()
-  if not idx_dir.is_dir():
-    raise ValueError(f"data_dir={os.fspath(idx_dir)!r} is not a folder")
-  missing = missing_files(idx_dir)
-  if missing:
-    raise ValueError(f"data_dir={os.fspath(idx_dir)!r} lacks the IDX files {missing}")
   builder_cls = BUILDERS[name]
   builder_name = builder_cls.name
   cache_dir = Path(cache_dir).expanduser()
-  root = cache_dir / fingerprint(idx_dir)
+  fp = fingerprint(files)
+  root = cache_dir / fp
   final = root / builder_name / _VERSION
-  if (final / "dataset_info.json").is_file():
-    return root, builder_name
-  build(builder_cls, idx_dir, cache_dir, final)
-  return root, builder_name
+  if not (final / "dataset_info.json").is_file():
+    build(builder_cls, files, cache_dir, final)
+  return root, builder_name, fp
 
 
-def build(builder_cls: type[_LocalIdxBuilder], idx_dir: epath.Path, cache_dir: Path, final: Path
-          ) -> None:
+def build(builder_cls: type[_LocalIdxBuilder], files: Mapping[str, epath.Path], cache_dir: Path,
+          final: Path) -> None:
   """Builds into a private temporary folder, then renames the version folder to ``final``."""
   cache_dir.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
   try:
-    logging.info("Building %s from %s into %s", builder_cls.name, idx_dir, final)
-    builder = builder_cls(idx_dir=idx_dir, data_dir=str(tmp), file_format="array_record")
+    logging.info("Building %s from %s into %s", builder_cls.name, list(files.values()), final)
+    builder = builder_cls(files=files, data_dir=str(tmp), file_format="array_record")
     builder.download_and_prepare(download_dir=str(tmp / "downloads"))
     final.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -2,8 +2,9 @@
 
 Every dataset read from files (``npz``, ``text``, CIFAR-10 and MNIST-format files via
 ``data_dir``) is loaded through :func:`cached_by_stamp`: the result is kept in memory keyed by
-the (size, mtime) of its local files, so a file rewritten under the same path is read again,
-never answered from memory; URIs have no such stamp here and are read every time. Loaders return
+the (size, mtime) of its local files or the (size, generation) of its ``gs://`` objects, so a
+file rewritten under the same path is read again, never answered from memory; a file that
+cannot be stamped is read every time. Loaders return
 the content's fingerprint (:func:`digest`) next to the arrays; ``datasets.pin`` records it in
 the dataset config.
 
@@ -33,18 +34,32 @@ def digest(parts: Iterable[bytes | str]) -> str:
   return h.hexdigest()[:16]
 
 
+def _object_version(uri: str) -> tuple[Any, ...] | None:
+  """(size, generation) of a ``gs://`` object: its generation changes on every overwrite."""
+  import fsspec  # pylint: disable=g-import-not-at-top  (comes with gcsfs)
+  fs, path = fsspec.core.url_to_fs(uri)
+  fs.invalidate_cache(path)
+  info = fs.info(path)
+  return (info["size"], info["generation"]) if info.get("generation") else None
+
+
 def stamp(files: Sequence[Any]) -> tuple[Any, ...] | None:
-  """(path, size, mtime_ns) of every file, or None when one is a URI or cannot be stat'ed (then
-  nothing may be cached)."""
+  """(path, size, mtime_ns) of every local file, (uri, size, generation) of a ``gs://`` object;
+  None when a file cannot be stamped (then nothing may be cached)."""
   out = []
   for f in files:
-    if not io_lib.is_local(f):
-      return None
+    f = os.fspath(f)
     try:
-      st = os.stat(f)
-    except OSError:
+      if io_lib.is_local(f):
+        st = os.stat(f)
+        version = (st.st_size, st.st_mtime_ns)
+      else:
+        version = _object_version(f) if f.startswith("gs://") else None
+    except Exception:  # pylint: disable=broad-except  (no stamp: read again, never stale)
+      version = None
+    if version is None:
       return None
-    out.append((os.fspath(f), st.st_size, st.st_mtime_ns))
+    out.append((f, *version))
   return tuple(out)
 
 

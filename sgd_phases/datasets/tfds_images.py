@@ -8,16 +8,19 @@ in the paper's Figure 4; ``"all"`` for ``tfds:`` names).
 
 Where the files come from:
 
-* ``data_dir=None`` (default): the normal TFDS dataset (``tfds.data_source(name,
-  download=True)``, stored under ``tfds_dir`` or the TFDS default ``~/tensorflow_datasets``).
-  Needs internet the first time and, for that one-off preparation, TensorFlow (TFDS encodes
-  the images to PNG with it); reading an already prepared array_record copy needs neither.
+* ``data_dir=None`` (default): a TFDS copy already prepared under ``tfds_dir`` (the TFDS default
+  ``~/tensorflow_datasets`` when None) is read as it is. Otherwise the original files that
+  TFDS's own builder downloads (the four IDX files; ``cifar-10-binary.tar.gz``) are fetched once
+  with TFDS's download manager, checked against TFDS's registered checksums, into
+  ``<tfds_dir>/downloads`` (:mod:`originals`), and read like a ``data_dir`` below: no
+  TensorFlow, which TFDS's own preparation needs. Needs internet the first time.
 * ``data_dir="<folder>"``, MNIST / Fashion-MNIST: a folder with the four original IDX ``.gz``
   files. A TFDS dataset is built from them once (see :mod:`local_idx`) under ``tfds_dir``
   (default ``$SGD_PHASES_CACHE`` or ``~/.cache/sgd_phases/tfds``) and read back with
   ``tfds.data_source``. Offline; this is what the tests use.
 * ``data_dir="<folder>"``, CIFAR-10: the folder holding the original ``cifar-10-python.tar.gz``
-  (or that file, or its extracted ``cifar-10-batches-py``), read directly (:mod:`cifar_tarball`).
+  or ``cifar-10-binary.tar.gz`` (or that file, or its extracted batches), read directly
+  (:mod:`cifar_tarball`).
 * ``tfds:<name>[/<config>]`` (e.g. ``tfds:svhn_cropped``, ``tfds:cifar100``): any TFDS dataset
   whose examples hold a fixed-shape image and a ``ClassLabel``, under the keys ``image_key`` /
   ``label_key`` of the splits ``train_split`` / ``test_split``; K is the label's class count.
@@ -30,8 +33,9 @@ Synopsis::
                                "train_size": 10_000, "label_noise": 0.1})
     ds.x_train.shape, ds.num_classes  # (10000, 28, 28, 1), 2
 
-Raw splits are kept in a small in-process LRU cache keyed by where they came from;
-:func:`clear_cache` empties it.
+Raw splits are kept in a small in-process cache keyed by where they came from (and, for local
+files, their size and mtime); :func:`clear_cache` empties it. Every source has a content
+fingerprint (:func:`fingerprint`, recorded by ``datasets.pin``).
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from etils import epath
 from ml_collections import config_dict
 
 from sgd_phases import io_lib
-from sgd_phases.datasets import base
+from sgd_phases.datasets import base, sources
 
 # name -> (image shape, number of original classes)
 IMAGE_DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -79,7 +84,14 @@ def default_config(name: str) -> ml_collections.ConfigDict:
   # TFDS data folder. With data_dir: cache for the local build (None = $SGD_PHASES_CACHE or
   # ~/.cache/sgd_phases/tfds). Without: where TFDS keeps the download (None = TFDS default).
   c.tfds_dir = config_dict.placeholder(str)
+  c.fingerprint = _fingerprint_field()
   return c
+
+
+def _fingerprint_field():
+  # the content's identity (16 hex digits), filled in by a run (datasets.pin): the hash of the
+  # files read, or a TFDS copy's name/version/splits; a value given here must match the data
+  return config_dict.placeholder(str)
 
 
 def is_tfds_name(name: Any) -> bool:
@@ -96,6 +108,7 @@ def default_config_tfds(name: str) -> ml_collections.ConfigDict:
   c.test_split = "test"  # TFDS split F is scored on
   c.image_key = "image"  # feature holding the (fixed-shape) image
   c.label_key = "label"  # feature holding the ClassLabel
+  c.fingerprint = _fingerprint_field()
   return c
 
 
@@ -124,34 +137,75 @@ def _read_split(source, image_key: str, label_key: str, what: str
   return images, labels
 
 
-@functools.lru_cache(maxsize=4)
-def load_raw(name: str, data_dir: str | None, tfds_dir: str | None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """All train/test images (uint8 NHWC) and labels (int64) of a built-in image dataset
-  (cached)."""
-  if data_dir is not None and name == "cifar10":
+Raw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]  # x/y train, x/y test, fp
+
+
+@sources.cached_by_stamp(maxsize=2)
+def _load_idx(name: str, files: tuple[tuple[str, str], ...], cache_dir: str) -> Raw:
+  """MNIST-format IDX files -> the local TFDS build (made once) -> arrays, fingerprint."""
+  from sgd_phases.datasets import local_idx  # pylint: disable=g-import-not-at-top
+  root, builder_name, fp = local_idx.prepare(
+      name, {k: epath.Path(v) for k, v in files}, cache_dir)
+  return (*_read_splits(builder_name, f"dataset {name!r}", data_dir=str(root), download=False),
+          fp)
+
+
+def _idx(name: str, files: dict[str, epath.Path], cache_dir: str) -> Raw:
+  return _load_idx(name, tuple(sorted((k, os.fspath(v)) for k, v in files.items())), cache_dir,
+                   files=list(files.values()))
+
+
+def _tfds_fingerprint(name: str, tfds_dir: str | None, *fields: str) -> str:
+  """A TFDS dataset's identity: its full name (name/config/version), the splits and features
+  read, and its prepared ``dataset_info.json`` (split sizes, source checksums) where present."""
+  builder = _tfds().builder(name, data_dir=tfds_dir)
+  info = epath.Path(builder.data_dir) / "dataset_info.json"
+  return sources.digest(["tfds", builder.info.full_name, *fields,
+                         info.read_bytes() if info.exists() else b""])
+
+
+@functools.lru_cache(maxsize=2)
+def _load_default(name: str, tfds_dir: str | None, cache_dir: str) -> Raw:
+  """A built-in dataset without ``data_dir``: TFDS's copy if one is prepared under ``tfds_dir``,
+  else TFDS's original files, downloaded once and read without TensorFlow."""
+  from sgd_phases.datasets import cifar_tarball, local_idx, originals  # pylint: disable=g-import-not-at-top
+  if _tfds().builder(name, data_dir=tfds_dir).is_prepared():
+    out = _read_splits(name, f"dataset {name!r}", data_dir=tfds_dir, download=False)
+    return (*out, _tfds_fingerprint(name, tfds_dir, "train", "test", "image", "label"))
+  files = originals.download(name, tfds_dir)
+  if name == "cifar10":
+    return cifar_tarball.load(files["cifar-10-binary.tar.gz"])
+  return _idx(name, {k: files[f] for k, f in local_idx.IDX_FILES.items()}, cache_dir)
+
+
+def load_raw(name: str, data_dir: str | None, tfds_dir: str | None) -> Raw:
+  """All train/test images (uint8 NHWC), labels (int64) and the content fingerprint of a
+  built-in image dataset (cached in memory until the files change)."""
+  cache_dir = tfds_dir if tfds_dir is not None else str(default_cache_dir())
+  if data_dir is None:
+    return _load_default(name, tfds_dir, cache_dir)
+  if name == "cifar10":
     from sgd_phases.datasets import cifar_tarball  # pylint: disable=g-import-not-at-top
-    return cifar_tarball.read(data_dir)
-  if data_dir is not None:
-    from sgd_phases.datasets import local_idx  # pylint: disable=g-import-not-at-top
-    root, builder_name = local_idx.prepare(
-        name, data_dir, tfds_dir if tfds_dir is not None else default_cache_dir())
-    kwargs = dict(data_dir=str(root), download=False)
-  else:
-    builder_name, kwargs = name, dict(data_dir=tfds_dir, download=True)
-  tfds = _tfds()
+    return cifar_tarball.load(data_dir)
+  from sgd_phases.datasets import local_idx  # pylint: disable=g-import-not-at-top
+  return _idx(name, local_idx.idx_files(data_dir), cache_dir)
+
+
+def _read_splits(name: str, what: str, **kwargs) -> list[np.ndarray]:
+  """x_train, y_train, x_test, y_test of TFDS dataset ``name`` (``image`` and ``label``), read
+  with ``tfds.data_source(name, split, **kwargs)``."""
   out = []
   for split in ("train", "test"):
-    source = tfds.data_source(builder_name, split=split, **kwargs)
-    out.extend(_read_split(source, "image", "label", f"dataset {name!r}"))
-  return tuple(out)
+    out.extend(_read_split(_tfds().data_source(name, split=split, **kwargs), "image", "label",
+                           what))
+  return out
 
 
 @functools.lru_cache(maxsize=2)
 def load_tfds(name: str, tfds_dir: str | None, splits: tuple[str, str], image_key: str,
-              label_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-  """Train/test images and labels of TFDS dataset ``name`` and its number of classes
-  (cached). Raises ValueError naming the field that does not fit the dataset."""
+              label_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, str]:
+  """Train/test images and labels of TFDS dataset ``name``, its number of classes and its
+  fingerprint (cached). Raises ValueError naming the field that does not fit the dataset."""
   tfds = _tfds()
   out = []
   for field, split in zip(("train_split", "test_split"), splits):
@@ -170,14 +224,16 @@ def load_tfds(name: str, tfds_dir: str | None, splits: tuple[str, str], image_ke
     num_classes = getattr(features[label_key], "num_classes", None)
     if not num_classes:
       raise ValueError(f"label_key={label_key!r}: {type(features[label_key]).__name__} is not "
-                       "a ClassLabel of TFDS dataset {name!r}")
+                       f"a ClassLabel of TFDS dataset {name!r}")
     out.extend(_read_split(source, image_key, label_key, f"TFDS dataset {name!r}"))
-  return (*out, int(num_classes))
+  return (*out, int(num_classes),
+          _tfds_fingerprint(name, tfds_dir, *splits, image_key, label_key))
 
 
 def clear_cache() -> None:
   """Forgets the raw splits held in memory."""
-  load_raw.cache_clear()
+  _load_default.cache_clear()
+  _load_idx.cache_clear()
   load_tfds.cache_clear()
 
 
@@ -193,13 +249,20 @@ def _check_path_field(config: Mapping[str, Any], field: str) -> str | None:
   return str(Path(value).expanduser().resolve())
 
 
-def build_image_dataset(config: Mapping[str, Any]) -> base.Dataset:
-  """Builds an image dataset from a resolved config (see :func:`default_config`)."""
+def _raw(config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                               int, str]:
+  """Validates a resolved config (before any I/O) and loads its raw splits: x/y train, x/y
+  test, the number of original classes and the content fingerprint."""
   name = config["name"]
   if is_tfds_name(name):
-    return _build_tfds(config)
+    for field in ("train_split", "test_split", "image_key", "label_key"):
+      if not isinstance(config[field], str) or not config[field]:
+        raise ValueError(f"{field}={config[field]!r} must be a non-empty string")
+    return load_tfds(name[len(TFDS_PREFIX):], _check_path_field(config, "tfds_dir"),
+                     (config["train_split"], config["test_split"]), config["image_key"],
+                     config["label_key"])
   num_original = IMAGE_DATASETS[name][1]
-  groups = base.parse_classes(config["classes"], num_original)  # validate before any I/O
+  groups = base.parse_classes(config["classes"], num_original)
   base.check_label_noise(config, len(groups))
   data_dir = _check_path_field(config, "data_dir")
   tfds_dir = _check_path_field(config, "tfds_dir")
@@ -210,19 +273,20 @@ def build_image_dataset(config: Mapping[str, Any]) -> base.Dataset:
                      "unset (data_dir may be a URI)")
   if data_dir is not None and name == "cifar10":
     tfds_dir = None  # unused: the tarball is read directly
-  x_tr, y_tr, x_te, y_te = load_raw(name, data_dir, tfds_dir)
-  return base.group_and_finalize(config, x_tr, y_tr, x_te, y_te, groups, num_original,
-                                 to_float=base.to_unit_float)
+  x_tr, y_tr, x_te, y_te, fp = load_raw(name, data_dir, tfds_dir)
+  return x_tr, y_tr, x_te, y_te, num_original, fp
 
 
-def _build_tfds(config: Mapping[str, Any]) -> base.Dataset:
-  name = config["name"][len(TFDS_PREFIX):]
-  for field in ("train_split", "test_split", "image_key", "label_key"):
-    if not isinstance(config[field], str) or not config[field]:
-      raise ValueError(f"{field}={config[field]!r} must be a non-empty string")
-  x_tr, y_tr, x_te, y_te, num_original = load_tfds(
-      name, _check_path_field(config, "tfds_dir"), (config["train_split"], config["test_split"]),
-      config["image_key"], config["label_key"])
+def fingerprint(config: Mapping[str, Any]) -> str:
+  """The content fingerprint of an image dataset (``datasets.pin``): the hash of the files
+  read (IDX files, CIFAR batches), or a TFDS dataset's name, version, splits, features and
+  prepared ``dataset_info.json``."""
+  return _raw(config)[-1]
+
+
+def build_image_dataset(config: Mapping[str, Any]) -> base.Dataset:
+  """Builds an image dataset from a resolved config (see :func:`default_config`)."""
+  x_tr, y_tr, x_te, y_te, num_original, _ = _raw(config)
   if x_tr.shape[1:] != x_te.shape[1:]:
     raise ValueError(f"test_split={config['test_split']!r}: images {x_te.shape[1:]} differ from "
                      f"the training split's {x_tr.shape[1:]}")
