@@ -183,6 +183,14 @@ def summarize_linear_phase(results: Any, reference: str, min_bits: float) -> dic
   }
 
 
+def soft_summary(results: Any, names: list[str] | None = None) -> dict[str, Any]:
+  """``{"soft": ...}``: the soft measures beside μ (``soft_scoring.summarize``), or nothing for
+  a run without them."""
+  from sgd_phases import soft_scoring  # local import: keeps experiment modules light to import
+  soft = soft_scoring.summarize(results, names)
+  return {} if soft is None else {"soft": soft}
+
+
 # --------------------------------------------------------------- retention (retention, _map)
 _RETENTION_MLP = {"width": 512, "depth": 2}
 RETENTION_TASKS: dict[str, Task] = {

@@ -37,7 +37,9 @@ are config fields; the references are built from them in ``run`` (so ``--config.
     python -m experiments.complexity_ladder --workdir=/tmp/lq \\
         --config=experiments/complexity_ladder.py:sinusoid_hd,quick
 
-Writes the engine's files, ``summary.json`` and ``figures/complexity_ladder.png``.
+Writes the engine's files, ``summary.json`` (with the soft measures against every rung and F as
+a mixture of the rungs: ``soft``) and ``figures/complexity_ladder.png``,
+``complexity_ladder_soft.png``, ``complexity_ladder_mixture.png``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
+from sgd_phases import analysis, cli, config_lib, io_lib, plotting, soft_scoring, stats
 
 NAME = "complexity_ladder"
 TASKS: dict[str, common.Task] = {
@@ -203,6 +205,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       "references_trained_on": config.references_trained_on,
       **summarize_ladder(results, names, float(config.plateau_tol), int(config.plateau_smooth)),
       "linear_phase": common.summarize_linear_phase(results, "linear", 0.05),
+      **common.soft_summary(results, names),
   }
   return common.finish(workdir, summary, make_figures, config=config,
                        started=started)
@@ -227,7 +230,8 @@ def make_figures(workdir: str) -> list[str]:
            f"{len(a['seed_ids'])} seeds, G_i on {cfg.get('references_trained_on', 'labels')}")
   fig = plotting.plot_ladder(a["steps"], res.measures(names[0])["i_fy"], mus,
                              plateau_steps=plateaus, title=title, nulls=nulls)
-  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png"),
+          *soft_scoring.figures(workdir, res, NAME, title, names)]
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ mock data only.
         --config=experiments/linear_phase.py:mnist_mlp --config.num_seeds=5
     python -m experiments.linear_phase --workdir=/tmp/lpq --config=experiments/linear_phase.py:quick
 
-Writes the engine's files (results.npz, config.json, ...), ``summary.json`` and
-``figures/linear_phase.png`` (``make_figures(workdir)`` redraws it from results.npz).
+Writes the engine's files (results.npz, config.json, ...), ``summary.json`` (with the soft
+measures against L: ``soft``) and ``figures/linear_phase.png``, ``linear_phase_soft.png``,
+``linear_phase_mixture.png`` (``make_figures(workdir)`` redraws them from results.npz).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from typing import Any
 import ml_collections
 
 from experiments import common
-from sgd_phases import analysis, cli, io_lib, plotting
+from sgd_phases import analysis, cli, io_lib, plotting, soft_scoring
 
 NAME = "linear_phase"
 DEFAULT_TASK = "sinusoid_hd"
@@ -121,6 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   summary: dict[str, Any] = {
       **common.header(NAME, config, results),
       **common.summarize_linear_phase(results, "linear", float(config.min_bits)),
+      **common.soft_summary(results),
   }
   return common.finish(workdir, summary, make_figures, config=config,
                        started=started)
@@ -136,7 +138,8 @@ def make_figures(workdir: str) -> list[str]:
   fig = plotting.plot_linear_phase(a["steps"], m["i_fy"], m["mu"], m["i_ly"][:, -1],
                                    a["test_acc"], res.reference("linear", "test_acc"),
                                    t0_steps=a["t0_step"], title=title, mu_null=res.null("linear"))
-  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png")]
+  return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png"),
+          *soft_scoring.figures(workdir, res, NAME, title)]
 
 
 if __name__ == "__main__":

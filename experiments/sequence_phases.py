@@ -22,8 +22,10 @@ training sequences every step (``train_size = num_steps × batch_size``). Summar
 reference, over seeds: its accuracy, the step where μ/I is highest (with that peak beside the
 per-draw peak of the null), the steps it leads (highest μ/I of all references), μ/I at the end
 beside its null, and agreement P(F_T = L); per ladder pair, the step where the higher-order
-predictor overtakes the lower one for good. Figure: μ_Y(F_t;G_i) per reference with null bands
-(the paper's Figure 5 layout).
+predictor overtakes the lower one for good; the soft measures (``soft``: KL both ways and JS to
+each predictor's smoothed distribution, F as a mixture of ``MIXTURES[task]`` and the uniform
+distribution). Figures: μ_Y(F_t;G_i) per reference with null bands (the paper's Figure 5
+layout), ``sequence_phases_soft.png`` (KL/JS panels) and ``sequence_phases_mixture.png``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from sgd_phases import analysis, cli, io_lib, plotting, stats
+from sgd_phases import analysis, cli, io_lib, plotting, soft_scoring, stats
 
 NAME = "sequence_phases"
 # task -> (dataset, dataset fields, references name -> (closed-form kind, kwargs), ladders)
@@ -55,6 +57,12 @@ TASKS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[str, dict]], list[li
 # every step, so it is drawn and summarised but has no overtaking step.)
 DEFAULT_TASK = "icl_markov"
 MIN_BITS = 0.01  # default min_bits (the figures use it: config.json holds the engine's fields)
+# task -> the references F is fitted as a mixture of (soft.mixture; the uniform one is added).
+# Bayes is left out where it (nearly) equals another candidate: icl_markov's posterior
+# predictive is the add-one bigram wherever x_t has a successor; the source's is the 3-gram's
+# limit.
+MIXTURES = {"icl_markov": ("unigram", "bigram"),
+            "markov_source": ("ngram1", "ngram2", "ngram3"), "text": ()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -73,6 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for name, (kind, kw) in refs.items():
     c.references[name] = config_lib.reference_config(kind, trained_on="closed_form", **kw)
   c.t0.reference = ""  # no T_0: the references are not trained
+  c.soft.mixture = MIXTURES[task]
   c.experiment = NAME
   c.task = task
   c.quick = quick
@@ -85,6 +94,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # --config.num_steps / --config.batch_size move it too; --config.dataset.train_size overrides it
   c.dataset.train_size = c.get_ref("num_steps") * c.get_ref("batch_size")
   return c
+
+
+def _order(names: list[str], task: str | None) -> list[str]:
+  """Reference names in the task's complexity order (others last)."""
+  order = list(TASKS.get(task, (None, None, {}))[2])
+  return sorted(names, key=lambda n: order.index(n) if n in order else 99)
 
 
 def overtake_index(mu_lo: np.ndarray, mu_hi: np.ndarray) -> np.ndarray:
@@ -147,7 +162,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
   results = train_lib.train(common.engine_config(config), workdir, trained_f=trained_f)
   summary = {**common.header(NAME, config, results),
-             **summarize(results, TASKS[config.task][3], float(config.min_bits))}
+             **summarize(results, TASKS[config.task][3], float(config.min_bits)),
+             **common.soft_summary(results, _order(results.reference_names, config.task))}
   return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
@@ -158,8 +174,8 @@ def make_figures(workdir: str) -> list[str]:
   a = res.arrays
   cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   mus, nulls = {}, {}
-  order = list(TASKS.get(cfg.get("task"), (None, None, {}))[2])  # complexity order
-  for name in sorted(res.reference_names, key=lambda n: order.index(n) if n in order else 99):
+  names = _order(res.reference_names, cfg.get("task"))
+  for name in names:
     label = f"{name} (acc {np.mean(a[f'ref/{name}/test_acc']):.3f})"
     mus[label] = res.measures(name)["mu"]
     if res.null(name) is not None:
@@ -169,7 +185,8 @@ def make_figures(workdir: str) -> list[str]:
   fig = plotting.plot_ladder(a["steps"], res.measures(res.reference_names[0])["i_fy"], mus,
                              title=title, nulls=nulls)
   return [plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"{NAME}.png"),
-          *_position_figure(res, order, cfg, workdir)]
+          *_position_figure(res, names, cfg, workdir),
+          *soft_scoring.figures(workdir, res, NAME, title, names)]
 
 
 def _position_figure(res: Any, order: list[str], cfg: dict[str, Any], workdir: str

@@ -37,11 +37,15 @@ EVAL_SCHEDULES = ("log", "every")
 F_FIELDS = ("dataset", "model", "model_kwargs", "model_fingerprint", "loss", "optimizer",
             "batch_size", "num_steps", "num_epochs", "seed", "num_seeds", "eval")
 RUN_FIELDS = F_FIELDS + ("seed_strategy", "references", "t0")
-SCORING_FIELDS = ("bias_correction", "null")  # change results.npz, re-scored without training
+SCORING_FIELDS = ("bias_correction", "null", "soft")  # re-scored without training
+PROBABILITY_DTYPES = ("float32", "float16")
+# Fields added to a run's identity after runs were recorded: a stored config without them had
+# their default (identity fills it in, so those runs stay the same runs).
+LATER_DEFAULTS = {"eval": {"store_probabilities": False, "probabilities_dtype": "float32"}}
 # Every field of ``base_config``: what the engine reads. An experiment's own fields (widths,
 # noise_rates, ...) sit beside them in its config; ``engine_part`` leaves them out.
-ENGINE_FIELDS = RUN_FIELDS + ("seeds_per_chunk", "bias_correction", "null", "checkpoint_every",
-                              "overwrite", "progress", "distributed")
+ENGINE_FIELDS = RUN_FIELDS + ("seeds_per_chunk", "bias_correction", "null", "soft",
+                              "checkpoint_every", "overwrite", "progress", "distributed")
 
 
 def optimizer_config(name: str = "sgd", learning_rate: float = 0.1, momentum: float = 0.0,
@@ -114,6 +118,11 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
       # (benchmarks/eval_overhead.py); experiments that need every example set it higher.
       train_eval_size=2000,
       probe_grid=0,                 # >0: also record predictions on a G×G grid (2-D inputs)
+      # F's probabilities [S, E, N, K] are recorded on device for the soft measures (config.soft);
+      # True also stores them in results.npz as `probabilities` (analysis elsewhere, re-scoring
+      # the soft measures under other options)
+      store_probabilities=False,
+      probabilities_dtype="float32",  # float32 | float16 (half the memory; clipped at 2^-24)
       # optional, not set here (a run's identity): surrogates=surrogate_config(...), test sets
       # matching only the class-conditional moments, recorded like the probe grid
   ))
@@ -128,6 +137,14 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
       # draws of the conditional-independence null of every μ_Y(F_t;L): L permuted within each
       # class of Y (mutual_info.conditional_null), stored as null/<ref>/mu [P, S, E]; 0 = none
       num_permutations=100,
+  ))
+  c.soft = ml_collections.ConfigDict(dict(
+      # F's predictive distribution against each reference's (sgd_phases.soft_measures): KL both
+      # ways, JS, cross-entropies, and F as a mixture of the references: soft/<ref>/...
+      enabled=True,                 # False: no probability buffer on device, no soft measures
+      # the references of the mixture fit, in order (the uniform distribution is always added);
+      # () = every reference with a distribution
+      mixture=(),
   ))
   c.checkpoint_every = 10           # save a checkpoint every n evaluations (0 = never)
   c.overwrite = False               # replace a workdir that holds a different config
@@ -201,6 +218,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                    "labels", "final_predictions", "closed_form"),
                f"{field}.trained_on", "needs config.t0.reference naming a reference trained on "
                "labels or final_predictions, or a closed-form one")
+  _validate_soft(config)
   _require(config.t0.rule in T0_RULES, "t0.rule", f"{config.t0.rule!r} not in {T0_RULES}")
   _require(not config.t0.reference or config.t0.reference in config.references, "t0.reference",
            f"{config.t0.reference!r} is not a configured reference {list(config.references)}")
@@ -223,6 +241,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(_is_int(d.get("initialization_timeout_s", 120)) and
            d.get("initialization_timeout_s", 120) >= 1,
            "distributed.initialization_timeout_s", "must be an int >= 1")
+
+
+def _validate_soft(config: ml_collections.ConfigDict) -> None:
+  """``eval.store_probabilities``, ``eval.probabilities_dtype`` and ``soft``."""
+  from sgd_phases import results, soft_measures
+  ev, soft = config.eval, config.get("soft")
+  _require(isinstance(ev.get("store_probabilities", False), bool), "eval.store_probabilities",
+           "must be a bool")
+  _require(ev.get("probabilities_dtype", "float32") in PROBABILITY_DTYPES,
+           "eval.probabilities_dtype", f"not in {PROBABILITY_DTYPES}")
+  if soft is None:
+    return
+  _require(isinstance(soft.enabled, bool), "soft.enabled", "must be a bool")
+  names = list(soft.mixture) if isinstance(soft.mixture, (list, tuple)) else None
+  _require(names is not None and all(n in config.references for n in names)
+           and len(set(names)) == len(names), "soft.mixture",
+           f"must list distinct configured references {list(config.references)}, got "
+           f"{soft.mixture!r}")
+  _require(len(names or config.references) < soft_measures.MAX_COMPONENTS, "soft.mixture",
+           f"at most {soft_measures.MAX_COMPONENTS - 1} references (the fit solves a problem "
+           "per face of the simplex)")
+  if soft.enabled:
+    for name in config.references:
+      _require(name not in results.SOFT_RESERVED, f"references.{name}",
+               f"{name!r} is reserved by the soft measures' keys {results.SOFT_RESERVED}")
 
 
 def _check_model(name: Any, field: str) -> None:
@@ -300,7 +343,11 @@ def identity(config: ml_collections.ConfigDict | dict[str, Any],
   fields = tuple(fields)
   if not all(f in d for f in fields if f not in PINNED_FIELDS):
     return None
-  return {f: d[f] for f in fields if f in d}
+  out = {f: d[f] for f in fields if f in d}
+  for f, defaults in LATER_DEFAULTS.items():
+    if f in out and isinstance(out[f], dict):
+      out[f] = {**defaults, **out[f]}
+  return out
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -144,7 +144,9 @@ class RunOptions:
   """How ``run_seeds`` runs: seed strategy (vmap | map | unroll, already resolved), seeds per
   compiled program (0 = all), checkpoints (an Orbax checkpoint every ``checkpoint_every``
   evaluations under ``ckpt_dir``), progress bar and metric writer, and which train-set
-  predictions to keep ("none", "final": at the end, "all": at every evaluation)."""
+  predictions to keep ("none", "final": at the end, "all": at every evaluation), and the dtype
+  of the test probabilities recorded at every evaluation ("" = none; "float32" | "float16":
+  ``probabilities`` [S, E, N, K], for the soft measures)."""
   strategy: str = "vmap"
   seeds_per_chunk: int = 0
   ckpt_dir: epath.Path | None = None
@@ -153,6 +155,7 @@ class RunOptions:
   desc: str = "train"
   writer: io_lib.MetricWriter | None = None
   train_predictions: str = "none"
+  probabilities: str = ""
 
 
 def run_seeds(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: SeedSet,
@@ -257,7 +260,7 @@ def _programs(tr: steps.Trainer, strategy: str, mesh: Any) -> tuple[Any, Any, An
   @functools.partial(jax.jit, donate_argnums=1)
   def record(states, buffers, k, labels_tr, shared):
     ev = evaluate(states, labels_tr, shared)
-    return {name: buf.at[:, k].set(ev[name]) for name, buf in buffers.items()}
+    return {name: buf.at[:, k].set(ev[name].astype(buf.dtype)) for name, buf in buffers.items()}
 
   predict = _lift(lambda state, _, x: steps.predict(tr, state, x), strategy, mesh)
   return init, segment, record, predict
@@ -275,7 +278,7 @@ def _first_perm(data_keys: jax.Array, start: int, n: int, batch_size: int, mesh:
 
 
 def _buffers(tr: steps.Trainer, data: EvalData, s: int, e: int, train_predictions: str,
-             mesh: Any) -> dict[str, jax.Array]:
+             mesh: Any, probabilities: str = "") -> dict[str, jax.Array]:
   """Zeroed recording buffers [S, E, ...] (metrics, predictions, optional extras), sharded."""
   pdtype = eval_lib.prediction_dtype(tr.num_classes)
   buffers = {k: jnp.zeros((s, e), jnp.float32) for k in BUFFER_KEYS}
@@ -284,6 +287,8 @@ def _buffers(tr: steps.Trainer, data: EvalData, s: int, e: int, train_prediction
     buffers["train_predictions"] = jnp.zeros((s, e, data.x_train.shape[0]), pdtype)
   if data.x_probe is not None:
     buffers["probe_predictions"] = jnp.zeros((s, e, data.x_probe.shape[0]), pdtype)
+  if probabilities:
+    buffers["probabilities"] = jnp.zeros((s, e, data.y_test.size, tr.num_classes), probabilities)
   return sharding.put_seeded(buffers, mesh)
 
 
@@ -299,7 +304,7 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
   init, segment, record, predict = _programs(tr, opts.strategy, mesh)
   states = init(init_keys, (), data.x_train[0])
   states = sharding.put_seeded(states if init_transform is None else init_transform(states), mesh)
-  buffers = _buffers(tr, data, s, e, opts.train_predictions, mesh)
+  buffers = _buffers(tr, data, s, e, opts.train_predictions, mesh, opts.probabilities)
   m = data.x_tr.shape[0]
   shared = {"x_test": data.x_test, "y_test": data.y_test, "x_tr": data.x_tr,
             "y_tr_clean": data.y_tr_clean}

@@ -208,6 +208,49 @@ def plot_by_position(positions: ArrayLike, labels: Sequence[str], i_fy: ArrayLik
   return fig
 
 
+SOFT_LABELS = {"kl_ref_f": "KL(p_ref ‖ p_F)", "kl_f_ref": "KL(p_F ‖ p_ref)",
+               "js": "JS(p_ref, p_F)"}
+
+
+def plot_soft(steps: ArrayLike, soft: Mapping[str, Mapping[str, ArrayLike]], title: str = "",
+              logx: bool = True, cmap: str = "viridis") -> Figure:
+  """KL panels beside μ: one panel per soft measure (``SOFT_LABELS``, bits), one band per
+  reference (``soft[name][field]``: [S, E], dict order = complexity order)."""
+  st = np.asarray(steps, dtype=np.float64).ravel()
+  fields = [f for f in SOFT_LABELS if any(f in m for m in soft.values())]
+  fig, axes = _new_figure(1, len(fields), panel=(3.6, 2.8))
+  for i, (ax, field) in enumerate(zip(axes[0], fields)):
+    for color, (name, m) in zip(_sequential_colors(len(soft), cmap), soft.items()):
+      if field in m:
+        plot_band(ax, st, m[field], name, color=color, logx=logx,
+                  limits=(0.0, 1.0 if field == "js" else np.inf))
+    _style(ax, xlabel=STEP_LABEL, ylabel=f"{SOFT_LABELS[field]} [bits]",
+           title=title if i == 0 else None, legend=i == 0)
+  return fig
+
+
+def plot_mixture(steps: ArrayLike, names: Sequence[str], weights: ArrayLike,
+                 residual_kl: ArrayLike | None = None, title: str = "", logx: bool = True,
+                 cmap: str = "viridis") -> Figure:
+  """F_t as a mixture of its references: the seed-mean weights [S, E, R + 1] stacked over steps
+  (the last, uniform, component grey) and, below, the fit's residual KL [S, E] in bits."""
+  st = np.asarray(steps, dtype=np.float64).ravel()
+  fig, axes = _new_figure(2 if residual_kl is not None else 1, 1, panel=(5.0, 2.6),
+                          sharex=True)
+  ax = axes[0, 0]
+  w = np.nanmean(np.asarray(weights, dtype=np.float64), axis=0).T  # [R + 1, E]
+  colors = _sequential_colors(len(names) - 1, cmap) + ["0.8"]
+  ax.stackplot(st, np.nan_to_num(w), labels=list(names), colors=colors, alpha=0.9)
+  ax.set_ylim(0.0, 1.0)
+  _set_step_scale(ax, st, logx)
+  _style(ax, ylabel="mixture weight", title=title, legend=True)
+  if residual_kl is not None:
+    plot_band(axes[1, 0], st, residual_kl, "KL(p_F ‖ Σ w_r p_r)", color="black", logx=logx,
+              limits=(0.0, np.inf))
+    _style(axes[1, 0], xlabel=STEP_LABEL, ylabel="residual [bits]", legend=True)
+  return fig
+
+
 def _sequential_colors(n: int, cmap: str) -> list:
   cm = colormaps[cmap]
   return [cm(x) for x in np.linspace(0.15, 0.85, max(n, 1))][:n]

@@ -14,7 +14,10 @@ data ``num_positions`` (P = T − 1 − skip scored positions per test sequence;
 sequence-major, positions last) and ``position/<r>/{mu,i_fy}`` [S, E, P]; and
 ``resolved/<choice>``: what the run's ``auto`` settings resolved to; ``run/seed`` and
 ``run/bias_correction``: the scoring inputs of the stored null (so ``analysis.add_null`` draws
-the same permutations). Every key is built by the functions below, nowhere else.
+the same permutations); the soft measures ``soft/<r>/<field>``, ``soft/f/ce``,
+``soft/mixture/*`` (per position ``position/<r>/<field>``), the references' distributions
+``soft/<r>/probabilities``, ``run/soft`` (the options that made them) and
+(``eval.store_probabilities``) F's ``probabilities`` [S, E, N, K]. Every key is built by the functions below, nowhere else.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def null_key(reference: str) -> str:
 
 
 def position_key(reference: str, field: str) -> str:
-  """``position/<reference>/<field>``: ``mu`` or ``i_fy`` [S, E, P] at each sequence position."""
+  """``position/<reference>/<field>``: ``mu`` or ``i_fy`` [S, E, P] at each sequence position,
+  or a soft measure (``SOFT_FIELDS``; ``position/f/ce`` for F, [S, P] for a reference's ``ce``)."""
   return f"position/{reference}/{field}"
 
 
@@ -54,6 +58,32 @@ def ref_key(reference: str, what: str) -> str:
 def surrogate_key(kind: str, *parts: str) -> str:
   """``surrogate/<kind>/<parts...>`` (e.g. ``surrogate_key("gaussian", "mi", "linear", "mu")``)."""
   return "/".join(("surrogate", kind) + parts)
+
+
+# soft measures (sgd_phases.soft_scoring): F's distribution against each reference's
+SOFT_FIELDS = ("kl_ref_f", "kl_f_ref", "js", "ce")  # bits per example
+SOFT_F = "f"              # soft/f/ce: F's own cross-entropy
+SOFT_MIXTURE = "mixture"  # soft/mixture/{weights,names,residual_kl}
+SOFT_UNIFORM = "uniform"  # the mixture's last component
+SOFT_RESERVED = (SOFT_F, SOFT_MIXTURE, SOFT_UNIFORM)  # not reference names
+
+
+def soft_key(name: str, field: str) -> str:
+  """``soft/<name>/<field>``: a soft measure [S, E] of F against reference ``name``
+  (``SOFT_FIELDS``; ``ce`` of a reference is [S]), ``soft/f/ce`` [S, E],
+  ``soft/mixture/{weights [S, E, R + 1], names [R + 1], residual_kl [S, E]}``, or a
+  reference's distributions ``soft/<name>/probabilities`` ([N, K] or [S, N, K])."""
+  return f"soft/{name}/{field}"
+
+
+def is_soft_score_key(key: str) -> bool:
+  """True for the soft measures scoring writes (not the references' distributions)."""
+  parts = key.split("/")
+  if len(parts) != 3:
+    return False
+  if parts[0] == "soft":
+    return parts[2] != "probabilities"
+  return parts[0] == "position" and parts[2] in SOFT_FIELDS
 
 
 def resolved_key(choice: str) -> str:
@@ -70,8 +100,8 @@ def run_key(field: str) -> str:
 def is_score_key(key: str) -> bool:
   """True for the keys that scoring writes (measures and null draws), i.e. what re-scoring
   replaces."""
-  return key.startswith(("mi/", "null/", "position/")) or (key.startswith("surrogate/") and
-                                                           "/mi/" in key)
+  return (key.startswith(("mi/", "null/", "position/")) or (key.startswith("surrogate/") and
+                                                            "/mi/" in key) or is_soft_score_key(key))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +150,23 @@ class Results:
     """A reference's stored ``predictions`` [S, N] or ``test_acc`` [S]."""
     self._check(reference)
     return self.arrays[ref_key(reference, what)]
+
+  def soft(self, name: str) -> dict[str, np.ndarray]:
+    """The soft measures stored for reference ``name`` (``SOFT_FIELDS`` present; empty for a
+    run without them), or ``soft("f")``: {"ce": [S, E]}."""
+    if name != SOFT_F:
+      self._check(name)
+    return {f: self.arrays[soft_key(name, f)] for f in SOFT_FIELDS
+            if soft_key(name, f) in self.arrays}
+
+  def mixture(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """(component names, weights [S, E, R + 1], residual KL [S, E] in bits) of F as a mixture
+    of its references and the uniform distribution, or None when the run has none."""
+    key = soft_key(SOFT_MIXTURE, "weights")
+    if key not in self.arrays:
+      return None
+    return ([str(n) for n in self.arrays[soft_key(SOFT_MIXTURE, "names")]], self.arrays[key],
+            self.arrays[soft_key(SOFT_MIXTURE, "residual_kl")])
 
   def recorded(self, field: str, default=None):
     """A config value recorded with the scores (``run/<field>``), or ``default`` (runs

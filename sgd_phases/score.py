@@ -7,14 +7,19 @@
     res = score.score_predictions(f, y, {"linear": l}, steps)       # Results, nothing written
 
 ``F.npz`` holds ``predictions`` (F's hard test predictions, [S, E, N] for S seeds and E
-evaluations, or [E, N]), ``labels`` [N] and optionally ``steps`` [E] (default 0 … E−1). Each
-reference file holds ``predictions``: [N] (one classifier), [S, N] (one per seed) or
-[S, E, N] (time-paired, e.g. a linearisation trained beside F). Out come the information
+evaluations, or [E, N]), ``labels`` [N] and optionally ``steps`` [E] (default 0 … E−1) and
+``probabilities`` ([S, E, N, K] or [E, N, K]: F's predictive distributions, for the soft
+measures). Each reference file holds ``predictions``: [N] (one classifier), [S, N] (one per
+seed) or [S, E, N] (time-paired, e.g. a linearisation trained beside F), and optionally its
+``probabilities`` ([N, K], [S, N, K] or [S, E, N, K]). Out come the information
 measures and the conditional-independence null of every reference (``sgd_phases.scoring``,
 the engine's code), T_0 per seed against the first non-time-paired reference (first
 evaluation where acc(F_t) ≥ acc(L)), in ``OUT/results.npz`` with the keys a training run
 writes (``mi/<name>/mu``, ``null/<name>/mu``, ...; ``sgd_phases.results.load`` reads it),
 ``OUT/summary.json`` (``analysis.headline`` per reference) and ``OUT/figures/score_<name>.png``.
+With probabilities, the soft measures too (KL both ways, JS, cross-entropies, F as a mixture of
+the references: ``soft/...`` keys, ``summary["soft"]``, ``figures/score_soft.png`` and
+``score_mixture.png``; ``--mixture=a,b`` picks the mixture's references).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from sgd_phases import analysis, io_lib, plotting, scoring, stats
+from sgd_phases import analysis, io_lib, plotting, scoring, soft_scoring, stats
 from sgd_phases import results as results_lib
 
 NAME = "score"
@@ -39,13 +44,35 @@ def _as_int(name: str, a: Any) -> np.ndarray:
   return a.astype(np.int32)
 
 
+def _as_probabilities(name: str, p: Any, shapes: Sequence[tuple[int, ...]]) -> np.ndarray:
+  """float32 probabilities of one of ``shapes`` (each without K) whose rows are distributions
+  (float16 or float32 kept as given; float64 stored as float32); one ValueError naming it."""
+  a = np.asarray(p)
+  if a.dtype.kind != "f" or a.ndim < 2 or a.shape[:-1] not in [tuple(x) for x in shapes]:
+    raise ValueError(f"{name}: probabilities must be a float array of shape "
+                     f"{' or '.join(str(list(x) + ['K']) for x in shapes)}, got {a.dtype} "
+                     f"{list(a.shape)}")
+  if not (np.isfinite(a).all() and (a >= 0).all() and np.allclose(
+      a.sum(-1, dtype=np.float64), 1.0, atol=1e-3)):
+    raise ValueError(f"{name}: probabilities must be finite, non-negative and sum to 1 over "
+                     "the last axis (within 1e-3)")
+  return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
+
+
 def score_predictions(predictions: Any, labels: Any, references: Mapping[str, Any],
                       steps: Sequence[int] | None = None, *, num_classes: int | None = None,
                       num_permutations: int = 100, seed: int = 0,
-                      bias_correction: str | None = None) -> results_lib.Results:
+                      bias_correction: str | None = None, probabilities: Any = None,
+                      reference_probabilities: Mapping[str, Any] | None = None,
+                      mixture: Sequence[str] = ()) -> results_lib.Results:
   """Every measure and null of F's ``predictions`` ([S, E, N] or [E, N]) against each
   reference ([N], [S, N] or [S, E, N]), with T_0 against the first reference that is not
-  time-paired; one ValueError naming the argument for inconsistent shapes."""
+  time-paired; one ValueError naming the argument for inconsistent shapes.
+
+  With F's ``probabilities`` ([S, E, N, K] or [E, N, K]) also the soft measures
+  (``sgd_phases.soft_scoring``: F's cross-entropy, and KL/JS against each reference with
+  ``reference_probabilities[name]``, [N, K], [S, N, K] or [S, E, N, K]; F as a mixture of
+  ``mixture``, default every such reference, and the uniform distribution)."""
   f = _as_int("predictions", predictions)
   f = f[None] if f.ndim == 2 else f
   y = _as_int("labels", labels)
@@ -60,6 +87,18 @@ def score_predictions(predictions: Any, labels: Any, references: Mapping[str, An
     raise ValueError("references: need at least one reference's predictions")
   k = int(num_classes or max(int(f.max()), int(y.max()),
                              *(int(np.max(r)) for r in references.values())) + 1)
+  if probabilities is not None:
+    pf = _as_probabilities("probabilities", probabilities, [(s, e, n), (e, n)])
+    pf = pf[None] if pf.ndim == 3 else pf
+    if num_classes is None:
+      k = max(k, pf.shape[-1])
+    if pf.shape[-1] != k:
+      raise ValueError(f"probabilities: {pf.shape[-1]} classes, but the predictions and labels "
+                       f"need {k}")
+  extra = dict(reference_probabilities or {})
+  if set(extra) - set(references) or (extra and probabilities is None):
+    raise ValueError(f"reference_probabilities: {sorted(extra)} need F's probabilities and a "
+                     f"reference of the same name (references: {sorted(references)})")
   if f.min() < 0 or y.min() < 0 or f.max() >= k or y.max() >= k:
     raise ValueError(f"predictions/labels: classes must be in [0, {k})")
   arrays: dict[str, Any] = {
@@ -78,9 +117,18 @@ def score_predictions(predictions: Any, labels: Any, references: Mapping[str, An
                                                                     if acc.ndim else (s,))
     if not t0_name and r.ndim < 3:
       t0_name = name
+    if name in extra:
+      rp = _as_probabilities(f"reference {name}", extra[name], [(n,), (s, n), (s, e, n)])
+      if rp.shape[-1] != k:
+        raise ValueError(f"reference {name}: probabilities over {rp.shape[-1]} classes, F's "
+                         f"over {k}")
+      arrays[results_lib.soft_key(name, "probabilities")] = rp
+  if probabilities is not None:
+    arrays["probabilities"] = pf
   config = ml_collections.ConfigDict(dict(
       seed=seed, null=dict(num_permutations=num_permutations), bias_correction=bias_correction,
-      t0=dict(rule="acc_reaches_reference", reference=t0_name, delta=0.1)))
+      t0=dict(rule="acc_reaches_reference", reference=t0_name, delta=0.1),
+      soft=dict(enabled=probabilities is not None, mixture=list(mixture))))
   refs = {name: {"predictions": arrays[results_lib.ref_key(name, "predictions")],
                  "test_acc": arrays[results_lib.ref_key(name, "test_acc")]}
           for name in references}
@@ -101,6 +149,7 @@ def write(results: results_lib.Results, workdir: io_lib.PathLike, started: float
       "t0_reference": str(a["t0_reference"]),
       "t0_step": stats.summarize(stats.step_at(a["steps"], a["t0_index"]), bounded=True),
       "references": {r: _reference_summary(results, r) for r in results.reference_names},
+      **({"soft": soft} if (soft := soft_scoring.summarize(results)) else {}),
       "command": command, "wall_time_s": round(time.time() - started, 1)}
   io_lib.write_json(wd / "summary.json", summary)
   summary["figures"] = make_figures(os.fspath(wd))
@@ -137,6 +186,7 @@ def make_figures(workdir: str) -> list[str]:
         title=f"F against {name}", mu_null=res.null(name),
         logx=bool(a["steps"][0] >= 0 and len(a["steps"]) > 2))
     out.append(plotting.save_figure(fig, io_lib.path(workdir) / "figures" / f"score_{name}.png"))
+  out += soft_scoring.figures(workdir, res, "score", "F against its references")
   return [os.fspath(p) for p in out]
 
 
@@ -154,22 +204,30 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--num_permutations", type=int, default=100)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--bias_correction", choices=["miller_madow"], default=None)
+  parser.add_argument("--mixture", default="", help="comma-separated references of the "
+                      "mixture fit (default: every reference with probabilities)")
   args = parser.parse_args(argv)
   started = time.time()
   f = io_lib.read_npz(args.predictions)
   for key in ("predictions", "labels"):
     if key not in f:
       parser.error(f"--predictions={args.predictions}: no {key!r} array in the file")
-  refs = {}
+  refs, ref_probs = {}, {}
   for spec in args.reference:
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
       parser.error(f"--reference={spec!r}: expected NAME=L.npz")
-    refs[name] = io_lib.read_npz(path)["predictions"]
+    arrays = io_lib.read_npz(path)
+    refs[name] = arrays["predictions"]
+    if "probabilities" in arrays and "probabilities" in f:
+      ref_probs[name] = arrays["probabilities"]
   try:
     res = score_predictions(f["predictions"], f["labels"], refs, f.get("steps"),
                             num_permutations=args.num_permutations, seed=args.seed,
-                            bias_correction=args.bias_correction)
+                            bias_correction=args.bias_correction,
+                            probabilities=f.get("probabilities"),
+                            reference_probabilities=ref_probs,
+                            mixture=[m for m in args.mixture.split(",") if m])
   except ValueError as e:
     parser.error(str(e))
   command = shlex.join(["python", "-m", "sgd_phases.score"] + list(

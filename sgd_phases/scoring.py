@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgd_phases import mutual_info, sharding, stats
+from sgd_phases import mutual_info, sharding, soft_scoring, stats
 from sgd_phases import results as results_lib
 
 UNDEFINED = -1  # a reference prediction row of −1s: no reference for this seed
@@ -132,12 +132,15 @@ def score_surrogate(arrays: Mapping[str, np.ndarray], kind: str, names: list[str
       num_classes, bias_correction).items()}
 
 
-def score_run(config: Any, arrays: Mapping[str, np.ndarray], predictions: Any = None
-              ) -> dict[str, np.ndarray]:
-  """Every score of a run under ``config``'s scoring options (``bias_correction``, ``null``)
-  from its recorded arrays (F's and the references' predictions, surrogate predictions):
-  ``arrays`` with the scores (re)computed and ``run/seed``, ``run/bias_correction`` recorded.
-  ``predictions``: F's predictions on device if at hand (default ``arrays["predictions"]``)."""
+def score_run(config: Any, arrays: Mapping[str, np.ndarray], predictions: Any = None,
+              probabilities: Any = None) -> dict[str, np.ndarray]:
+  """Every score of a run under ``config``'s scoring options (``bias_correction``, ``null``,
+  ``soft``) from its recorded arrays (F's and the references' predictions, surrogate
+  predictions, distributions): ``arrays`` with the scores (re)computed and ``run/seed``,
+  ``run/bias_correction``, ``run/soft`` recorded. ``predictions``: F's predictions on device if
+  at hand (default ``arrays["predictions"]``); ``probabilities``: F's probabilities [S, E, N, K]
+  on device (default: ``arrays["probabilities"]`` when stored), for the soft measures
+  (``soft_scoring.rescore``: without either, stored soft measures are kept or refused)."""
   bc = config.get("bias_correction")
   a = {k: v for k, v in arrays.items() if not results_lib.is_score_key(k)}
   names = [str(r) for r in a["reference_names"]]
@@ -151,6 +154,7 @@ def score_run(config: Any, arrays: Mapping[str, np.ndarray], predictions: Any = 
   kinds = sorted({key.split("/")[1] for key in a if key.startswith("surrogate/")})
   for kind in kinds:
     a.update(score_surrogate(a, kind, names, k, bc))
+  soft_scoring.rescore(config.get("soft"), arrays, a, probabilities)
   a[results_lib.run_key("seed")] = np.int64(config.seed)
   a[results_lib.run_key("bias_correction")] = np.array(bc or "")
   return a

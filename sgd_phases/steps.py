@@ -158,7 +158,8 @@ def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
              y_test: jax.Array, x_tr: jax.Array, y_tr_clean: jax.Array,
              x_train_full: jax.Array | None = None,
              x_probe: jax.Array | None = None) -> dict[str, jax.Array]:
-  """Hard test predictions and test/train accuracy and loss of one seed.
+  """Hard test predictions, probabilities [N, K] (the softmax of the logits; dropped by XLA
+  unless recorded) and test/train accuracy and loss of one seed.
 
   ``y_tr`` are this seed's training labels on the train-evaluation subset ``x_tr``; with
   ``x_train_full`` the hard predictions on the whole train set are returned too, with
@@ -179,6 +180,7 @@ def evaluate(tr: Trainer, state: TrainState, y_tr: jax.Array, x_test: jax.Array,
   return dict(
       out,
       predictions=pred.reshape(-1).astype(dtype),
+      probabilities=jax.nn.softmax(logits, axis=-1).reshape(-1, logits.shape[-1]),
       test_acc=jnp.mean(pred == y_test),
       test_loss=loss_from_logits(tr.loss, logits, y_test).mean(),
       train_acc=jnp.mean(tr_pred == y_tr),

@@ -195,7 +195,8 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict],
                         ckpt_dir=ckpt_dir,
                         checkpoint_every=c0.checkpoint_every if ckpt_dir is not None else 0,
                         progress=c0.progress, desc=f"F x{p}",
-                        train_predictions=train_lib.needed_train_predictions(c0)),
+                        train_predictions=train_lib.needed_train_predictions(c0),
+                        probabilities=train_lib.probabilities_dtype(c0)),
       init_transform=set_hparams if hparams else None)
   out = {k: np.asarray(v) for k, v in out.items()}
   return [{k: v[i * s:(i + 1) * s] for k, v in out.items()} for i in range(p)]

@@ -112,6 +112,18 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
               surrogates=sets)
 
 
+def probabilities_dtype(config: ml_collections.ConfigDict) -> str:
+  """The dtype of F's test probabilities recorded on device at every evaluation (for the soft
+  measures, or to store them), "" for none (``engine.RunOptions.probabilities``)."""
+  soft = config.get("soft")
+  wanted = (soft is not None and soft.enabled) or config.eval.get("store_probabilities", False)
+  return config.eval.get("probabilities_dtype", "float32") if wanted else ""
+
+
+def _soft(config: ml_collections.ConfigDict) -> bool:
+  return config.get("soft") is not None and bool(config.soft.enabled)
+
+
 def needed_train_predictions(config: ml_collections.ConfigDict) -> str:
   """Which train-set predictions of F the references need: "all" (every evaluation, for
   references fit to F_T0), "final" (F_T's) or "none"."""
@@ -141,7 +153,8 @@ def train_f(config: ml_collections.ConfigDict, p: Plan, workdir: epath.Path | No
                               ckpt_dir=None if workdir is None else workdir / "checkpoints",
                               checkpoint_every=config.checkpoint_every,
                               progress=config.progress, desc="F", writer=writer,
-                              train_predictions=p.train_predictions))
+                              train_predictions=p.train_predictions,
+                              probabilities=probabilities_dtype(config)))
 
 
 def _reference_labels(ref, f_out, t0_index) -> np.ndarray | None:
@@ -161,16 +174,23 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
   """Trains reference ``config.references[name]`` for every seed; test predictions [S, N].
 
   ``labels``: [S, n] per-seed targets (F's predictions), default: the training labels. With a
-  ``workdir`` the result is cached in ``references/<name>.npz`` (reused on resume).
+  ``workdir`` the result is cached in ``references/<name>.npz`` (reused on resume). With the
+  soft measures on (``config.soft.enabled``) also its test ``probabilities``: [N, K] for a
+  closed form (``sequence_distributions``), else [S, N, K], its softmax at the end.
   """
   ref = config.references[name]
+  soft = _soft(config)
   if ref.trained_on == "closed_form":  # no training: the same predictions for every seed
     from sgd_phases import sequence_references  # pylint: disable=g-import-not-at-top
     pred = sequence_references.closed_form(ref.model, dict(ref.model_kwargs), ds)
     acc = np.float32(np.mean(pred == ds.y_test_flat))
     s = len(seed_ids)
-    return {"predictions": np.broadcast_to(pred, (s, pred.size)).copy(),
-            "test_acc": np.full(s, acc, np.float32)}
+    out = {"predictions": np.broadcast_to(pred, (s, pred.size)).copy(),
+           "test_acc": np.full(s, acc, np.float32)}
+    if soft:
+      out["probabilities"] = sequence_references.closed_form(ref.model, dict(ref.model_kwargs),
+                                                             ds, probabilities=True)
+    return out
 
   def compute() -> dict[str, np.ndarray]:
     tr, strategy = trainer_for(config, ref, ref.num_steps, ds)
@@ -178,24 +198,28 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
                            engine.SeedSet(config.seed, seed_ids, salt=f"reference/{name}"),
                            np.array([0, ref.num_steps]), engine.RunOptions(
                                strategy=strategy, seeds_per_chunk=config.seeds_per_chunk,
-                               progress=config.progress, desc=f"ref:{name}"))
+                               progress=config.progress, desc=f"ref:{name}",
+                               probabilities="float32" if soft else ""))
     return {k: sharding.to_host(out[k])[:, -1] for k in ("predictions", "test_acc",
-                                                         "train_acc", "probe_predictions")
+                                                         "train_acc", "probe_predictions",
+                                                         "probabilities")
             if k in out}
 
   if workdir is None:
     return compute()
   # the run's identity names F (whose predictions some references learn) and every reference
   ident = {"run": workdir_lib.run_identity(config), "reference": name,
-           "seed_ids": [int(i) for i in seed_ids]}
+           "seed_ids": [int(i) for i in seed_ids], "probabilities": soft}
   return workdir_lib.cached_npz(workdir / "references" / f"{name}.npz", ident, compute,
                                 what=f"reference {name!r}")
 
 
 def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str, np.ndarray],
-                     workdir: epath.Path | None
+                     workdir: epath.Path | None, f_probabilities: Any = None
                      ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
-  """Step 3: every reference's test predictions and accuracy per seed, and T_0 per seed."""
+  """Step 3: every reference's test predictions and accuracy per seed (and probabilities, see
+  ``train_reference``), and T_0 per seed. ``f_probabilities``: F's recorded probabilities
+  [S, E, N, K] (on device), where "F at T_0" takes its own (NaN for undefined seeds)."""
   refs = config.references
   out = {name: train_reference(config, name, p.data, p.ds, p.seed_ids,
                                _reference_labels(ref, f_out, None), workdir)
@@ -214,6 +238,9 @@ def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str
     if refs[name].trained_on == "snapshot_at_T0":
       o = {k: f_out[k][rows, at_t0].copy() for k in ("predictions", "test_acc",
                                                      "probe_predictions") if k in f_out}
+      if f_probabilities is not None and _soft(config):
+        o["probabilities"] = np.asarray(sharding.to_host(f_probabilities[rows, at_t0]),
+                                        np.float32)
     else:
       o = {k: np.array(v) for k, v in train_reference(
           config, name, p.data, p.ds, p.seed_ids, _reference_labels(refs[name], f_out, at_t0),
@@ -221,6 +248,8 @@ def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str
     o["predictions"][~reached] = scoring.UNDEFINED
     if "probe_predictions" in o:
       o["probe_predictions"][~reached] = scoring.UNDEFINED
+    if "probabilities" in o:  # NaN rows: undefined (soft measures NaN for those seeds)
+      o["probabilities"] = np.where(reached[:, None, None], o["probabilities"], np.nan)
     o["test_acc"] = np.where(reached, o["test_acc"], np.nan)
     out[name] = o
   return {name: out[name] for name in refs}, t0
@@ -246,6 +275,10 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
   for name, out in refs.items():
     arrays[results_lib.ref_key(name, "predictions")] = out["predictions"]
     arrays[results_lib.ref_key(name, "test_acc")] = out["test_acc"]
+    if "probabilities" in out:
+      arrays[results_lib.soft_key(name, "probabilities")] = out["probabilities"]
+  if config.eval.get("store_probabilities", False) and "probabilities" in f_dev:
+    arrays["probabilities"] = sharding.to_host(f_dev["probabilities"])
   start = grid
   for kind, (x, y) in p.surrogates.items():  # recorded after the probe grid in x_probe
     cut = slice(start, start + len(y))
@@ -257,7 +290,7 @@ def score(config: ml_collections.ConfigDict, p: Plan, f_dev: Mapping[str, Any],
     for name, r in refs.items():
       arrays[key("ref", name, "predictions")] = r["probe_predictions"][..., cut]
   arrays.update(scoring.t0_arrays(config, p.eval_at, t0))
-  return scoring.score_run(config, arrays, f_dev["predictions"])
+  return scoring.score_run(config, arrays, f_dev["predictions"], f_dev.get("probabilities"))
 
 
 def init_distributed(config: ml_collections.ConfigDict) -> None:
@@ -312,10 +345,11 @@ def _train(config: ml_collections.ConfigDict, workdir: Any, trained_f: TrainedF 
       except FloatingPointError as e:  # diverged: this attempt must not block the corrected one
         workdir_lib.mark_failed(workdir, config, e)
         raise
-    f_host = {k: sharding.to_host(v) for k, v in f_dev.items()}  # gathered for results.npz
+    # gathered for results.npz; F's probabilities [S, E, N, K] stay on device (soft measures)
+    f_host = {k: sharding.to_host(v) for k, v in f_dev.items() if k != "probabilities"}
     if resumable:
       preemption.stop_if_requested("F's training")
-    refs, t0 = train_references(config, p, f_host, workdir)
+    refs, t0 = train_references(config, p, f_host, workdir, f_dev.get("probabilities"))
     if resumable:
       preemption.stop_if_requested("the references")
     results = Results(score(config, p, f_dev, f_host, refs, t0), workdir)
@@ -336,4 +370,7 @@ def _write_metrics(writer: io_lib.MetricWriter, results: Results) -> None:
     for r in results.reference_names:
       for f in ("i_fy", "mu", "i_fy_given_l"):
         row[f"{r}/{f}"] = float(np.mean(a[results_lib.mi_key(r, f)][:, k]))
+      for f, v in results.soft(r).items():
+        if v.ndim == 2:
+          row[f"{r}/{f}"] = float(np.mean(v[:, k]))
     writer.write_scalars(int(step), row)

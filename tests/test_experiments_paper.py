@@ -76,6 +76,19 @@ def test_linear_phase_quick(linear_run):
   assert s["mu_over_i_at_t0"]["mean"] == pytest.approx(ratio.mean(), rel=1e-6)
   assert -0.01 <= s["mu_over_i_at_t0"]["mean"] <= 1.0 + 1e-6  # μ ≤ I(F;Y)
   assert s["mu_end"]["mean"] <= s["i_ly"]["mean"] + 1e-6      # μ ≤ I(L;Y)
+  # soft measures against L's softmax (stored per seed; argmax = L's predictions)
+  pl = a["soft/linear/probabilities"]
+  assert pl.shape == (2, a["y_test"].size, 2)
+  np.testing.assert_array_equal(pl.argmax(-1), a["ref/linear/predictions"])
+  ce = -np.log2(np.take_along_axis(pl, a["y_test"][None, :, None], -1)[..., 0]).mean(-1)
+  np.testing.assert_allclose(a["soft/linear/ce"], ce, rtol=1e-5)
+  np.testing.assert_allclose(a["soft/f/ce"], a["test_loss"] / np.log(2.0), atol=1e-4)
+  for field in ("kl_ref_f", "kl_f_ref", "js"):
+    assert a[f"soft/linear/{field}"].shape == a["test_acc"].shape
+    assert set(s["soft"]["references"]["linear"][f"{field}_end"]) == CI_KEYS
+  assert s["soft"]["mixture"]["names"] == ["linear", "uniform"]
+  assert {Path(p).name for p in s["figures"]} == {"linear_phase.png", "linear_phase_soft.png",
+                                                  "linear_phase_mixture.png"}
   _check_figures(linear_phase, workdir, s)
 
 
