@@ -152,3 +152,16 @@ def test_soft_config_is_validated():
   c.eval.probabilities_dtype = "bfloat16"
   with pytest.raises(ValueError, match=r"^config\.eval\.probabilities_dtype"):
     config_lib.validate(c)
+
+
+def test_a_run_recorded_before_the_probability_fields_is_the_same_run():
+  """config.json of a run made before eval.store_probabilities / probabilities_dtype existed
+  has the same identity as today's default config (its finished results stay reusable)."""
+  c = _sequence_config()
+  c.eval.store_probabilities = False
+  new = config_lib.to_dict(c)
+  old = config_lib.to_dict(c)
+  del old["eval"]["store_probabilities"], old["eval"]["probabilities_dtype"]
+  assert config_lib.identity(old) == config_lib.identity(new)
+  c.eval.probabilities_dtype = "float16"
+  assert config_lib.identity(old) != config_lib.identity(config_lib.to_dict(c))
