@@ -1,5 +1,14 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures and rules shared by every test module.
 
+* ``@pytest.mark.shared_data("mnist", ...)``: the test reads the shared real-data folder
+  (``datasets.shared_data_dir()``, with those subfolders); it is skipped, with the reason, when
+  the folder is absent or hidden (``SGD_PHASES_SHARED_DATA=none``, as in a fresh clone).
+* No test reaches the network: a connection to anything but this machine fails at once, naming
+  the address (a test that would download fails instead of hanging or downloading).
+"""
+
+import ipaddress
+import socket
 import sys
 from pathlib import Path
 
@@ -8,7 +17,56 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import gcs_emulator  # noqa: E402  (sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT before gcsfs loads)
 
+from sgd_phases import datasets
 from sgd_phases.datasets import tfds_images
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "shared_data(*subfolders): reads the shared real-data "
+                          "folder (datasets.shared_data_dir()); skipped when it is absent or "
+                          "hidden (SGD_PHASES_SHARED_DATA=none)")
+
+
+def pytest_runtest_setup(item):
+  marker = item.get_closest_marker("shared_data")
+  if marker is None:
+    return
+  root = datasets.shared_data_dir()
+  missing = [s for s in marker.args if root is None or not (root / s).is_dir()]
+  if root is None or missing:
+    pytest.skip(f"needs the shared data folder{' with ' + str(missing) if root else ''} "
+                f"(../shared/data or ${datasets.SHARED_DATA_ENV}; absent or hidden)")
+
+
+def _local(host) -> bool:
+  if host in ("localhost", ""):
+    return True
+  try:
+    return ipaddress.ip_address(host.split("%")[0]).is_loopback
+  except ValueError:
+    return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+  """Refuses connections from this process to any host but this machine (module doc)."""
+  real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+  def check(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+      raise ConnectionRefusedError(f"tests may not use the network (connection to {address!r})")
+
+  def connect(self, address):
+    check(self, address)
+    return real_connect(self, address)
+
+  def connect_ex(self, address):
+    check(self, address)
+    return real_connect_ex(self, address)
+
+  socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+  yield
+  socket.socket.connect, socket.socket.connect_ex = real_connect, real_connect_ex
 
 
 @pytest.fixture

@@ -23,12 +23,6 @@ SYNTHETIC = ["ball2d_sinusoid", "sinusoid_hd", "theorem1"]
 SMALL = {"n_train": 300, "n_test": 200}
 
 
-def _shared_data() -> Path | None:
-  env = os.environ.get("SGD_PHASES_SHARED_DATA")
-  path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-  return path if path.is_dir() else None
-
-
 def _binomial_ok(count: int, n: int, p: float, sigmas: float = 4.0) -> bool:
   return abs(count - n * p) <= sigmas * np.sqrt(n * p * (1 - p))
 
@@ -254,6 +248,9 @@ def test_data_dir_not_gzip(tmp_path):
 def test_shared_data_dir_env(tmp_path, monkeypatch):
   monkeypatch.setenv("SGD_PHASES_SHARED_DATA", str(tmp_path))
   assert datasets.shared_data_dir() == tmp_path
+  for hidden in ("none", "None", " NONE "):  # as in a clone without it, even where it exists
+    monkeypatch.setenv("SGD_PHASES_SHARED_DATA", hidden)
+    assert datasets.shared_data_dir() is None
 
 
 # ------------------------------------------------------------------------ real MNIST-format data
@@ -269,13 +266,12 @@ def idx_cache(tmp_path_factory):
 
 
 def _idx_config(name: str, cache: Path, **kw) -> dict:
-  root = _shared_data()
-  if root is None or not (root / name).is_dir():
-    pytest.skip(f"real {name} IDX files not found (set SGD_PHASES_SHARED_DATA or add "
-                f"../shared/data/{name} next to the repo)")
-  return {"name": name, "data_dir": str(root / name), "tfds_dir": str(cache), **kw}
+  """The config of the shared real ``name`` files (tests marked ``shared_data(name)``)."""
+  return {"name": name, "data_dir": str(datasets.shared_data_dir() / name),
+          "tfds_dir": str(cache), **kw}
 
 
+@pytest.mark.shared_data("mnist")
 def test_mnist_from_idx(idx_cache):
   ds = datasets.get_dataset(_idx_config("mnist", idx_cache, classes="all"))
   assert ds.x_train.shape == (60_000, 28, 28, 1) and ds.x_test.shape == (10_000, 28, 28, 1)
@@ -289,6 +285,7 @@ def test_mnist_from_idx(idx_cache):
   np.testing.assert_array_equal(binary.x_test, ds.x_test)
 
 
+@pytest.mark.shared_data("mnist")
 def test_mnist_groups_subsample_noise(idx_cache):
   cfg = _idx_config("mnist", idx_cache, classes=[[2, 3], [7]], train_size=300, test_size=100,
                     label_noise=0.2, seed=1)
@@ -301,6 +298,7 @@ def test_mnist_groups_subsample_noise(idx_cache):
   np.testing.assert_array_equal(np.bincount(full.y_train_clean), [6131 + 5958, 6265])
 
 
+@pytest.mark.shared_data("mnist")
 def test_idx_cache_reused(idx_cache, monkeypatch):
   import tensorflow_datasets as tfds
   from sgd_phases.datasets import local_idx
@@ -324,6 +322,7 @@ def test_idx_cache_reused(idx_cache, monkeypatch):
   assert not list(idx_cache.glob(".tmp-*/local_mnist/1.0.0/*.array_record*"))  # tmp cleaned
 
 
+@pytest.mark.shared_data("fashion_mnist")
 def test_fashion_mnist_from_idx(idx_cache):
   ds = datasets.get_dataset(_idx_config("fashion_mnist", idx_cache, classes="all"))
   assert ds.x_train.shape == (60_000, 28, 28, 1) and ds.x_test.shape == (10_000, 28, 28, 1)
@@ -332,6 +331,7 @@ def test_fashion_mnist_from_idx(idx_cache):
   tfds_images.clear_cache()  # free the raw arrays held by this session
 
 
+@pytest.mark.shared_data("mnist")
 def test_mnist_idx_in_a_gcs_bucket_feeds_a_quick_run(gcs_bucket, tmp_path):
   """``data_dir = gs://...`` is read as a URI (it used to become ``/cwd/gs:/...``)."""
   from etils import epath

@@ -296,12 +296,7 @@ def test_retention_row_on_hand_built_curves():
 
 
 # ----------------------------------------------------------------------------- real MNIST
-needs_mnist = pytest.mark.skipif(
-    common.offline_data_dir("mnist") is None,
-    reason="no offline MNIST (datasets.shared_data_dir() absent); real-data test skipped")
-
-
-@needs_mnist
+@pytest.mark.shared_data("mnist")
 def test_linear_phase_mnist_quick(tmp_path):
   c = _quick(linear_phase, "mnist_mlp,quick")
   assert c.dataset.data_dir == common.offline_data_dir("mnist")
@@ -311,6 +306,7 @@ def test_linear_phase_mnist_quick(tmp_path):
   _check_figures(linear_phase, tmp_path, s)
 
 
+@pytest.mark.shared_data("mnist")  # without it the task would download MNIST
 def test_linear_phase_on_all_ten_mnist_classes_quick(tmp_path):
   """K = 10 (L = softmax regression): the headline at T_0 recomputed from the stored
   predictions with pyitlib (an independent plug-in implementation)."""

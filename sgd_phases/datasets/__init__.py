@@ -184,13 +184,20 @@ def with_data(config: ml_collections.ConfigDict, data: InMemoryData | None
   return config
 
 
+SHARED_DATA_ENV = "SGD_PHASES_SHARED_DATA"  # a folder, or "none": as if there were none
+
+
 def shared_data_dir() -> Path | None:
   """The shared real-data folder (``$SGD_PHASES_SHARED_DATA``, else ``<repo>/../shared/data``).
 
-  Returns None when neither exists (e.g. in a fresh clone); it holds ``mnist/`` and
+  Returns None when neither exists (e.g. in a fresh clone), or when ``SGD_PHASES_SHARED_DATA``
+  is ``none``: then everything behaves as in a clone without it (experiments fall back to
+  synthetic tasks or TFDS, tests that need it skip). It holds ``mnist/`` and
   ``fashion_mnist/`` IDX folders usable as ``data_dir``.
   """
-  env = os.environ.get("SGD_PHASES_SHARED_DATA")
+  env = os.environ.get(SHARED_DATA_ENV)
+  if env and env.strip().lower() == "none":
+    return None
   candidates = [Path(env).expanduser()] if env else []
   candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
   return next((c for c in candidates if c.is_dir()), None)
