@@ -9,10 +9,10 @@ import io
 import struct
 from pathlib import Path
 
+import finished_run
 import numpy as np
 import pytest
 
-import finished_run
 from sgd_phases import config_lib, datasets
 from sgd_phases.datasets import sequences, tfds_images
 
@@ -147,7 +147,7 @@ class _Server:
     sent = self.sent = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
-      def do_GET(self):  # noqa: N802
+      def do_GET(self):
         sent.append(self.path)
         super().do_GET()
 
@@ -202,7 +202,7 @@ def test_default_mnist_path_downloads_with_tfds_and_builds_without_tensorflow(id
   manager fetches TFDS's files (from 127.0.0.1 here), checks their sums, and they are read
   without TensorFlow; a second read does not download again; the content is pinned like the
   same files given as ``data_dir``."""
-  server, (x_tr, y_tr, x_te, y_te) = idx_server
+  server, (x_tr, _, _, y_te) = idx_server
   cfg = {"name": "mnist", "tfds_dir": str(tmp_path / "tfds"), "classes": "all"}
   ds = datasets.get_dataset(cfg)
   assert sorted(server.sent) == sorted(f"/{f.name}" for f in (tmp_path / "served").iterdir())

@@ -28,13 +28,14 @@ def test_shared_data_tests_skip_when_the_folder_is_hidden():
   r = subprocess.run(
       [sys.executable, "-m", "pytest", *files, "-m", "shared_data", "-q", "-rs",
        "-p", "no:xdist", "-p", "no:cacheprovider"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   out = r.stdout + r.stderr
   assert r.returncode == 0, out[-3000:]
   summary = out.strip().splitlines()[-1]
   skipped = int(re.search(r"(\d+) skipped", summary).group(1))
   assert not re.search(r"passed|failed|error", summary), summary
-  reasons = re.findall(r"^SKIPPED \[(\d+)\] .*: needs the shared data folder", out, re.M)
+  reasons = re.findall(r"^SKIPPED \[(\d+)\] .*: needs the shared data folder", out,
+                       re.MULTILINE)
   assert sum(map(int, reasons)) == skipped >= 7, out[-3000:]  # tests/test_datasets.py (5),
   #   tests/test_experiments_paper.py (2) at least
 

@@ -9,10 +9,10 @@ import pickle
 import tarfile
 from pathlib import Path
 
+import finished_run
 import numpy as np
 import pytest
 
-import finished_run
 from experiments import linear_phase
 from sgd_phases import config_lib, datasets, train_lib
 from sgd_phases.datasets import cifar_tarball, tfds_images
@@ -302,8 +302,8 @@ def test_tfds_dataset_feeds_a_quick_run(fake_tfds, tmp_path):
     ({"test_split": "validation"}, r"^test_split='validation'"),
     ({"classes": [[0, 7]]}, r"^classes="),
     ({"name": "tfds:fake_shapes/no_such_config"}, r"^name='tfds:fake_shapes/no_such_config'"),
-    ({"label_key": "image"}, r"^label_key='image': Image is not a ClassLabel of TFDS dataset "
-                             r"'fake_shapes/small'$"),  # the name, not a literal {name!r}
+    ({"label_key": "image"}, (r"^label_key='image': Image is not a ClassLabel of TFDS dataset "
+                              r"'fake_shapes/small'$")),  # the name, not a literal {name!r}
 ])
 def test_tfds_bad_fields_are_named(fake_tfds, fields, pattern):
   with pytest.raises(ValueError, match=pattern):

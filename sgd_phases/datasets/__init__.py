@@ -18,6 +18,11 @@ see :mod:`.tfds_images`), ``tfds:<name>[/<config>]`` (any TFDS image classificat
 ``seed`` (data seed), ``label_noise``,
 ``noisy_test``, ``train_size``, ``test_size`` (see :func:`.base.common_config`). Any bad field
 raises one ``ValueError`` that names it.
+
+Identity: a dataset read from outside its config (files, TFDS, arrays) has a ``fingerprint``
+field, the hash of its content, filled in by :func:`pin` (how each computes it:
+``FINGERPRINTS``); ``get_dataset`` refuses a given fingerprint that is not the data's.
+``shared_data_dir()`` is the shared real-data folder (``SGD_PHASES_SHARED_DATA=none`` hides it).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def stamp(files: Sequence[Any]) -> tuple[Any, ...] | None:
         version = (st.st_size, st.st_mtime_ns)
       else:
         version = _object_version(f) if f.startswith("gs://") else None
-    except Exception:  # pylint: disable=broad-except  (no stamp: read again, never stale)
+    except Exception:  # noqa: BLE001  (any failure: no stamp, read again, never stale)
       version = None
     if version is None:
       return None
