@@ -11,7 +11,9 @@ overrides apply to every point, parsed as by every experiment's command, ``sgd_p
 (``label_noise`` means ``dataset.label_noise``, see ``sgd_phases.sweep.resolve_field``), and
 ``--sweep_file`` a JSON object {field: [values]} (for lists or strings with commas). The grid
 is their Cartesian product; each point runs ``<experiment>.run(config, DIR/<point>)``, finished
-points are skipped on a rerun, a failing point writes ``DIR/<point>/error.txt``. Outputs:
+points are skipped on a rerun, a failing point writes ``DIR/<point>/error.txt`` (the others go
+on; the command then exits with status 1, naming how many failed; a preempted one, SIGTERM,
+with status 75: rerun it to resume). Outputs:
 ``DIR/summary.csv``, ``DIR/summary.json`` (rows: the overrides, status, the headline numbers as
 ``<name>.mean/.lo/.hi``) and ``DIR/sweep.png`` (``--metric``, default μ/I at T_0). Runtime: the
 sum of the points' (the quick linear_phase config: seconds per point on CPU).
@@ -117,6 +119,9 @@ def main(argv: list[str]) -> None:
   for r in rows:
     print(f"{r['status']:8s} {r['point']}" + (f"  {r['error']}" if r.get("error") else ""))
   print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" of {len(rows)} points")
+  if counts["failed"] and not f.merge:  # a scheduler must not record the job as a success
+    sys.exit(f"sweep: {counts['failed']} of {len(rows)} points failed (each one's error is in "
+             "its error.txt; a rerun retries them): exit status 1")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -16,7 +16,8 @@ the same command resumes from that checkpoint and ends bit-identical to an unint
 (CPU; tests/test_preemption.py). The checkpoint is taken at the next evaluation, so the time
 from the signal to the exit is at most one segment between evaluations (log-spaced: the
 longest is the last; with 100 evaluations 5.7% of a 2,000-step run, 8.9% of 40,000 steps) plus
-a checkpoint write; keep the scheduler's grace period above that.
+a checkpoint write; keep the scheduler's grace period above that. A reference trains in
+``train_lib.REFERENCE_SEGMENTS`` checkpointed segments, so SIGTERM stops it within one of them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@
 2. ``train_f``: F for every seed by ``engine.run_seeds`` (or F's outputs handed in as
    ``trained_f``, e.g. by ``sgd_phases.sweep``'s nested programs);
 3. ``train_references``: every reference per seed, then T_0, then the references defined at
-   T_0 (undefined, i.e. −1 predictions and NaN measures, for seeds that never reach it);
+   T_0 (undefined, i.e. −1 predictions and NaN measures, for seeds that never reach it); in a
+   checkpointed run each in ``REFERENCE_SEGMENTS`` checkpointed segments (SIGTERM stops it
+   within one, the rerun resumes it);
 4. ``score``: every information measure and the conditional-independence null, on device;
 5. ``results.npz`` and ``metrics.jsonl`` written atomically by one process.
 
@@ -192,12 +194,20 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
                                                              ds, probabilities=True)
     return out
 
+  # in a checkpointed run (a workdir, checkpoint_every > 0) L trains in REFERENCE_SEGMENTS
+  # segments, checkpointed like F's evaluations: SIGTERM stops it within one segment and the
+  # rerun resumes it (the same SGD steps: its predictions equal an uninterrupted run's)
+  ckpt = (None if workdir is None or not config.checkpoint_every
+          else workdir / "references" / "checkpoints" / name)
+
   def compute() -> dict[str, np.ndarray]:
     tr, strategy = trainer_for(config, ref, ref.num_steps, ds)
     out = engine.run_seeds(tr, data, ds.y_train if labels is None else labels,
                            engine.SeedSet(config.seed, seed_ids, salt=f"reference/{name}"),
-                           np.array([0, ref.num_steps]), engine.RunOptions(
+                           reference_segments(ref.num_steps, ckpt is not None),
+                           engine.RunOptions(
                                strategy=strategy, seeds_per_chunk=config.seeds_per_chunk,
+                               ckpt_dir=ckpt, checkpoint_every=config.checkpoint_every,
                                progress=config.progress, desc=f"ref:{name}",
                                probabilities="float32" if soft else ""))
     return {k: sharding.to_host(out[k])[:, -1] for k in ("predictions", "test_acc",
@@ -210,8 +220,26 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
   # the run's identity names F (whose predictions some references learn) and every reference
   ident = {"run": workdir_lib.run_identity(config), "reference": name,
            "seed_ids": [int(i) for i in seed_ids], "probabilities": soft}
-  return workdir_lib.cached_npz(workdir / "references" / f"{name}.npz", ident, compute,
-                                what=f"reference {name!r}")
+  out = workdir_lib.cached_npz(workdir / "references" / f"{name}.npz", ident, compute,
+                               what=f"reference {name!r}")
+  if ckpt is not None:  # cached: its checkpoints are spent (removed once every process is done)
+    io_lib.barrier(f"reference {name} cached")
+    if io_lib.is_writer():
+      ckpt.rmtree(missing_ok=True)
+      if ckpt.parent.exists() and not any(True for _ in ckpt.parent.iterdir()):
+        ckpt.parent.rmdir()
+  return out
+
+
+REFERENCE_SEGMENTS = 16  # a checkpointed reference's segments (its evaluations minus one)
+
+
+def reference_segments(num_steps: int, segmented: bool) -> np.ndarray:
+  """The evaluation steps of a reference: [0, num_steps], or ``REFERENCE_SEGMENTS`` equal
+  segments when it is checkpointed (where a preemption can stop it)."""
+  if not segmented:
+    return np.array([0, num_steps])
+  return np.unique(np.linspace(0, num_steps, REFERENCE_SEGMENTS + 1).round().astype(np.int64))
 
 
 def train_references(config: ml_collections.ConfigDict, p: Plan, f_out: dict[str, np.ndarray],

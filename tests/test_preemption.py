@@ -2,6 +2,7 @@
 workdir and on a gs:// workdir (local GCS emulator, tests/gcs_emulator.py)."""
 
 import logging
+import re
 import os
 import signal
 import subprocess
@@ -133,3 +134,48 @@ def test_sigterm_checkpoints_at_the_signal_and_resumes(workdir, uninterrupted, c
   # one TensorBoard event file, rewritten from the results: no duplicate curves
   events = [f.name for f in (epath.Path(workdir) / "tensorboard").iterdir()]
   assert len(events) == 1 and events[0].startswith("events.out.tfevents"), events
+
+
+REF_STEPS = 20_000  # the reference's SGD steps: seconds, so that the signal lands inside it
+
+
+def test_sigterm_while_a_reference_trains_stops_within_a_segment_and_resumes(tmp_path):
+  """The sweep's command, one point whose reference L trains in REFERENCE_SEGMENTS checkpointed
+  segments: SIGTERM while L trains stops it at the next segment (not after the whole of L)
+  with exit status 75 and one line, no traceback. The same command resumes L there, and the
+  point's results equal an uninterrupted run's whose L trained in one piece (no workdir)."""
+  from sgd_phases import preemption
+  root = tmp_path / "sw"
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--workdir={root}",
+         "--config=tests/tiny_run.py:100", f"--config.references.linear.num_steps={REF_STEPS}",
+         "--sweep.seed=0"]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  ref_ckpt = root / "seed=0" / "references" / "checkpoints" / "linear"
+  committed = lambda: sorted(int(p.name) for p in ref_ckpt.glob("chunk_*/*")  # noqa: E731
+                             if p.name.isdigit())
+  deadline = time.time() + 300
+  while max(committed(), default=0) < 2 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "L finished before the signal: " + proc.stderr.read()[-2000:]
+  proc.send_signal(signal.SIGTERM)
+  err = proc.communicate(timeout=120)[1]
+  assert proc.returncode == preemption.EXIT_CODE, err[-3000:]
+  assert "Traceback" not in err
+  assert len([ln for ln in err.splitlines() if "rerun the same command to resume" in ln]) == 1
+  stop = re.search(r"ref:linear seeds 0-2: preempted; checkpoint saved at step (\d+) "
+                   r"\(evaluation (\d+)\)", err)
+  assert stop and 2 <= int(stop.group(2)) < train_lib.REFERENCE_SEGMENTS, err[-3000:]
+  assert not (root / "seed=0" / "results.npz").exists()
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert (f"ref:linear seeds 0-2: resumed from checkpoint at step {stop.group(1)}"
+          in again.stderr)
+  assert not ref_ckpt.exists()  # L is cached in references/linear.npz: its checkpoints went
+  c = tiny_run.config(100)
+  c.references.linear.num_steps = REF_STEPS
+  whole = train_lib.train(c, None).arrays
+  resumed = io_lib.read_npz(root / "seed=0" / "results.npz")
+  for k, v in whole.items():
+    np.testing.assert_array_equal(v, resumed[k], err_msg=k)

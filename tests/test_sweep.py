@@ -172,14 +172,19 @@ def test_flatten_and_figure_with_two_fields(tmp_path):
 
 
 def test_cli_subprocess(tmp_path):
+  """The command runs every point; a point that fails (an odd num_examples) does not stop the
+  others, and the command then exits with status 1 naming how many failed."""
   cmd = [sys.executable, "-m", "experiments.sweep", f"--workdir={tmp_path}",
          "--config=experiments/mi_vs_accuracy.py:quick", "--config.curve_points=11",
-         "--sweep.num_random_draws=0,2"]
+         "--sweep.num_random_draws=0,2", "--sweep.num_examples=2000,2001"]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert "sweep: 2 of 4 points failed" in out.stderr and "2 done, 2 failed of 4" in out.stdout
   rows = _read_csv(tmp_path / "summary.csv")
-  assert [r["num_random_draws"] for r in rows] == ["0", "2"]
-  assert io_lib.read_json(tmp_path / "num_random_draws=2" / "summary.json")["random_draws"]
+  assert [r["num_random_draws"] for r in rows] == ["0", "0", "2", "2"]
+  assert [r["status"] for r in rows] == ["done", "failed"] * 2
+  assert io_lib.read_json(tmp_path / "num_random_draws=2,num_examples=2000" / "summary.json"
+                          )["random_draws"]
 
 
 def test_parse_shard_from_flag_and_schedulers():
@@ -193,6 +198,28 @@ def test_parse_shard_from_flag_and_schedulers():
       sweep.parse_shard(bad, {})
   with pytest.raises(ValueError, match=r"SWEEP_SHARD_COUNT"):
     sweep.parse_shard(None, {"JOB_COMPLETION_INDEX": "0"})
+
+
+def _slurm(task: int, count: int, lo: int, hi: int, step: int | None = None) -> dict[str, str]:
+  """The variables Slurm sets for one task of an array (``--array=lo-hi[:step]``)."""
+  env = {"SLURM_ARRAY_TASK_ID": task, "SLURM_ARRAY_TASK_COUNT": count,
+         "SLURM_ARRAY_TASK_MIN": lo, "SLURM_ARRAY_TASK_MAX": hi}
+  return {k: str(v) for k, v in {**env, **({"SLURM_ARRAY_TASK_STEP": step} if step else {})
+                                  }.items()}
+
+
+@pytest.mark.parametrize("ids, step", [(range(1, 9), None), (range(0, 8), None),
+                                       (range(3, 24, 3), 3), (range(0, 16, 4), 4)])
+def test_slurm_array_tasks_map_onto_shards_0_to_n_minus_1(ids, step):
+  """``--array=1-8`` (and 0-7, 3-21:3, 0-12:4): every task gets its own shard of 0 .. n-1."""
+  ids = list(ids)
+  shards = [sweep.parse_shard(None, _slurm(t, len(ids), ids[0], ids[-1], step)) for t in ids]
+  assert shards == [(i, len(ids)) for i in range(len(ids))]
+
+
+def test_an_unevenly_spaced_slurm_array_is_refused_naming_the_flag():
+  with pytest.raises(ValueError, match=r"task 3 of 3 \(ids 1\.\.7.*--shard=i/n"):
+    sweep.parse_shard(None, _slurm(3, 3, 1, 7))  # --array=1,3,7
 
 
 _SHARD_FLAGS = ["--config=experiments/mi_vs_accuracy.py:quick", "--config.curve_points=11",

@@ -3,6 +3,7 @@ helper that counts the SGD steps a run trains.
 
     python tests/tiny_run.py WORKDIR [NUM_STEPS]      # writes WORKDIR/results.npz
     python tests/tiny_run.py WORKDIR NUM_STEPS --distributed PORT PROCESS_ID   # one of 2
+    python -m experiments.sweep --config=tests/tiny_run.py:NUM_STEPS ...  # an experiment file
 """
 
 import sys
@@ -23,6 +24,23 @@ def config(num_steps: int = 200):
   c.references.linear = config_lib.reference_config("linear", num_steps=100)
   c.progress = False
   return c
+
+
+def get_config(arg: str | None = None):
+  """tiny_run as an experiment file for the commands (``--config=tests/tiny_run.py[:STEPS]``)."""
+  return config(int(arg) if arg else 200)
+
+
+def run(config, workdir):
+  """Trains the run and writes a one-number summary.json (as an experiment's ``run``)."""
+  import os
+
+  from sgd_phases import workdir as workdir_lib
+  results = train_lib.train(config, workdir)
+  summary = {"test_acc_end": float(results.arrays["test_acc"][:, -1].mean()),
+             "identity": workdir_lib.summary_identity(config)}
+  io_lib.write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
 
 
 def count_trained_steps(monkeypatch, steps) -> list[int]:
