@@ -16,7 +16,7 @@ import math
 import pytest
 
 from benchmarks import (common, eval_overhead, roofline, scaling, sequence_throughput,
-                        train_throughput)
+                        soft_overhead, train_throughput)
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -71,6 +71,15 @@ def test_eval_overhead_quick(tmp_path):
   assert rows["full"]["num_evaluations"] > rows["no_eval"]["num_evaluations"]
   assert rows["no_eval"]["num_evaluations"] <= 3  # step 0, (step 1,) the last step
   assert math.isfinite(rows["full"]["overhead"])
+
+
+def test_soft_overhead_quick(tmp_path):
+  out = tmp_path / "so.json"
+  soft_overhead.main(["--quick", "--workloads", "linear_phase", "--out", str(out)])
+  row = _load(out)["rows"][0]
+  assert row["workload"] == "linear_phase" and row["buffer_mb"] > 0
+  assert row["runs"]["off"][0]["soft_s"] == 0 < row["runs"]["on"][0]["soft_s"]
+  assert _positive(row["cpu_on_s"]) and math.isfinite(row["cpu_overhead"])
 
 
 def test_roofline_quick(tmp_path):
