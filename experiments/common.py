@@ -119,15 +119,14 @@ def finish(workdir: io_lib.PathLike, summary: dict[str, Any],
   matches), ``command`` (the command line, or None when called from Python) and
   ``wall_time_s`` (this call, from ``started`` = ``time.time()`` at its start; a resumed or
   reloaded run counts only what this call did). In a multi-process job only process 0 writes
-  (the others return the summary, no figures)."""
+  (the others return the summary, no figures), and every process returns once summary.json is
+  written."""
   from sgd_phases import workdir as workdir_lib
   summary = {**summary, "identity": workdir_lib.summary_identity(config),
              "command": cli.command(), "wall_time_s": round(time.time() - started, 1)}
-  if not io_lib.is_writer():
-    return {**summary, "figures": []}
-  io_lib.write_json(io_lib.path(workdir) / "summary.json", summary)
-  summary["figures"] = make_figures(str(workdir))
-  return summary
+  io_lib.write_json(io_lib.path(workdir) / "summary.json", summary)  # process 0 only
+  io_lib.barrier("summary written")  # e.g. a sweep reads it next, on every process
+  return {**summary, "figures": make_figures(str(workdir)) if io_lib.is_writer() else []}
 
 
 def offline_data_dir(dataset: str) -> str | None:

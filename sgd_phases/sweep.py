@@ -46,7 +46,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from sgd_phases import engine, eval_lib, io_lib, plotting, steps, train_lib
+from sgd_phases import engine, eval_lib, io_lib, plotting, sharding, steps, train_lib
 from sgd_phases import workdir as workdir_lib
 from sgd_phases import datasets as datasets_lib
 from sgd_phases.grid import (apply_overrides, convert_value, format_value,  # noqa: F401
@@ -198,7 +198,7 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict],
                         train_predictions=train_lib.needed_train_predictions(c0),
                         probabilities=train_lib.probabilities_dtype(c0)),
       init_transform=set_hparams if hparams else None)
-  out = {k: np.asarray(v) for k, v in out.items()}
+  out = {k: sharding.to_host(v) for k, v in out.items()}  # (gathered in a multi-process job)
   return [{k: v[i * s:(i + 1) * s] for k, v in out.items()} for i in range(p)]
 
 
@@ -359,6 +359,8 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
   """
   if vectorize not in VECTORIZE:
     raise ValueError(f"vectorize={vectorize!r} is not one of {VECTORIZE}")
+  if "distributed" in config:  # a multi-process job: joined before its first computation
+    train_lib.init_distributed(config)  # (the nested programs, or which process writes)
   root = io_lib.check_writable(workdir)
   points = _points(config, grid)
   names = [p[0] for p in points]
@@ -466,6 +468,7 @@ def write_summary(root: epath.Path, rows: Sequence[Mapping[str, Any]], meta: Map
   writer.writeheader()
   writer.writerows(rows)
   io_lib.write_bytes(root / CSV_FILE, buf.getvalue().encode())
+  io_lib.barrier("sweep summary written")  # e.g. retention_map reads it next, on every process
 
 
 def pick_metric(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str | None:

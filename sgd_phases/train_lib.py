@@ -386,6 +386,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Any, trained_f: TrainedF 
       io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
   finally:
     writer.close()
+  if workdir is not None:  # every process may read results.npz next: only once it is written
+    io_lib.barrier("results written")
   return results
 
 

@@ -285,4 +285,5 @@ def check(config: ml_collections.ConfigDict, workdir: epath.Path) -> Results | N
     if scoring_changed:
       io_lib.write_npz(workdir / io_lib.RESULTS_FILE, results.arrays)
     io_lib.write_json(path, new)
+  io_lib.barrier("finished run checked")  # every process then reads the same results.npz
   return results

@@ -1,5 +1,6 @@
 """Seeds sharded over 4 simulated CPU devices give the single-device results (subprocess)."""
 
+import json
 import os
 import re
 import signal
@@ -224,3 +225,69 @@ def test_a_peer_that_never_joins_fails_within_the_timeout(tmp_path):
   assert proc.returncode != 0 and time.time() - start < 45
   assert "not every process joined within initialization_timeout_s = 5 s" in log, log[-2000:]
   assert "coordinator 127.0.0.1:" in log and "2 processes" in log
+
+
+# Each of 2 processes (1 CPU device each) runs experiments' quick configs as one job; process
+# 0 writes results.npz and summary.json 2 s late, so a process that reads one before process
+# 0 has finished writing it fails (a missing file) or reads the previous one (a stale summary).
+_EXPERIMENTS = """
+import json, logging, sys, time
+from sgd_phases import io_lib
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+port, pid, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if pid == 0:
+  write = io_lib._write
+  def late(p, data):
+    if p.name in ("results.npz", "summary.json"):
+      time.sleep(2)
+    return write(p, data)
+  io_lib._write = late
+from experiments import retention_map, synthetic_ball
+def config(module, **fields):
+  c = module.get_config("quick")
+  c.update(fields)
+  c.distributed.update(enabled=True, coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                       process_id=pid, heartbeat_timeout_s=30)
+  return c
+runs = [("map", retention_map, config(retention_map, num_steps=150, map_values=(0.1,))),
+        ("ball", synthetic_ball, config(synthetic_ball, num_steps=150)),
+        ("ball", synthetic_ball, config(synthetic_ball, num_steps=150,  # re-scored, not trained
+                                        null={"num_permutations": 20}))]
+for name, module, c in runs:
+  summary = module.run(c, f"{root}/{name}")
+  print("SUMMARY", name, json.dumps({k: v for k, v in summary.items()
+                                     if k not in ("figures", "wall_time_s")},
+                                    sort_keys=True, default=str), flush=True)
+"""
+
+
+def test_experiments_as_two_processes_read_only_what_process_0_finished_writing(tmp_path):
+  """Every path on which an experiment reads a file after training, run as one 2-process job:
+  retention_map's sweep (first: its nested program is the job's first computation; then each
+  cell's summary.json and the sweep's), synthetic_ball's results.npz, and the same run
+  re-scored (results.npz rewritten). Every process returns the summary process 0 wrote."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="")
+  port = _free_port()
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, "w") as f:
+      procs.append(subprocess.Popen([sys.executable, "-c", _EXPERIMENTS, str(port), str(i),
+                                     str(tmp_path / "runs")], cwd=ROOT, env=env, stdout=f,
+                                    stderr=subprocess.STDOUT))
+  for p in procs:
+    p.wait(timeout=900)
+  out = [log.read_text() for log in logs]
+  for p, text in zip(procs, out):
+    assert p.returncode == 0, text[-3000:]
+    assert "training them one by one" not in text  # the nested program ran across processes
+  summaries = [re.findall(r"^SUMMARY (\w+) (.*)$", text, re.M) for text in out]
+  assert [n for n, _ in summaries[0]] == ["map", "ball", "ball"]
+  assert summaries[0] == summaries[1]  # what every process computed from the files it read
+  assert summaries[0][1] != summaries[0][2]  # the re-scored null is another one
+  for name in ("ball", "map"):  # ... is what process 0 wrote last
+    written = io_lib.read_json(tmp_path / "runs" / name / "summary.json")
+    returned = [json.loads(s) for n, s in summaries[0] if n == name][-1]
+    assert returned == json.loads(json.dumps({k: v for k, v in written.items()
+                                              if k != "wall_time_s"}, default=str)), name
+  assert "re-scoring the stored predictions" in out[1]
