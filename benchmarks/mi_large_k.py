@@ -19,7 +19,7 @@ Methods whose compiled temp exceeds ``--max-temp-gib`` are compiled and reported
 The conditional null (``conditional_null``, P = ``--permutations`` draws, output [P, S, E]) is
 compiled per method (memory) and timed once per runnable method. ``crossover``: "scatter" vs
 "sorted" (median of interleaved rounds) over a (N, K) grid around K³ ≈ 10 N, the measurements
-behind ``auto``'s rule (``mutual_info`` module docstring). The JSON records the command.
+behind ``auto``'s rule (``mi_counts`` module docstring). The JSON records the command.
 """
 
 from __future__ import annotations

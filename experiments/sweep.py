@@ -7,9 +7,10 @@
 
 ``--config=<experiment>.py[:arg]`` is that experiment's ``get_config`` (``--config.x=...``
 overrides apply to every point, parsed as by every experiment's command, ``sgd_phases.cli``:
-``--config.dataset.name``, ``--config.model`` and any ``--config.model_kwargs.<option>``); ``--sweep.<field>=v1,v2,...`` lists values of one field
-(``label_noise`` means ``dataset.label_noise``, see ``sgd_phases.sweep.resolve_field``), and
-``--sweep_file`` a JSON object {field: [values]} (for lists or strings with commas). The grid
+``--config.dataset.name``, ``--config.model`` and any ``--config.model_kwargs.<option>``);
+``--sweep.<field>=v1,v2,...`` lists values of one field (``label_noise`` means
+``dataset.label_noise``, see ``sgd_phases.sweep.resolve_field``; any model option, e.g.
+``--sweep.model_kwargs.layer_norm=True,False``), and ``--sweep_file`` a JSON object {field: [values]} (for lists or strings with commas). The grid
 is their Cartesian product; each point runs ``<experiment>.run(config, DIR/<point>)``, finished
 points are skipped on a rerun, a failing point writes ``DIR/<point>/error.txt`` (the others go
 on; the command then exits with status 1, naming how many failed; a preempted one, SIGTERM,

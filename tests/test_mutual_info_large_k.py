@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sgd_phases import mi_counts
 from sgd_phases import mutual_info as mi
 
 SHAPES = [((4, 6), (4, 1), ()), ((3, 2), (3, 2), (3, 2)), ((), (), ()),
@@ -62,7 +63,7 @@ def test_sorted_in_chunks_equals_scatter(monkeypatch, k, n, bias_correction):
   """Leading rows in chunks of 2 (``lax.map``, last chunk padded). K = 5: the 1-D and 2-D
   marginals by dense bincount; K = 30 > N = 20: every marginal through the sort."""
   f, l, y = _labels(np.random.default_rng(k), ((1, 3, 5), (2, 3, 1), ()), n, k)
-  monkeypatch.setattr(mi, "_SORTED_CHUNK_ELEMENTS", 2 * n)
+  monkeypatch.setattr(mi_counts, "SORTED_CHUNK_ELEMENTS", 2 * n)
   mm = bias_correction == "miller_madow"
   got = jax.jit(lambda *a: mi._measures_sorted(*a, k, mm))(
       *(jnp.asarray(x, jnp.int32) for x in (f, l, y)))
