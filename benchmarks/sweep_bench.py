@@ -8,7 +8,7 @@ Both sides train F exactly as ``train_lib.train`` does (``run_seeds``: compile, 
 every evaluation recorded on device), on the same data, seeds and steps:
   * sequential: for each learning rate, the engine's trainer (``engine.make_trainer``) and
     one ``run_seeds`` call over the 4 seeds (3 compilations, 3 programs);
-  * nested: ``sgd_phases.sweep.train_f_nested``: one ``run_seeds`` call over 12 entries with
+  * nested: ``sgd_phases.nested.train_f_nested``: one ``run_seeds`` call over 12 entries with
     the learning rate in each entry's optimizer state (``optax.inject_hyperparams``).
 Times are end to end (compilation included: that is what a sweep pays per point), median over
 round-robin rounds, wall and process CPU seconds (the CPU time is less sensitive to other load

@@ -19,7 +19,7 @@ from etils import epath
 
 from experiments import mi_vs_accuracy
 from experiments import sweep as sweep_cli
-from sgd_phases import config_lib, engine, io_lib, sweep, train_lib
+from sgd_phases import config_lib, engine, io_lib, nested, sweep, train_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -367,7 +367,7 @@ def test_failed_nested_program_falls_back_to_points(tmp_path, monkeypatch):
       raise FloatingPointError("diverged")
     io_lib.write_json(Path(workdir) / "summary.json", {"x": 1.0})
 
-  monkeypatch.setattr(sweep, "train_f_nested", broken)
+  monkeypatch.setattr(nested, "train_f_nested", broken)
   module = types.SimpleNamespace(__name__="tiny_experiment", run=run)
   grid = sweep.make_grid(_tiny(), {"learning_rate": [0.1, 1e30]})
   rows = sweep.run_sweep(module, _tiny(), grid, tmp_path, vectorize="on")
