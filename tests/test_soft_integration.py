@@ -139,18 +139,17 @@ def test_score_predictions_with_probabilities_against_numpy(tmp_path):
                             reference_probabilities={"l": pl[:10]})
 
 
-def test_soft_config_is_validated():
+@pytest.mark.parametrize("change,match", [
+    (lambda c: setattr(c.soft, "mixture", ("trigram",)), r"^config\.soft\.mixture: must list"),
+    (lambda c: setattr(c.references, "f", c.references.unigram),
+     r"^config\.references\.f: 'f' is reserved"),
+    (lambda c: setattr(c.eval, "probabilities_dtype", "bfloat16"),
+     r"^config\.eval\.probabilities_dtype"),
+])
+def test_soft_config_is_validated(change, match):
   c = _sequence_config()
-  c.soft.mixture = ("trigram",)
-  with pytest.raises(ValueError, match=r"^config\.soft\.mixture: must list distinct"):
-    config_lib.validate(c)
-  c = _sequence_config()
-  c.references.f = c.references.unigram
-  with pytest.raises(ValueError, match=r"^config\.references\.f: 'f' is reserved"):
-    config_lib.validate(c)
-  c = _sequence_config()
-  c.eval.probabilities_dtype = "bfloat16"
-  with pytest.raises(ValueError, match=r"^config\.eval\.probabilities_dtype"):
+  change(c)
+  with pytest.raises(ValueError, match=match):
     config_lib.validate(c)
 
 
