@@ -161,10 +161,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(common.engine_config(config), workdir, trained_f=trained_f)
+  ladders = TASKS[config.task][3]
   summary = {**common.header(NAME, config, results),
-             **summarize(results, TASKS[config.task][3], float(config.min_bits)),
+             **summarize(results, ladders, float(config.min_bits)),
              **common.soft_summary(results, _order(results.reference_names, config.task))}
+  if "soft" in summary:
+    summary["soft"]["kl_overtakes"] = soft_overtakes(results, ladders)
   return common.finish(workdir, summary, make_figures, config=config, started=started)
+
+
+def soft_overtakes(results: Any, ladders: list[list[str]]) -> dict[str, Any]:
+  """Per ladder pair, the step from which the higher-order predictor's distribution is closer
+  to F's than the lower one's for good (KL(p_ref || p_F) lower; ``overtake_index``)."""
+  kl = {n: results.soft(n).get("kl_ref_f") for n in results.reference_names}
+  return {f"{lo}->{hi}": stats.summarize(stats.step_at(results.steps, overtake_index(
+      -kl[lo], -kl[hi])), bounded=True)
+          for ladder in ladders for lo, hi in zip(ladder, ladder[1:])
+          if kl.get(lo) is not None and kl.get(hi) is not None}
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -143,10 +143,6 @@ def _argext(x: np.ndarray, largest: bool) -> np.ndarray:
   return np.where(np.isfinite(v).any(axis=1), np.argmax(v, axis=1), -1)
 
 
-def _steps_at(steps: np.ndarray, idx: np.ndarray) -> np.ndarray:
-  return np.where(idx >= 0, steps[np.maximum(idx, 0)], np.nan).astype(np.float64)
-
-
 def summarize(results: results_lib.Results, names: Sequence[str] | None = None
               ) -> dict[str, Any] | None:
   """The soft measures of a run for its summary.json (None when it has none), means with 95%
@@ -172,7 +168,7 @@ def summarize(results: results_lib.Results, names: Sequence[str] | None = None
     for field in ("kl_ref_f", "js"):
       at = _argext(m[field], largest=False)
       entry[f"{field}_min"] = stats.summarize(stats.at_index(m[field], at))
-      entry[f"{field}_min_step"] = stats.summarize(_steps_at(steps, at), bounded=True)
+      entry[f"{field}_min_step"] = stats.summarize(stats.step_at(steps, at), bounded=True)
     out["references"][name] = entry
   mix = results.mixture()
   if mix is not None:
@@ -186,8 +182,8 @@ def summarize(results: results_lib.Results, names: Sequence[str] | None = None
       out["mixture"]["components"][name] = {
           "weight_end": stats.summarize(w[:, -1, r], bounded=True),
           "weight_peak": stats.summarize(stats.at_index(w[..., r], peak), bounded=True),
-          "peak_step": stats.summarize(_steps_at(steps, peak), bounded=True),
-          "leads_from_step": stats.summarize(_steps_at(
+          "peak_step": stats.summarize(stats.step_at(steps, peak), bounded=True),
+          "leads_from_step": stats.summarize(stats.step_at(
               steps, np.where(leads.any(1), np.argmax(leads, 1), -1)), bounded=True)}
   return out
 

@@ -164,3 +164,29 @@ def test_a_run_recorded_before_the_probability_fields_is_the_same_run():
   assert config_lib.identity(old) == config_lib.identity(new)
   c.eval.probabilities_dtype = "float16"
   assert config_lib.identity(old) != config_lib.identity(config_lib.to_dict(c))
+
+
+def test_soft_summary_on_hand_built_curves():
+  """The summary's steps: where KL(p_ref || p_F) is smallest, where each mixture component
+  first has the largest weight, and the KL overtaking step of a ladder pair."""
+  from sgd_phases import results, soft_scoring
+  steps = np.array([0, 10, 100, 1000])
+  kl_a = np.array([[0.3, 0.1, 0.2, 0.3], [0.3, 0.2, 0.1, 0.3]])  # closest at 10 / 100
+  kl_b = np.array([[0.5, 0.4, 0.1, 0.05], [0.5, 0.4, 0.3, 0.2]])  # below a from 100 / 1000
+  w = np.array([[[0.0, 0.0, 1.0], [0.6, 0.1, 0.3], [0.3, 0.5, 0.2], [0.1, 0.8, 0.1]]] * 2)
+  arrays = {"steps": steps, "reference_names": np.array(["a", "b"]),
+            "soft/f/ce": np.ones((2, 4)), "soft/mixture/weights": w,
+            "soft/mixture/names": np.array(["a", "b", "uniform"]),
+            "soft/mixture/residual_kl": np.zeros((2, 4))}
+  for name, kl in (("a", kl_a), ("b", kl_b)):
+    for field in ("kl_ref_f", "kl_f_ref", "js"):
+      arrays[f"soft/{name}/{field}"] = kl
+  res = results.Results(arrays)
+  s = soft_scoring.summarize(res)
+  assert s["references"]["a"]["kl_ref_f_min_step"]["mean"] == 55.0  # steps 10 and 100
+  assert s["references"]["a"]["kl_ref_f_min"]["mean"] == pytest.approx(0.1)
+  comps = s["mixture"]["components"]
+  assert [comps[n]["leads_from_step"]["mean"] for n in ("uniform", "a", "b")] == [0, 10, 100]
+  assert comps["b"]["weight_end"]["mean"] == pytest.approx(0.8)
+  over = sequence_phases.soft_overtakes(res, [["a", "b"]])
+  assert over["a->b"]["mean"] == 550.0  # 100 and 1000
