@@ -73,11 +73,17 @@ def engine_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config_lib.engine_part(config, keep=HEADER_FIELDS)
 
 
-def with_data(config: ml_collections.ConfigDict, dataset: Any) -> ml_collections.ConfigDict:
-  """The experiment ``config`` on ``dataset`` (arrays from ``datasets.from_arrays``, or None:
-  its own), with its data's and user models' fingerprints filled in: ``workdir.pin``."""
+def begin(config: ml_collections.ConfigDict, workdir: io_lib.PathLike, dataset: Any = None
+          ) -> ml_collections.ConfigDict:
+  """The start of every experiment's ``run``: ``config`` on ``dataset`` (arrays from
+  ``datasets.from_arrays``, or None: its own) with its data's and user models' fingerprints
+  filled in (``workdir.pin``), after claiming ``workdir`` for this experiment
+  (``workdir.claim``: a workdir holding another command's or experiment's run is refused,
+  naming it, with nothing changed)."""
   from sgd_phases import workdir as workdir_lib
-  return workdir_lib.pin(config, dataset)
+  config = workdir_lib.pin(config, dataset)
+  workdir_lib.claim(workdir, workdir_lib.run_command(config))
+  return config
 
 
 def mnist_or_synthetic(task: str = "mnist_mlp", fallback: str = "sinusoid_hd") -> str:
@@ -122,6 +128,7 @@ def finish(workdir: io_lib.PathLike, summary: dict[str, Any],
   (the others return the summary, no figures), and every process returns once summary.json is
   written."""
   from sgd_phases import workdir as workdir_lib
+  workdir_lib.claim(workdir, workdir_lib.run_command(config))  # begin's claim, or this one
   summary = {**summary, "identity": workdir_lib.summary_identity(config),
              "command": cli.command(), "wall_time_s": round(time.time() - started, 1)}
   io_lib.write_json(io_lib.path(workdir) / "summary.json", summary)  # process 0 only

@@ -134,7 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None) -> dict[str, Any]:
   """F (and L) per width through the engine, then F_lin time-paired; summary.json + figure."""
   started = time.time()
-  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
+  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib
   rows = {}
   for w in config.widths:

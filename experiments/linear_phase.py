@@ -115,7 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   nested programs); None trains F here.
   """
   started = time.time()
-  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
+  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(config, workdir, trained_f=trained_f)

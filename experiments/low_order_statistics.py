@@ -96,7 +96,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """Trains F and L for every seed with the surrogate sets recorded; summary.json + figure."""
   started = time.time()
-  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
+  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   res = train_lib.train(config, workdir, trained_f=trained_f)

@@ -90,7 +90,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Measures the points, writes the npz, summary.json and the figure; returns the summary."""
   started = time.time()
   _validate(config)
-  workdir_p = io_lib.check_writable(workdir)
+  config = common.begin(config, workdir)  # the workdir claimed (and checked writable)
+  workdir_p = io_lib.path(workdir)
   acc = np.asarray(config.accuracies, dtype=np.float64)
   pairs = [exact_predictions(a, config.num_examples) for a in acc]
   mi, measured_acc = _measure(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))

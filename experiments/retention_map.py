@@ -238,10 +238,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None) -> dict[str, Any]:
   """The whole map as one sweep; then summary.json (rows + table) and the figures."""
   start = time.time()
-  config = common.with_data(config, dataset)  # arrays given here; npz fingerprint pinned
+  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   grid = map_grid(config)
   rows = sweep.run_sweep(CELL, config, grid, workdir, vectorize=config.vectorize,
-                         metric="mu_l_loss_from_peak.value")
+                         metric="mu_l_loss_from_peak.value", owner=NAME)
   root = epath.Path(workdir)
   field = next(iter(grid[0]))
   meta = io_lib.read_json(root / sweep.SUMMARY_FILE)  # the sweep's: fields, nested_points, ...

@@ -158,6 +158,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains F for every seed, scores it against every closed-form reference; summary.json and
   the figure; returns the summary."""
   started = time.time()
+  config = common.begin(config, workdir)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(common.engine_config(config), workdir, trained_f=trained_f)

@@ -100,6 +100,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   nested programs); None trains F here.
   """
   started = time.time()
+  config = common.begin(config, workdir)  # fingerprints pinned, workdir claimed
   tcfg = training_config(config)
   train_lib.train(tcfg, workdir, trained_f=trained_f)
   ds = datasets_lib.get_dataset(tcfg.dataset)

@@ -135,7 +135,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   """
   started = time.time()
   _validate(config)
-  wd = io_lib.check_writable(workdir)
+  config = common.begin(config, workdir)  # the workdir claimed (and checked writable)
+  wd = io_lib.path(workdir)
   settings = []
   for p in config.noise_rates:
     for init in config.inits:

@@ -20,6 +20,8 @@ writes (``mi/<name>/mu``, ``null/<name>/mu``, ...; ``sgd_phases.results.load`` r
 With probabilities, the soft measures too (KL both ways, JS, cross-entropies, F as a mixture of
 the references: ``soft/...`` keys, ``summary["soft"]``, ``figures/score_soft.png`` and
 ``score_mixture.png``; ``--mixture=a,b`` picks the mixture's references).
+``OUT`` is the score command's own folder: one holding a training run or an experiment's is
+refused, nothing changed (``sgd_phases.workdir.claim``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 
 from sgd_phases import analysis, io_lib, plotting, scoring, soft_scoring, stats
 from sgd_phases import results as results_lib
+from sgd_phases import workdir as workdir_lib
 
 NAME = "score"
 
@@ -140,7 +143,7 @@ def score_predictions(predictions: Any, labels: Any, references: Mapping[str, An
 def write(results: results_lib.Results, workdir: io_lib.PathLike, started: float,
           command: str | None = None) -> dict[str, Any]:
   """results.npz, summary.json (headline per reference, beside the null) and the figures."""
-  wd = io_lib.check_writable(workdir)
+  wd = workdir_lib.claim(workdir, NAME)  # never into another command's run
   io_lib.write_npz(wd / io_lib.RESULTS_FILE, results.arrays)
   a = results.arrays
   summary: dict[str, Any] = {
@@ -208,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                       "mixture fit (default: every reference with probabilities)")
   args = parser.parse_args(argv)
   started = time.time()
+  try:
+    workdir_lib.check_owner(args.workdir, NAME)  # before anything is read or written
+  except ValueError as e:
+    parser.error(str(e))
   f = io_lib.read_npz(args.predictions)
   for key in ("predictions", "labels"):
     if key not in f:

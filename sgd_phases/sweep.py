@@ -114,21 +114,22 @@ def _finished_row(root: epath.Path, name: str, o: Mapping[str, Any],
 def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
               grid: Sequence[Mapping[str, Any]], workdir: io_lib.PathLike, *,
               vectorize: str = "auto", metric: str | None = None,
-              shard: Shard | None = None) -> list[dict[str, Any]]:
+              shard: Shard | None = None, owner: str | None = None) -> list[dict[str, Any]]:
   """Runs ``module.run`` at every grid point under ``workdir``; returns the summary rows.
 
   Writes ``summary.csv``, ``summary.json`` (rewritten after every point) and ``sweep.png``.
   With ``shard=(i, n)`` only the points at positions ≡ i (mod n) are run, and nothing but
   their folders is written (shards may run at once on one shared workdir): then
   :func:`merge_sweep` writes the summary once every shard is done; the rows returned are
-  this shard's.
+  this shard's. ``workdir`` is the sweep's own (``workdir.claim``; ``owner``: the command
+  that owns it, default ``sweep:<module>``): one holding another command's run is refused.
   """
   if vectorize not in VECTORIZE:
     raise ValueError(f"vectorize={vectorize!r} is not one of {VECTORIZE}")
   if "distributed" in config:  # a multi-process job: joined before its first computation
     train_lib.init_distributed(config)  # (the nested programs, or which process writes)
-  root = io_lib.check_writable(workdir)
   points = _points(config, grid)
+  root = workdir_lib.claim(workdir, owner or f"sweep:{module.__name__}")
   names = [p[0] for p in points]
   if shard is not None:
     points = [p for k, p in enumerate(points) if k % shard[1] == shard[0]]
@@ -191,6 +192,7 @@ def merge_sweep(module: ModuleType, config: ml_collections.ConfigDict,
   running, or from another config). Writes ``summary.csv``/``summary.json`` and ``sweep.png``
   like a one-job sweep, with ``missing``/``failed`` lists; runs nothing."""
   root = io_lib.path(workdir, "workdir")
+  workdir_lib.check_owner(root, f"sweep:{module.__name__}")
   rows = []
   for name, o, cfg in _points(config, grid):
     row = _finished_row(root, name, o, cfg)
@@ -201,7 +203,7 @@ def merge_sweep(module: ModuleType, config: ml_collections.ConfigDict,
   meta = _meta(module, grid, metric, vectorize, nested_points=0, merged=True,
                missing=[r["point"] for r in rows if r["status"] == "missing"],
                failed=[r["point"] for r in rows if r["status"] == "failed"])
-  _finish_summary(root, rows, meta)
+  _finish_summary(workdir_lib.claim(root, f"sweep:{module.__name__}"), rows, meta)
   if meta["missing"] or meta["failed"]:
     logging.warning("sweep %s: %d missing, %d failed of %d points", os.fspath(root),
                     len(meta["missing"]), len(meta["failed"]), len(rows))

@@ -347,6 +347,7 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
   init_distributed(config)
   workdir = io_lib.path(workdir, "workdir") if workdir is not None else None
   if workdir is not None:
+    workdir_lib.check_owner(workdir, workdir_lib.run_command(config))  # before any write
     cluster.check_shared_workdir(workdir)
     done = workdir_lib.check(config, workdir)
     if done is not None:
@@ -361,6 +362,8 @@ def train(config: ml_collections.ConfigDict, workdir: io_lib.PathLike | None, *,
 def _train(config: ml_collections.ConfigDict, workdir: Any, trained_f: TrainedF | None,
            resumable: bool) -> Results:
   p = plan(config)  # everything that can fail on bad input, before config.json is written
+  if workdir is not None:  # the first write: the workdir is this command's from now on
+    workdir_lib.claim(workdir, workdir_lib.run_command(config))
   writer = io_lib.MetricWriter(workdir, enabled=workdir is not None and io_lib.is_writer())
   if workdir is not None and io_lib.is_writer():  # multi-host: one writer
     io_lib.write_json(workdir / io_lib.CONFIG_FILE, config_lib.to_dict(config))

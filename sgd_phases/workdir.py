@@ -64,6 +64,7 @@ OPERATIONAL_FIELDS = ("progress", "checkpoint_every", "overwrite", "distributed"
 FAILED_FILE = "failed.json"     # a failed (diverged) attempt: its progress blocks nothing
 IDENTITY_KEY = "__identity__"   # the identity of a cached .npz, stored as a JSON string
 SUMMARY_IDENTITY = "identity"   # the identity of an experiment's summary.json
+OWNER_FILE = "owner.json"       # which command's run a workdir holds (:func:`claim`)
 
 
 def pin(config: ml_collections.ConfigDict, data: Any = None) -> ml_collections.ConfigDict:
@@ -194,6 +195,71 @@ def summary_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {"config": ident, "fingerprint": fingerprint(ident)}
 
 
+# ----------------------------------------------------------------------------- ownership
+def owner(workdir: io_lib.PathLike) -> tuple[str, str] | None:
+  """(command, evidence) of the run ``workdir`` holds, or None when it holds none (missing,
+  empty, or nothing but an owner record: a command that stopped on bad input).
+
+  ``owner.json``'s command; for a workdir written before owners were recorded, what its files
+  say: ``config.json`` (a training run: its experiment, else ``train``), ``summary.json``
+  (its experiment; ``sweep:<module>`` for a sweep), ``results.npz`` alone (``score``)."""
+  wd = io_lib.path(workdir, "workdir")
+  if not wd.exists() or not wd.is_dir():
+    return None
+  names = {p.name for p in wd.iterdir()} - {OWNER_FILE}
+  if not names:
+    return None
+  if (wd / OWNER_FILE).exists():
+    return str(io_lib.read_json(wd / OWNER_FILE)["command"]), OWNER_FILE
+  if io_lib.CONFIG_FILE in names:
+    return str(io_lib.read_json(wd / io_lib.CONFIG_FILE).get("experiment") or "train"), \
+        io_lib.CONFIG_FILE
+  if "summary.json" in names:
+    s = io_lib.read_json(wd / "summary.json")
+    name = s.get("experiment") or "an unknown command"
+    return (f"sweep:{s.get('module')}" if name == "sweep" else str(name)), "summary.json"
+  if io_lib.RESULTS_FILE in names:
+    return "score", io_lib.RESULTS_FILE
+  return None
+
+
+def run_command(config: ml_collections.ConfigDict) -> str:
+  """The command a training run belongs to: its experiment (the header field ``experiment``),
+  else ``train`` (``train_lib.train`` called directly)."""
+  return str(config.get("experiment") or "train")
+
+
+def describe(command: str) -> str:
+  """A command's name in words (error messages)."""
+  if command == "train":
+    return "a training run (train_lib.train)"
+  if command == "score":
+    return "the output of python -m sgd_phases.score"
+  if command.startswith("sweep:"):
+    return f"a sweep of {command[len('sweep:'):]}"
+  return f"a run of experiment {command!r}"
+
+
+def check_owner(workdir: io_lib.PathLike, command: str) -> None:
+  """Refuses, naming what it found and writing nothing, a ``workdir`` that holds another
+  command's run (:func:`owner`): every command writes only into its own workdir."""
+  found = owner(workdir)
+  if found is not None and found[0] != command:
+    raise ValueError(f"workdir {os.fspath(io_lib.path(workdir))!r} holds {describe(found[0])} "
+                     f"(found {found[1]}); {describe(command)} is not written into another "
+                     "command's workdir: use another workdir (nothing was changed)")
+
+
+def claim(workdir: io_lib.PathLike, command: str) -> epath.Path:
+  """:func:`check_owner`, then records ``command`` as the owner (``owner.json``, once) before
+  the command's first write; returns the workdir (created, checked writable)."""
+  check_owner(workdir, command)
+  wd = io_lib.check_writable(workdir)
+  if io_lib.is_writer() and not (wd / OWNER_FILE).exists():
+    io_lib.write_json(wd / OWNER_FILE, {"command": command})
+  return wd
+
+
 # ----------------------------------------------------------------------------- a run
 def _untrained_checkpoints(ckpt_dir: epath.Path) -> bool:
   """True when every chunk's checkpoints hold only evaluation 0 (the untrained states)."""
@@ -224,9 +290,11 @@ def progress(workdir: epath.Path) -> list[str]:
 
 
 def clear(workdir: epath.Path) -> None:
-  """Removes every artifact of the run in ``workdir`` (the workdir itself stays)."""
+  """Removes every artifact of the run in ``workdir`` (the workdir and its owner stay)."""
   if io_lib.is_writer() and workdir.exists():
     for p in list(workdir.iterdir()):
+      if p.name == OWNER_FILE:
+        continue
       if p.is_dir():
         p.rmtree(missing_ok=True)
       else:

@@ -188,8 +188,8 @@ def test_two_processes_killed_resumed_equal_one_process_with_four_devices(tmp_pa
       np.testing.assert_array_equal(two[k], four[k], err_msg=k)
   # one writer: exactly one copy of each host-written file; Orbax saved collectively
   names = sorted(p.name for p in wd.iterdir())
-  assert names == ["checkpoints", "config.json", "metrics.jsonl", "references", "results.npz",
-                   "tensorboard"]
+  assert names == ["checkpoints", "config.json", "metrics.jsonl", "owner.json", "references",
+                   "results.npz", "tensorboard"]
   ckpt = next((wd / "checkpoints").iterdir())
   assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [38, 39]
 

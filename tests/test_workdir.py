@@ -235,3 +235,66 @@ def test_a_sharded_npz_sweep_merges_every_point_as_done(tmp_path):
   assert merged.returncode == 0 and "2 done of 2 points" in merged.stdout, merged.stderr[-2000:]
   summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
   assert summary["missing"] == [] and [r["status"] for r in summary["rows"]] == ["done"] * 2
+
+
+# ------------------------------------------------------------------------- ownership
+def _snapshot(root) -> dict[str, bytes]:
+  """Every file under ``root`` (relative path -> bytes)."""
+  return {os.path.relpath(p, root): open(p, "rb").read()
+          for d, _, files in os.walk(root) for p in (os.path.join(d, f) for f in files)}
+
+
+def test_score_into_a_training_workdir_is_refused_and_the_run_is_untouched(tmp_path, capsys):
+  from sgd_phases import score
+  wd = tmp_path / "wd"
+  train_lib.train(_tiny(), wd)
+  before = _snapshot(wd)
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 50)
+  np.savez(tmp_path / "F.npz", predictions=rng.integers(0, 2, (3, 50)), labels=y)
+  np.savez(tmp_path / "L.npz", predictions=y)
+  argv = [f"--predictions={tmp_path / 'F.npz'}", f"--reference=linear={tmp_path / 'L.npz'}",
+          "--num_permutations=2"]
+  with pytest.raises(SystemExit):
+    score.main(argv + [f"--workdir={wd}"])
+  err = capsys.readouterr().err
+  assert "holds a training run (train_lib.train) (found owner.json)" in err, err
+  assert _snapshot(wd) == before  # byte for byte: results.npz and config.json untouched
+  (wd / workdir_lib.OWNER_FILE).unlink()  # a run written before owners were recorded
+  before = _snapshot(wd)
+  with pytest.raises(ValueError, match=r"holds a training run .*\(found config\.json\)"):
+    score.write(score.score_predictions(np.load(tmp_path / "F.npz")["predictions"], y,
+                                        {"linear": y}, num_permutations=2), wd, 0.0)
+  assert _snapshot(wd) == before
+  score.main(argv + [f"--workdir={tmp_path / 'scored'}"])  # its own workdir: written, and
+  score.main(argv + [f"--workdir={tmp_path / 'scored'}"])  # rewritten on a rerun
+  with pytest.raises(ValueError, match=r"holds the output of python -m sgd_phases.score"):
+    train_lib.train(_tiny(), tmp_path / "scored")
+
+
+def test_an_experiment_never_writes_into_another_ones_workdir(tmp_path):
+  """mi_vs_accuracy (no training: fast) owns W; linear_phase, a sweep and a training run are
+  refused there, naming it, with W unchanged; mi_vs_accuracy itself reruns there."""
+  from experiments import linear_phase, mi_vs_accuracy
+  from sgd_phases import sweep
+  c = mi_vs_accuracy.get_config("quick")
+  c.num_random_draws, c.curve_points = 0, 11
+  wd = tmp_path / "mi"
+  mi_vs_accuracy.run(c, str(wd))
+  before = _snapshot(wd)
+  owned = r"holds a run of experiment 'mi_vs_accuracy' \(found owner.json\)"
+  lp = linear_phase.get_config("quick")
+  with pytest.raises(ValueError, match=owned):
+    linear_phase.run(lp, str(wd))
+  with pytest.raises(ValueError, match=owned):
+    sweep.run_sweep(linear_phase, lp, sweep.make_grid(lp, {"label_noise": [0.0]}), wd)
+  with pytest.raises(ValueError, match=owned):
+    train_lib.train(_tiny(), wd)
+  assert _snapshot(wd) == before
+  again = mi_vs_accuracy.run(c, str(wd))  # its own workdir: rerun as before
+  assert again["identity"] == json.loads(before["summary.json"])["identity"]
+  with pytest.raises(ValueError, match=r"holds a sweep of experiments.linear_phase"):
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "owner.json").write_text('{"command": "sweep:experiments.linear_phase"}')
+    (tmp_path / "sw" / "label_noise=0.0").mkdir()
+    mi_vs_accuracy.run(c, str(tmp_path / "sw"))
