@@ -21,7 +21,9 @@ With probabilities, the soft measures too (KL both ways, JS, cross-entropies, F 
 the references: ``soft/...`` keys, ``summary["soft"]``, ``figures/score_soft.png`` and
 ``score_mixture.png``; ``--mixture=a,b`` picks the mixture's references).
 ``OUT`` is the score command's own folder: one holding a training run or an experiment's is
-refused, nothing changed (``sgd_phases.workdir.claim``).
+refused, nothing changed (``sgd_phases.workdir.claim``). Bad input (a missing file or array,
+fractional steps, a reference holding −1 or a class ≥ K) is one error naming the flag or
+argument, before anything is written.
 """
 
 from __future__ import annotations
@@ -62,6 +64,23 @@ def _as_probabilities(name: str, p: Any, shapes: Sequence[tuple[int, ...]]) -> n
   return a if a.dtype in (np.float16, np.float32) else a.astype(np.float32)
 
 
+def _steps(steps: Any, e: int) -> np.ndarray:
+  """``steps`` as E increasing integers (default 0 … E−1); fractional ones are refused, not
+  truncated."""
+  if steps is None:
+    return np.arange(e)
+  st = np.asarray(steps)
+  if st.shape != (e,) or st.dtype.kind not in "iuf":
+    raise ValueError(f"steps: need {e} increasing integers, got {st.dtype}{list(st.shape)}")
+  whole = np.isfinite(st) & (st == np.round(st)) if st.dtype.kind == "f" else np.ones(e, bool)
+  if not whole.all():
+    raise ValueError(f"steps: must be integers (SGD steps), got {st[~whole][0]}")
+  st = st.astype(np.int64)
+  if np.any(np.diff(st) <= 0):
+    raise ValueError(f"steps: need {e} increasing integers, got {st.tolist()}")
+  return st
+
+
 def score_predictions(predictions: Any, labels: Any, references: Mapping[str, Any],
                       steps: Sequence[int] | None = None, *, num_classes: int | None = None,
                       num_permutations: int = 100, seed: int = 0,
@@ -83,11 +102,10 @@ def score_predictions(predictions: Any, labels: Any, references: Mapping[str, An
     raise ValueError(f"predictions: shape {np.shape(predictions)} must be [S, E, N] or [E, N] "
                      f"with N = len(labels) = {y.shape[0]}")
   s, e, n = f.shape
-  st = np.arange(e) if steps is None else np.asarray(steps, np.int64)
-  if st.shape != (e,) or np.any(np.diff(st) <= 0):
-    raise ValueError(f"steps: need {e} increasing values, got {np.shape(steps)}")
+  st = _steps(steps, e)
   if not references:
     raise ValueError("references: need at least one reference's predictions")
+  references = {name: _as_int(f"reference {name}", r) for name, r in references.items()}
   k = int(num_classes or max(int(f.max()), int(y.max()),
                              *(int(np.max(r)) for r in references.values())) + 1)
   if probabilities is not None:
@@ -104,13 +122,19 @@ def score_predictions(predictions: Any, labels: Any, references: Mapping[str, An
                      f"reference of the same name (references: {sorted(references)})")
   if f.min() < 0 or y.min() < 0 or f.max() >= k or y.max() >= k:
     raise ValueError(f"predictions/labels: classes must be in [0, {k})")
+  for name, r in references.items():  # a -1 row would read as "undefined for this seed": NaN
+    bad = (r < 0) | (r >= k)
+    if bad.any():
+      seed = (f"seed {int(np.argmax(bad.reshape(len(r), -1).any(-1)))}, " if r.ndim > 1
+              else "")
+      raise ValueError(f"reference {name}: {seed}predictions hold {int(r[bad][0])}; classes "
+                       f"must be in [0, {k})")
   arrays: dict[str, Any] = {
       "steps": st, "seed_ids": np.arange(s), "y_test": y, "num_classes": np.int64(k),
       "predictions": f, "test_acc": (f == y).mean(axis=-1).astype(np.float32),
       "reference_names": np.array(list(references), dtype=str)}
   t0_name = ""
   for name, r in references.items():
-    r = _as_int(f"reference {name}", r)
     if r.shape not in ((n,), (s, n), (s, e, n)):
       raise ValueError(f"reference {name}: shape {r.shape} must be [N]={(n,)}, [S, N]={(s, n)} "
                        f"or [S, E, N]={(s, e, n)}")
@@ -193,6 +217,21 @@ def make_figures(workdir: str) -> list[str]:
   return [os.fspath(p) for p in out]
 
 
+def _read(flag: str, path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+  """The arrays of an input file; one ValueError naming the flag for a missing or unreadable
+  file or a missing array."""
+  if not io_lib.path(path).exists():
+    raise ValueError(f"{flag}: no such file")
+  try:
+    arrays = io_lib.read_npz(path)
+  except ValueError as e:
+    raise ValueError(f"{flag}: {e}") from e
+  missing = [k for k in keys if k not in arrays]
+  if missing:
+    raise ValueError(f"{flag}: no {missing[0]!r} array in the file (it holds {sorted(arrays)})")
+  return arrays
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   """``python -m sgd_phases.score`` (module doc)."""
   import argparse
@@ -213,22 +252,16 @@ def main(argv: Sequence[str] | None = None) -> None:
   started = time.time()
   try:
     workdir_lib.check_owner(args.workdir, NAME)  # before anything is read or written
-  except ValueError as e:
-    parser.error(str(e))
-  f = io_lib.read_npz(args.predictions)
-  for key in ("predictions", "labels"):
-    if key not in f:
-      parser.error(f"--predictions={args.predictions}: no {key!r} array in the file")
-  refs, ref_probs = {}, {}
-  for spec in args.reference:
-    name, sep, path = spec.partition("=")
-    if not sep or not name or not path:
-      parser.error(f"--reference={spec!r}: expected NAME=L.npz")
-    arrays = io_lib.read_npz(path)
-    refs[name] = arrays["predictions"]
-    if "probabilities" in arrays and "probabilities" in f:
-      ref_probs[name] = arrays["probabilities"]
-  try:
+    f = _read(f"--predictions={args.predictions}", args.predictions, ("predictions", "labels"))
+    refs, ref_probs = {}, {}
+    for spec in args.reference:
+      name, sep, path = spec.partition("=")
+      if not sep or not name or not path:
+        raise ValueError(f"--reference={spec!r}: expected NAME=L.npz")
+      arrays = _read(f"--reference {spec}", path, ("predictions",))
+      refs[name] = arrays["predictions"]
+      if "probabilities" in arrays and "probabilities" in f:
+        ref_probs[name] = arrays["probabilities"]
     res = score_predictions(f["predictions"], f["labels"], refs, f.get("steps"),
                             num_permutations=args.num_permutations, seed=args.seed,
                             bias_correction=args.bias_correction,

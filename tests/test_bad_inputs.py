@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -219,3 +220,44 @@ def test_a_missing_bucket_is_named(gcs_bucket):
   with pytest.raises(ValueError, match=r"the bucket 'no-such-bucket' does not exist"):
     io_lib.check_writable("gs://no-such-bucket/run")
   assert str(io_lib.check_writable(f"{gcs_bucket}/fine")) == f"{gcs_bucket}/fine"
+
+
+# ------------------------------------------------- everything knowable, checked in plan
+def test_a_vocabulary_the_mi_kernels_cannot_take_is_refused_before_anything_is_written(tmp_path):
+  """1,400 symbols: K**3 overflows the MI kernels' int32 tables (K <= 1290). With a reference
+  to score, refused in plan, before F trains and before config.json, metrics.jsonl or
+  TensorBoard files exist (a run without references needs no MI: K is free)."""
+  text = "".join(chr(0x4E00 + i) for i in range(1400)) * 3
+  (tmp_path / "big.txt").write_text(text, encoding="utf-8")
+  c = config_lib.base_config("text", "transformer", num_layers=1, d_model=8, mlp=False)
+  c.dataset.update(dict(path=str(tmp_path / "big.txt"), length=8, train_size=64, test_size=16))
+  c.num_seeds, c.num_steps, c.batch_size, c.eval.num_points = 1, 2, 8, 2
+  c.t0.reference, c.null.num_permutations, c.progress = "", 0, False
+  c.references.ngram = config_lib.reference_config("ngram", trained_on="closed_form", order=2)
+  wd = tmp_path / "wd"
+  with pytest.raises(ValueError, match=r"^config\.dataset: .*K = 1400 .*K <= 1290"):
+    train_lib.train(c, wd)
+  assert not wd.exists() or not list(wd.iterdir())  # nothing written
+
+
+def _sequence_config(ref_model: str, **ref_kwargs):
+  c = config_lib.base_config("icl_markov", "transformer", num_layers=1, d_model=8, mlp=False)
+  c.dataset.update(dict(length=12, train_size=32, test_size=8))
+  c.t0.reference, c.batch_size = "", 8
+  c.references.lin = config_lib.reference_config(ref_model, trained_on="labels", batch_size=8,
+                                                 **ref_kwargs)
+  return c
+
+
+def test_a_network_whose_logits_do_not_fit_the_labels_is_refused_in_plan():
+  """A ``labels`` reference on token sequences must predict every position: ``linear`` maps a
+  whole sequence to one logit vector and is refused naming the field (it failed inside optax);
+  a transformer reference trains (the sequence experiments' closed-form ones need none)."""
+  with pytest.raises(ValueError, match=r"^config\.references\.lin\.model: 'linear' maps an "
+                     r"input \[11\] to logits \[3\]; the labels of 'icl_markov' need \[11, 3\]"):
+    train_lib.plan(_sequence_config("linear"))
+  c = _sequence_config("transformer", num_layers=1, d_model=8, mlp=False)
+  assert train_lib.plan(c).ds.y_train.shape[1:] == (11,)
+  c.model, c.model_kwargs = "mlp", ml_collections.ConfigDict({"width": 4}, type_safe=False)
+  with pytest.raises(ValueError, match=r"^config\.model: 'mlp' maps an input \[11\]"):
+    train_lib.plan(c)

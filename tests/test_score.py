@@ -79,3 +79,28 @@ def test_score_command_writes_what_a_run_writes(tmp_path):
   assert "mu_over_i_at_t0_vs_null" in summary["references"]["linear"]
   (out / "figures" / "score_linear.png").unlink()
   assert make_figures.make_all(out) == [str(out / "figures" / "score_linear.png")]
+
+
+def test_score_input_errors_name_the_argument_before_anything_is_written(tmp_path, capsys):
+  f, y, l = _synthetic()
+  per_seed = np.stack([l, l])
+  per_seed[1, 7] = -1  # would read as "no reference for seed 1": NaN measures
+  with pytest.raises(ValueError, match=r"^reference linear: seed 1, predictions hold -1"):
+    score.score_predictions(f, y, {"linear": per_seed})
+  with pytest.raises(ValueError, match=r"^reference linear: predictions hold -1"):
+    score.score_predictions(f, y, {"linear": np.where(np.arange(len(l)) == 3, -1, l)})
+  with pytest.raises(ValueError, match=r"^steps: must be integers \(SGD steps\), got 2.5"):
+    score.score_predictions(f, y, {"linear": l}, [0, 1, 2.5, 3, 4, 5])
+  np.savez(tmp_path / "F.npz", predictions=f, labels=y)
+  np.savez(tmp_path / "L.npz", preds=l)
+  out = tmp_path / "out"
+  for argv, message in [
+      ([f"--predictions={tmp_path}/F.npz", f"--reference=linear={tmp_path}/L.npz"],
+       (f"--reference linear={tmp_path}/L.npz: no 'predictions' array in the file (it holds "
+        "['preds'])")),
+      ([f"--predictions={tmp_path}/G.npz", f"--reference=linear={tmp_path}/L.npz"],
+       f"--predictions={tmp_path}/G.npz: no such file")]:
+    with pytest.raises(SystemExit):
+      score.main(argv + [f"--workdir={out}"])
+    assert message in capsys.readouterr().err
+  assert not out.exists()

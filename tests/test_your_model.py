@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 
@@ -190,3 +191,24 @@ def test_a_re_run_notebook_cell_re_registers_its_model(monkeypatch, caplog):
     assert models.fingerprint("mlp") is None  # built-ins: this package's code, by name
   finally:
     models.MODELS.pop("cell_net", None)
+
+
+def test_an_import_path_model_that_fails_is_reported_with_its_real_cause(tmp_path, monkeypatch):
+  (tmp_path / "no_k.py").write_text(textwrap.dedent(_MODULE).replace("  num_classes: int\n", ""))
+  (tmp_path / "broken.py").write_text("import flax.linen as nn\n\nundefined_helper()\n")
+  (tmp_path / "needs.py").write_text("import not_an_installed_package\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  c = config_lib.base_config()
+  try:
+    for model, cause in [
+        ("no_k:TwoLayer", r"TwoLayer has no num_classes field"),
+        ("broken:Net", r"importing broken failed: NameError: name 'undefined_helper'"),
+        ("needs:Net", r"importing needs failed: ModuleNotFoundError: .*not_an_installed_package"),
+        ("no_such_pkg.nets:Net", r"no module named 'no_such_pkg'"),
+        ("my_nets_absent:Net", r"no module named 'my_nets_absent'")]:
+      c.model = model
+      with pytest.raises(ValueError, match=rf"^config\.model: '?{re.escape(model)}'?: .*{cause}"):
+        config_lib.validate(c)
+  finally:
+    for m in ("no_k", "broken", "needs"):
+      sys.modules.pop(m, None)
