@@ -91,13 +91,13 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   """Step 1: data, evaluation steps and F's trainer; raises on any bad input, writes nothing."""
   ds = datasets_lib.get_dataset(config.dataset)
   config_lib.validate_for_data(config, ds.x_train.shape, ds.num_classes)
-  validate_outputs(config, ds)
   if ds.y_train.ndim > 1:  # sequences: F's train predictions are per position, not per example
     for name, ref in config.references.items():
       if ref.trained_on in ("final_predictions", "predictions_at_T0"):
         raise ValueError(f"config.references.{name}.trained_on: {ref.trained_on!r} is not "
                          f"supported for the sequence dataset {ds.name!r} (use closed_form, "
                          "labels or snapshot_at_T0)")
+  validate_outputs(config, ds)
   probe = engine.probe_grid(config.eval.probe_grid) if config.eval.probe_grid else None
   num_steps = num_train_steps(config, len(ds.y_train))
   eval_at = eval_lib.eval_steps(num_steps, config.eval.schedule, config.eval.num_points,

@@ -82,19 +82,9 @@ def test_register_a_model_for_code(user_module):
 
 
 # ---------------------------------------------------------------------- a model's identity
-_NETS = '''
-import flax.linen as nn
-from my_pkg import blocks
-
-
-class Net(nn.Module):
-  num_classes: int
-  hidden: int = 8
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    return nn.Dense(self.num_classes)(blocks.act(nn.Dense(self.hidden)(x)))
-'''
+_NETS = textwrap.dedent(_MODULE).replace(  # the activation comes from a helper module
+    "import flax.linen as nn\n", "import flax.linen as nn\nfrom my_pkg import blocks\n").replace(
+        "nn.tanh(", "blocks.act(")
 
 
 def _write_pkg(root, act: str = "tanh", dense: str = "nn.Dense") -> None:
@@ -118,7 +108,7 @@ def user_pkg(tmp_path, monkeypatch):
   _write_pkg(tmp_path)
   monkeypatch.syspath_prepend(str(tmp_path))
   yield tmp_path
-  models.MODELS.pop("my_pkg.nets:Net", None)
+  models.MODELS.pop("my_pkg.nets:TwoLayer", None)
   _forget_pkg()
 
 
@@ -127,7 +117,7 @@ def test_an_edited_model_is_never_answered_with_the_old_runs_results(user_pkg, t
   the same workdir refuses the old run, naming model_fingerprint, instead of returning it."""
   from sgd_phases import train_lib
   from sgd_phases import workdir as workdir_lib
-  c = config_lib.base_config("ball2d_sinusoid", "my_pkg.nets:Net")
+  c = config_lib.base_config("ball2d_sinusoid", "my_pkg.nets:TwoLayer")
   c.dataset.n_train, c.dataset.n_test = 64, 64
   c.num_seeds, c.num_steps, c.batch_size, c.eval.num_points = 1, 8, 16, 2
   c.t0.reference, c.null.num_permutations, c.progress = "", 0, False
@@ -135,7 +125,7 @@ def test_an_edited_model_is_never_answered_with_the_old_runs_results(user_pkg, t
   wd = tmp_path / "run"
   train_lib.train(c, wd)
   stored = json.loads((wd / "config.json").read_text())["model_fingerprint"]
-  assert stored == models.fingerprint("my_pkg.nets:Net")
+  assert stored == models.fingerprint("my_pkg.nets:TwoLayer")
   _write_pkg(user_pkg, act="relu")  # same shapes, another function
   _forget_pkg()
   with pytest.raises(ValueError, match=r"model_fingerprint: '[0-9a-f]{16}' -> '[0-9a-f]{16}'"):
@@ -151,18 +141,7 @@ def test_an_edited_model_is_never_answered_with_the_old_runs_results(user_pkg, t
   assert train_lib.train(c, wd).arrays["predictions"].shape[0] == 1
 
 
-_CELL = '''
-import flax.linen as nn
-
-
-class CellNet(nn.Module):
-  num_classes: int
-  width: int = 4
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    return nn.Dense(self.num_classes)(nn.ACT(nn.Dense(self.width)(x)))
-'''
+_CELL = textwrap.dedent(_MODULE).replace("nn.tanh(", "nn.ACT(")
 
 
 def test_a_re_run_notebook_cell_re_registers_its_model(monkeypatch, caplog):
@@ -175,7 +154,7 @@ def test_a_re_run_notebook_cell_re_registers_its_model(monkeypatch, caplog):
 
   def run_cell(act: str) -> type:
     exec(_CELL.replace("ACT", act), cell.__dict__)  # noqa: S102  (a notebook cell, run)
-    return cell.CellNet
+    return cell.TwoLayer
 
   try:
     models.register("cell_net", run_cell("relu"))
@@ -187,7 +166,7 @@ def test_a_re_run_notebook_cell_re_registers_its_model(monkeypatch, caplog):
       models.register("cell_net", run_cell("gelu"))  # the cell edited and re-run
     assert models.fingerprint("cell_net") != first
     assert "'cell_net' now names another definition" in caplog.text
-    assert models.MODELS["cell_net"] is cell.CellNet
+    assert models.MODELS["cell_net"] is cell.TwoLayer
     assert models.fingerprint("mlp") is None  # built-ins: this package's code, by name
   finally:
     models.MODELS.pop("cell_net", None)
