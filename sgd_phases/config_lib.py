@@ -303,6 +303,37 @@ def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[in
            f"needs 2-D inputs; the dataset's inputs have shape {tuple(x_train_shape[1:])}")
 
 
+def validate_outputs(config: ml_collections.ConfigDict, ds: Any) -> None:
+  """What the data decide, checked before anything is trained or written: K fits the MI
+  kernels where references are scored (``mutual_info.validate``, as scoring runs it), and
+  every trained network (F and each reference trained by SGD) maps one input to logits of the
+  labels' shape -- [K] per example, [T, K] per sequence of T tokens (``jax.eval_shape``: no
+  compute). One ValueError naming the field. ``ds``: the loaded ``datasets.Dataset``."""
+  import jax
+
+  from sgd_phases import models, mutual_info
+
+  y = ds.y_test_flat
+  try:  # every reference is scored by the information measures
+    if config.references:
+      mutual_info.validate(y[None], y[None], y, ds.num_classes)
+  except ValueError as e:
+    raise ValueError(f"config.dataset: {ds.name!r} has K = {ds.num_classes} classes (symbols), "
+                     f"more than the information measures accept: {e}") from None
+  want = tuple(ds.y_train.shape[1:]) + (ds.num_classes,)
+  nets = {"model": config} | {f"references.{k}.model": r for k, r in config.references.items()
+                              if r.trained_on not in UNTRAINED}
+  for field, net in nets.items():
+    model = models.get_model(net.model, ds.num_classes, **net.model_kwargs)
+    out = jax.eval_shape(lambda x, m=model: m.init_with_output(jax.random.key(0), x)[0],
+                         ds.x_train[:1])
+    if tuple(out.shape[1:]) != want:
+      per = " (one per position: a sequence model, e.g. transformer)" if len(want) > 1 else ""
+      raise ValueError(f"config.{field}: {net.model!r} maps an input "
+                       f"{list(ds.x_train.shape[1:])} to logits {list(out.shape[1:])}; the "
+                       f"labels of {ds.name!r} need {list(want)}{per}")
+
+
 def _validate_optimizer(opt: ml_collections.ConfigDict, field: str) -> None:
   from sgd_phases import optim
 

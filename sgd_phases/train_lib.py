@@ -39,8 +39,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from sgd_phases import (cluster, config_lib, engine, eval_lib, io_lib, models, mutual_info,
-                        preemption, scoring, sharding, surrogates)
+from sgd_phases import (cluster, config_lib, engine, eval_lib, io_lib, mutual_info, preemption,
+                        scoring, sharding, surrogates)
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import results as results_lib
 from sgd_phases import workdir as workdir_lib
@@ -97,7 +97,7 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
         raise ValueError(f"config.references.{name}.trained_on: {ref.trained_on!r} is not "
                          f"supported for the sequence dataset {ds.name!r} (use closed_form, "
                          "labels or snapshot_at_T0)")
-  validate_outputs(config, ds)
+  config_lib.validate_outputs(config, ds)
   probe = engine.probe_grid(config.eval.probe_grid) if config.eval.probe_grid else None
   num_steps = num_train_steps(config, len(ds.y_train))
   eval_at = eval_lib.eval_steps(num_steps, config.eval.schedule, config.eval.num_points,
@@ -125,33 +125,6 @@ def probabilities_dtype(config: ml_collections.ConfigDict) -> str:
 
 def _soft(config: ml_collections.ConfigDict) -> bool:
   return config.get("soft") is not None and bool(config.soft.enabled)
-
-
-def validate_outputs(config: ml_collections.ConfigDict, ds: datasets_lib.Dataset) -> None:
-  """What the data decide, checked before anything is trained or written: K fits the MI
-  kernels where references are scored (``mutual_info.validate``, as scoring runs it), and
-  every trained network (F and each reference trained by SGD) maps one input to logits of the
-  labels' shape -- [K] per example, [T, K] per sequence of T tokens (``jax.eval_shape``: no
-  compute). One ValueError naming the field."""
-  y = ds.y_test_flat
-  try:  # every reference is scored by the information measures
-    if config.references:
-      mutual_info.validate(y[None], y[None], y, ds.num_classes)
-  except ValueError as e:
-    raise ValueError(f"config.dataset: {ds.name!r} has K = {ds.num_classes} classes (symbols), "
-                     f"more than the information measures accept: {e}") from None
-  want = tuple(ds.y_train.shape[1:]) + (ds.num_classes,)
-  nets = {"model": config} | {f"references.{k}.model": r for k, r in config.references.items()
-                              if r.trained_on not in config_lib.UNTRAINED}
-  for field, net in nets.items():
-    model = models.get_model(net.model, ds.num_classes, **net.model_kwargs)
-    out = jax.eval_shape(lambda x, m=model: m.init_with_output(jax.random.key(0), x)[0],
-                         ds.x_train[:1])
-    if tuple(out.shape[1:]) != want:
-      per = " (one per position: a sequence model, e.g. transformer)" if len(want) > 1 else ""
-      raise ValueError(f"config.{field}: {net.model!r} maps an input "
-                       f"{list(ds.x_train.shape[1:])} to logits {list(out.shape[1:])}; the "
-                       f"labels of {ds.name!r} need {list(want)}{per}")
 
 
 def needed_train_predictions(config: ml_collections.ConfigDict) -> str:
