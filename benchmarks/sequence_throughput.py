@@ -94,7 +94,7 @@ def jax_fori_fn(tr: steps.Trainer, x_train: jax.Array, labels: jax.Array, seeds:
 
   @functools.partial(jax.jit, donate_argnums=0)
   def train(state, data_key, x, y):
-    return steps.run_segment(tr, state, data_key, y, x, jnp.int32(0), jnp.int32(steps_))
+    return steps.run_segment(tr, state, data_key, (x, y), jnp.int32(0), jnp.int32(steps_))
 
   def run():
     out = []

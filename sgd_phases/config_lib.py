@@ -280,9 +280,11 @@ def _check_model(name: Any, field: str) -> None:
 
 
 def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],
-                      num_classes: int) -> None:
+                      num_classes: int, fresh_batches: bool = False) -> None:
   """Checks against the loaded data, before any compute or write: batch sizes that fit the
-  ``[n, ...]`` training inputs, the probe grid's 2-D inputs, and every model's arguments."""
+  ``[n, ...]`` training inputs, the probe grid's 2-D inputs, and every model's arguments.
+  ``fresh_batches``: every batch is drawn fresh (a dataset's device sampler): no stored
+  training set bounds the batch size, and there are no epochs."""
   from sgd_phases import models
 
   n = x_train_shape[0]
@@ -293,10 +295,14 @@ def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[in
       models.get_model(net.model, num_classes, **net.model_kwargs)
     except (ValueError, TypeError) as e:
       raise ValueError(f"config.{prefix}model_kwargs: {e}") from None
-  _require(config.batch_size <= n, "batch_size",
+  if fresh_batches:
+    _require(config.get("num_epochs") is None, "num_epochs",
+             "fresh training sequences every step (dataset.train_sampling='device') have no "
+             "epochs; set num_steps")
+  _require(fresh_batches or config.batch_size <= n, "batch_size",
            f"{config.batch_size} is larger than the {n} training examples")
   for name, ref in config.references.items():
-    if ref.trained_on not in UNTRAINED:
+    if ref.trained_on not in UNTRAINED and not fresh_batches:
       _require(ref.batch_size <= n, f"references.{name}.batch_size",
                f"{ref.batch_size} is larger than the {n} training examples")
   _require(not config.eval.probe_grid or tuple(x_train_shape[1:]) == (2,), "eval.probe_grid",

@@ -76,9 +76,13 @@ def num_params(tr: steps.Trainer, x_example: Any) -> int:
 
 def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, loss: str,
                  batch_size: int, num_steps: int, num_classes: int,
-                 eval_batch_size: int = 2000, unroll: bool = False) -> steps.Trainer:
+                 eval_batch_size: int = 2000, unroll: bool = False,
+                 sampler: Any = None) -> steps.Trainer:
   """The static description of what ``run_seeds`` trains. ``unroll``: for the "unroll" seed
-  strategy (no loops in the programs), where convolutions default to XLA's native ones."""
+  strategy (no loops in the programs), where convolutions default to XLA's native ones.
+  ``sampler``: draw every training batch fresh inside the step
+  (``datasets.sequence_sampling.Sampler``, a dataset's ``meta["train_sampler"]``) instead of
+  reading the stored training set."""
   kwargs = dict(model_kwargs)
   if unroll and "conv_impl" in models_lib.model_kwargs(model):
     if kwargs.get("conv_impl", "auto") == "auto":
@@ -87,7 +91,7 @@ def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, lo
   return steps.Trainer(model=module, tx=optim.make_optimizer(optimizer, num_steps), loss=loss,
                        batch_size=batch_size, num_classes=num_classes,
                        has_batch_stats=models_lib.has_batch_stats(module),
-                       eval_batch_size=eval_batch_size, unroll=unroll)
+                       eval_batch_size=eval_batch_size, unroll=unroll, sampler=sampler)
 
 
 def seed_keys(seed: int, seed_ids: np.ndarray, salt: str = "") -> tuple[jax.Array, jax.Array]:
@@ -168,7 +172,8 @@ def run_seeds(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: Seed
   chunks are padded to a multiple of the device count and the padding dropped) and the
   returned arrays stay sharded.
 
-  ``labels``: [n] shared or [S, n] per-seed training labels. ``eval_at``: steps at which to
+  ``labels``: [n] shared or [S, n] per-seed training labels (with ``tr.sampler`` only those of
+  the train-evaluation subset are read: the training batches are drawn fresh). ``eval_at``: steps at which to
   record predictions and metrics (the last one is the end of training). ``init_transform``:
   optional ``(states, rows) -> states`` applied to a chunk's fresh states (``rows``: positions
   in ``seeds.ids``), e.g. per-seed hyperparameters of ``sgd_phases.sweep``'s nested runs.
@@ -209,20 +214,29 @@ def _compile(fn, *args, what: str):
 class _StepLoop:
   """The SGD segment of the "unroll" strategy: steps driven from Python, one call of a jitted
   all-seeds step program each (same signature and results as the ``fori_loop`` segment)."""
-  step: Any   # ((state, perm, bad), (data_key, labels), (x_train, t)) -> (state, perm, bad)
+  step: Any   # ((state, perm, bad), (data_key, labels), (source, t)) -> (state, perm, bad)
   check: Any  # ((state, bad), (), last step) -> bad: steps.mark_nonfinite over seeds
 
   def __call__(self, carry, seeded, shared):
-    (states, perm), (x_train, start, stop) = carry, shared
+    (states, perm), (source, start, stop) = carry, shared
     bad = jnp.full((perm.shape[0],), -1, jnp.int32)
     for t in range(int(start), int(stop)):
-      states, perm, bad = self.step((states, perm, bad), seeded, (x_train, jnp.int32(t)))
+      states, perm, bad = self.step((states, perm, bad), seeded, (source, jnp.int32(t)))
     return states, self.check((states, bad), (), jnp.int32(int(stop) - 1)), perm
 
 
 def _lift(fn, strategy: str, mesh: Any, **jit_kwargs) -> Any:
   """``fn(carry, seeded, shared)`` of one seed -> a jitted program over every seed's."""
   return jax.jit(sharding.shard_seeds(steps.over_seeds(fn, strategy), mesh), **jit_kwargs)
+
+
+def _source(source: Any, seed_labels: jax.Array | None) -> Any:
+  """One seed's training data for ``steps.next_batch``: the sampler's arrays, or
+  ``(x_train, labels)`` with this seed's own labels where they are per seed."""
+  if isinstance(source, dict):  # a sampler's arrays
+    return source
+  x_train, shared_labels = source
+  return x_train, shared_labels if seed_labels is None else seed_labels
 
 
 @functools.lru_cache(maxsize=8)
@@ -237,8 +251,8 @@ def _programs(tr: steps.Trainer, strategy: str, mesh: Any) -> tuple[Any, Any, An
 
   if strategy == "unroll":
     def one_step(carry, seeded, shared):
-      (data_key, labels), (x_train, t) = seeded, shared
-      return steps.segment_step(tr, t, carry, data_key, labels, x_train)
+      (data_key, labels), (source, t) = seeded, shared
+      return steps.segment_step(tr, t, carry, data_key, _source(source, labels))
 
     def check(carry, _, last_step):
       return steps.mark_nonfinite(*carry, last_step)
@@ -247,8 +261,9 @@ def _programs(tr: steps.Trainer, strategy: str, mesh: Any) -> tuple[Any, Any, An
                         _lift(check, "vmap", mesh))
   else:
     def one_segment(carry, seeded, shared):
-      (state, perm), (data_key, labels), (x_train, start, stop) = carry, seeded, shared
-      return steps.run_segment(tr, state, data_key, labels, x_train, start, stop, perm=perm)
+      (state, perm), (data_key, labels), (source, start, stop) = carry, seeded, shared
+      return steps.run_segment(tr, state, data_key, _source(source, labels), start, stop,
+                               perm=perm)
 
     segment = _lift(one_segment, strategy, mesh, donate_argnums=0)
 
@@ -292,20 +307,37 @@ def _buffers(tr: steps.Trainer, data: EvalData, s: int, e: int, train_prediction
   return sharding.put_seeded(buffers, mesh)
 
 
+def _training_data(tr: steps.Trainer, data: EvalData, labels: np.ndarray, s: int, mesh: Any
+                   ) -> tuple[Any, jax.Array | None, jax.Array]:
+  """(source, per-seed labels or None, train-evaluation labels [S, m, ...]) of a chunk of ``s``
+  seeds. ``source`` is what ``steps.next_batch`` reads, replicated: the sampler's arrays, or
+  ``(x_train, labels)`` with the labels shared by every seed (None where they are per seed:
+  then they travel with the seeds). Shared labels are never copied per seed."""
+  per_seed = np.ndim(labels) > data.y_test.ndim  # [S, n, ...]: every seed's own labels
+  m = data.x_tr.shape[0]
+  sub = jnp.asarray(labels[:, :m] if per_seed else labels[:m], jnp.int32)
+  labels_tr = sharding.put_seeded(sub if per_seed else jnp.broadcast_to(sub, (s, *sub.shape)),
+                                  mesh)
+  if tr.sampler is not None:
+    arrays = {k: jnp.asarray(v) for k, v in tr.sampler.arrays().items()}
+    return sharding.put_replicated(arrays, mesh), None, labels_tr
+  lab = jnp.asarray(labels, jnp.int32)
+  if per_seed:
+    return (data.x_train, None), sharding.put_seeded(lab, mesh), labels_tr
+  return (data.x_train, sharding.put_replicated(lab, mesh)), None, labels_tr
+
+
 def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: SeedSet,
                eval_at: np.ndarray, opts: RunOptions, mesh: Any, init_transform: Any = None
                ) -> dict[str, jax.Array]:
   ids, desc = seeds.ids, opts.desc
-  s, e, n_train = len(ids), len(eval_at), data.x_train.shape[0]
+  s, e, m = len(ids), len(eval_at), data.x_tr.shape[0]
   init_keys, data_keys = sharding.put_seeded(seed_keys(seeds.seed, ids, seeds.salt), mesh)
-  per_example = np.shape(labels)[np.ndim(labels) - data.y_test.ndim + 1:]  # (), or (T-1,)
-  labels_sn = sharding.put_seeded(
-      jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (s, n_train, *per_example)), mesh)
+  source, seed_labels, labels_tr = _training_data(tr, data, labels, s, mesh)
   init, segment, record, predict = _programs(tr, opts.strategy, mesh)
   states = init(init_keys, (), data.x_train[0])
   states = sharding.put_seeded(states if init_transform is None else init_transform(states), mesh)
   buffers = _buffers(tr, data, s, e, opts.train_predictions, mesh, opts.probabilities)
-  m = data.x_tr.shape[0]
   shared = {"x_test": data.x_test, "y_test": data.y_test, "x_tr": data.x_tr,
             "y_tr_clean": data.y_tr_clean}
   if opts.train_predictions == "all":
@@ -322,12 +354,13 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
       k0 = latest + 1
       logging.info("%s: resumed from checkpoint at step %d", desc, int(eval_at[latest]))
   i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+  n_train = 0 if tr.sampler is not None else data.x_train.shape[0]  # (a sampler: no order)
   perm = _first_perm(data_keys, int(eval_at[k0 - 1]) if k0 else 0, n_train, tr.batch_size, mesh)
-  seeded = (data_keys, labels_sn)
+  seeded = (data_keys, seed_labels)
   if not isinstance(segment, _StepLoop):  # (its step program compiles at the first step)
-    segment = _compile(segment, (states, perm), seeded, (data.x_train, i32(0), i32(0)),
+    segment = _compile(segment, (states, perm), seeded, (source, i32(0), i32(0)),
                        what=f"{desc} SGD segment")
-  record = _compile(record, states, buffers, i32(0), labels_sn[:, :m], shared,
+  record = _compile(record, states, buffers, i32(0), labels_tr, shared,
                     what=f"{desc} evaluation")
   bar = _progress_bar(opts.progress, int(eval_at[-1]), int(eval_at[k0 - 1]) if k0 else 0, desc)
   bad = jnp.full((s,), -1, jnp.int32)
@@ -338,9 +371,9 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
       for k in range(k0, e):
         if k > 0:
           states, bad_k, perm = segment((states, perm), seeded,
-                                        (data.x_train, i32(eval_at[k - 1]), i32(eval_at[k])))
+                                        (source, i32(eval_at[k - 1]), i32(eval_at[k])))
           bad = jnp.where(bad < 0, bad_k, bad)
-        buffers = record(states, buffers, i32(k), labels_sn[:, :m], shared)
+        buffers = record(states, buffers, i32(k), labels_tr, shared)
         if pending is not None:  # host reads one evaluation late: no sync on the fresh work
           _report(pending, bar, opts.writer, desc, ckpt)
         pending = (k, int(eval_at[k]), int(eval_at[k - 1]) if k else 0, bad,

@@ -17,6 +17,7 @@ is retried point by point (:func:`nest`), so each point still succeeds or fails 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import zlib
@@ -99,11 +100,12 @@ def auto_nests(config: ml_collections.ConfigDict, backend: str | None = None,
                                     engine.num_params(tr, ds.x_train[0])) == "vmap"
 
 
-def _nested_trainer(c0: ml_collections.ConfigDict, num_classes: int, num_steps: int,
+def _nested_trainer(c0: ml_collections.ConfigDict, ds: datasets_lib.Dataset, num_steps: int,
                     hparams: Sequence[str]) -> steps.Trainer:
   """The engine's trainer, with ``hparams`` injected into the optimizer state."""
   tr = engine.make_trainer(c0.model, c0.model_kwargs, c0.optimizer, c0.loss, c0.batch_size,
-                              num_steps, num_classes, c0.eval.batch_size)
+                           num_steps, ds.num_classes, c0.eval.batch_size,
+                           sampler=ds.meta.get("train_sampler"))
   if not hparams:
     return tr
   o = c0.optimizer
@@ -118,9 +120,7 @@ def _nested_trainer(c0: ml_collections.ConfigDict, num_classes: int, num_steps: 
 
   tx = optax.inject_hyperparams(factory)(learning_rate=o.learning_rate,
                                          weight_decay=o.weight_decay)
-  return steps.Trainer(model=tr.model, tx=tx, loss=tr.loss, batch_size=tr.batch_size,
-                       num_classes=tr.num_classes, has_batch_stats=tr.has_batch_stats,
-                       eval_batch_size=tr.eval_batch_size)
+  return dataclasses.replace(tr, tx=tx)
 
 
 def train_f_nested(configs: Sequence[ml_collections.ConfigDict],
@@ -153,7 +153,7 @@ def train_f_nested(configs: Sequence[ml_collections.ConfigDict],
   per_point = {h: np.array([c.optimizer[h] for c in configs], np.float32)
                for h in ("learning_rate", "weight_decay")}
   hparams = [h for h, v in per_point.items() if np.unique(v).size > 1]
-  tr = _nested_trainer(c0, dss[0].num_classes, num_steps, hparams)
+  tr = _nested_trainer(c0, dss[0], num_steps, hparams)
   per_entry = {h: np.repeat(per_point[h], s) for h in hparams}
 
   def set_hparams(states: Any, rows: np.ndarray) -> Any:

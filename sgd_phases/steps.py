@@ -37,6 +37,9 @@ class Trainer:
   has_batch_stats: bool
   eval_batch_size: int = 2000
   unroll: bool = False  # seed strategy "unroll": no loops in the programs (see over_seeds)
+  # fresh training batches drawn inside the step (datasets.sequence_sampling.Sampler) instead
+  # of a stored training set
+  sampler: Any = None
 
 
 def create_state(tr: Trainer, key: jax.Array, x_example: jax.Array) -> TrainState:
@@ -86,14 +89,19 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array, n: int) -> jax.Arra
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), n).astype(jnp.int32)
 
 
-def segment_step(tr: Trainer, t: jax.Array, carry: tuple[Any, ...], data_key: jax.Array,
-                 labels: jax.Array, x_train: jax.Array) -> tuple[Any, ...]:
-  """SGD step ``t`` of one seed: ``carry`` = (state, epoch order, first non-finite step or -1).
+def next_batch(tr: Trainer, t: jax.Array, perm: jax.Array, data_key: jax.Array, source: Any
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(x, y, epoch order) of SGD step ``t`` of one seed.
 
-  The example order is refreshed at every epoch start; each epoch visits a fresh permutation
-  (the incomplete last batch is dropped).
+  ``source``: ``(x_train, labels)``, a stored training set: the batch is the step's slice of
+  the epoch's permutation, refreshed at every epoch start (the incomplete last batch is
+  dropped); or, with ``tr.sampler``, the sampler's arrays: a fresh batch drawn from
+  ``fold_in(data_key, t)`` (``perm`` is unused and returned as is).
   """
-  state, perm, bad = carry
+  if tr.sampler is not None:
+    x, y = tr.sampler.batch(jax.random.fold_in(data_key, t), tr.batch_size, source)
+    return x, y, perm
+  x_train, labels = source
   n = x_train.shape[0]
   bs = tr.batch_size
   per_epoch = n // bs
@@ -101,35 +109,47 @@ def segment_step(tr: Trainer, t: jax.Array, carry: tuple[Any, ...], data_key: ja
   perm = jax.lax.cond(t % per_epoch == 0,
                       lambda: epoch_permutation(data_key, t // per_epoch, n), lambda: perm)
   idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * bs,), (bs,))
-  state, loss = train_step(tr, state, x_train[idx], labels[idx])
+  return x_train[idx], labels[idx], perm
+
+
+def segment_step(tr: Trainer, t: jax.Array, carry: tuple[Any, ...], data_key: jax.Array,
+                 source: Any) -> tuple[Any, ...]:
+  """SGD step ``t`` of one seed: ``carry`` = (state, epoch order, first non-finite step or -1);
+  ``source``: the training data (:func:`next_batch`)."""
+  state, perm, bad = carry
+  x, y, perm = next_batch(tr, t, perm, data_key, source)
+  state, loss = train_step(tr, state, x, y)
   bad = jnp.where((bad < 0) & ~jnp.isfinite(loss), t, bad)
   return state, perm, bad
 
 
-def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, labels: jax.Array,
-                x_train: jax.Array, start: jax.Array, stop: jax.Array,
-                perm: jax.Array | None = None) -> tuple[Any, ...]:
+def run_segment(tr: Trainer, state: TrainState, data_key: jax.Array, source: Any,
+                start: jax.Array, stop: jax.Array, perm: jax.Array | None = None
+                ) -> tuple[Any, ...]:
   """SGD steps ``start..stop-1`` of one seed; returns (state, first non-finite step or -1).
 
-  ``start``/``stop`` are traced scalars, so one compiled program serves every segment. Each
-  epoch visits a fresh permutation (the incomplete last batch is dropped).
+  ``source``: ``(x_train, labels)`` or, with ``tr.sampler``, the sampler's arrays
+  (:func:`next_batch`). ``start``/``stop`` are traced scalars, so one compiled program serves
+  every segment.
 
   ``perm``: optional int32 [n] example order of the epoch of step ``start - 1`` (as returned by
-  the previous segment; any value when ``start`` begins an epoch). With it the order is carried
-  instead of re-sorted at every segment start (a sort of n keys per seed, which dominated short
-  segments between evaluations), and ``(state, bad, perm)`` is returned. Same steps either way.
+  the previous segment; any value when ``start`` begins an epoch; [0] with a sampler). With it
+  the order is carried instead of re-sorted at every segment start (a sort of n keys per
+  seed, which dominated short segments between evaluations), and ``(state, bad, perm)`` is
+  returned. Same steps either way.
   """
-  n = x_train.shape[0]
-  per_epoch = n // tr.batch_size
-
   def body(t, carry):
-    return segment_step(tr, t, carry, data_key, labels, x_train)
+    return segment_step(tr, t, carry, data_key, source)
 
-  if perm is not None:  # the cond in ``body`` refreshes it when ``start`` begins an epoch
+  if perm is not None:  # the cond in ``next_batch`` refreshes it when ``start`` begins an epoch
     state, perm, bad = jax.lax.fori_loop(start, stop, body, (state, perm.astype(jnp.int32),
                                                              jnp.int32(-1)))
     return state, mark_nonfinite(state, bad, stop - 1), perm
-  perm0 = epoch_permutation(data_key, start // per_epoch, n)
+  if tr.sampler is not None:
+    perm0 = jnp.zeros((0,), jnp.int32)
+  else:
+    n = source[0].shape[0]
+    perm0 = epoch_permutation(data_key, start // (n // tr.batch_size), n)
   state, _, bad = jax.lax.fori_loop(start, stop, body, (state, perm0, jnp.int32(-1)))
   return state, mark_nonfinite(state, bad, stop - 1)
 

@@ -74,10 +74,13 @@ def trainer_for(config: ml_collections.ConfigDict, net: ml_collections.ConfigDic
   src = config if net is None else net
   args = (src.model, src.model_kwargs, src.optimizer, src.loss, src.batch_size, num_steps,
           ds.num_classes, config.eval.batch_size)
-  tr = engine.make_trainer(*args)
+  sampler = ds.meta.get("train_sampler")  # fresh batches drawn on device (synthetic sequences)
+  tr = engine.make_trainer(*args, sampler=sampler)
   strategy = engine.resolve_strategy(config.seed_strategy, src.model,
                                      num_params=engine.num_params(tr, ds.x_train[0]))
-  return (engine.make_trainer(*args, unroll=True) if strategy == "unroll" else tr), strategy
+  if strategy == "unroll":
+    tr = engine.make_trainer(*args, unroll=True, sampler=sampler)
+  return tr, strategy
 
 
 def num_train_steps(config: ml_collections.ConfigDict, n_train: int) -> int:
@@ -90,7 +93,8 @@ def num_train_steps(config: ml_collections.ConfigDict, n_train: int) -> int:
 def plan(config: ml_collections.ConfigDict) -> Plan:
   """Step 1: data, evaluation steps and F's trainer; raises on any bad input, writes nothing."""
   ds = datasets_lib.get_dataset(config.dataset)
-  config_lib.validate_for_data(config, ds.x_train.shape, ds.num_classes)
+  fresh = ds.meta.get("train_sampler") is not None
+  config_lib.validate_for_data(config, ds.x_train.shape, ds.num_classes, fresh_batches=fresh)
   if ds.y_train.ndim > 1:  # sequences: F's train predictions are per position, not per example
     for name, ref in config.references.items():
       if ref.trained_on in ("final_predictions", "predictions_at_T0"):

@@ -179,3 +179,32 @@ def test_sigterm_while_a_reference_trains_stops_within_a_segment_and_resumes(tmp
   resumed = io_lib.read_npz(root / "seed=0" / "results.npz")
   for k, v in whole.items():
     np.testing.assert_array_equal(v, resumed[k], err_msg=k)
+
+
+def test_sigkill_of_a_run_sampling_on_device_then_resume_is_bit_identical(tmp_path, caplog,
+                                                                          monkeypatch):
+  """Training sequences drawn on device from fold_in(data key, step): a run killed inside its
+  third save and resumed draws the batches the uninterrupted run drew (every array equal)."""
+  steps_ = 400
+  marker, wd = tmp_path / "stalled", str(tmp_path / "killed")
+  env = dict(os.environ, PYTHONPATH=str(ROOT), TINY_RUN_TASK="icl_markov",
+             TINY_RUN_STALL_SAVE=f"3:{marker}")
+  proc = subprocess.Popen([sys.executable, "tests/tiny_run.py", wd, str(steps_)], cwd=ROOT,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  full = train_lib.train(tiny_run.sequence_config(steps_), tmp_path / "full")  # meanwhile
+  deadline = time.time() + 300
+  while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (tmp_path / "killed" / "results.npz").exists()
+  steps = full.arrays["steps"]
+  committed = max(_committed(wd))
+  trained = tiny_run.count_trained_steps(monkeypatch, steps)
+  with caplog.at_level(logging.INFO):
+    resumed = train_lib.train(tiny_run.sequence_config(steps_), wd)
+  assert f"resumed from checkpoint at step {steps[committed]}" in caplog.text
+  assert sum(trained) == steps_ - int(steps[committed]) < steps_
+  for k, v in full.arrays.items():
+    np.testing.assert_array_equal(v, resumed.arrays[k], err_msg=k)

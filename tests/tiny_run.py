@@ -1,9 +1,10 @@
-"""A tiny engine run in its own process (for the preemption and multi-device tests), and a
-helper that counts the SGD steps a run trains.
+"""A tiny engine run in its own process (for the preemption, memory and multi-device tests),
+and a helper that counts the SGD steps a run trains.
 
     python tests/tiny_run.py WORKDIR [NUM_STEPS]      # writes WORKDIR/results.npz
     python tests/tiny_run.py WORKDIR NUM_STEPS --distributed PORT PROCESS_ID   # one of 2
     python -m experiments.sweep --config=tests/tiny_run.py:NUM_STEPS ...  # an experiment file
+    TINY_RUN_TASK=icl_markov python tests/tiny_run.py WORKDIR NUM_STEPS   # sequence_config
 """
 
 import sys
@@ -41,6 +42,23 @@ def run(config, workdir):
              "identity": workdir_lib.summary_identity(config)}
   io_lib.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
+
+
+def sequence_config(num_steps: int = 200):
+  """A tiny in-context Markov-chain run: training sequences sampled on device at every step."""
+  c = config_lib.base_config("icl_markov", "transformer", num_layers=1, num_heads=1, d_model=8,
+                             mlp=False, layer_norm=False, max_len=16)
+  c.dataset.length, c.dataset.train_size, c.dataset.test_size = 16, 64, 16
+  c.optimizer = config_lib.optimizer_config("adam", learning_rate=1e-2)
+  c.num_seeds, c.batch_size, c.num_steps = 2, 8, num_steps
+  c.eval.num_points, c.eval.train_eval_size = 12, 60
+  c.references.unigram = config_lib.reference_config("in_context_unigram",
+                                                     trained_on="closed_form")
+  c.t0.reference = ""
+  c.null.num_permutations = 4
+  c.checkpoint_every = 2
+  c.progress = False
+  return c
 
 
 def count_trained_steps(monkeypatch, steps) -> list[int]:
@@ -108,7 +126,8 @@ if __name__ == "__main__":
       return orig_write(p, data)
 
     io_lib._write = logged_write
-  c = config(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
+  make = sequence_config if os.environ.get("TINY_RUN_TASK") == "icl_markov" else config
+  c = make(int(sys.argv[2]) if len(sys.argv) > 2 else 200)
   if len(sys.argv) > 3:  # ... --distributed PORT PROCESS_ID [NULL_PERMUTATIONS]: a 2-process job
     c.distributed.enabled = True
     c.distributed.coordinator_address = f"127.0.0.1:{sys.argv[4]}"

@@ -33,7 +33,7 @@ from etils import epath
 from ml_collections import config_dict
 
 from sgd_phases import io_lib
-from sgd_phases.datasets import base, corpora, sources
+from sgd_phases.datasets import base, corpora, sequence_sampling, sources
 
 RngLike = np.random.Generator | int
 
@@ -275,7 +275,17 @@ def decode_text(tokens: np.ndarray, vocab: str) -> str:
 # With skip_positions = s the test targets are tokens[:, 1 + s:] (the last T - 1 - s positions
 # are scored; a model's logits are aligned to them from the end).
 # ``train_size`` / ``test_size`` count sequences; label noise does not apply.
+#
+# The synthetic tasks (icl_markov, markov_source) are infinite: with train_sampling="device"
+# (their default) F never reads a stored training set; every SGD step draws a fresh batch on
+# device (``sequence_sampling.Sampler``, put in ``meta["train_sampler"]``), and the
+# ``train_size`` host sequences only serve the train-accuracy subset and the references fitted
+# on training data (n-grams). "pregenerated": F trains on those ``train_size`` sequences, in
+# epochs (``train_size = num_steps x batch_size`` for fresh ones every step). The test
+# sequences come from their own seed stream: the same whatever train_size and the mode.
 SEQUENCE_DATASETS = ("icl_markov", "markov_source", "text")
+SYNTHETIC = ("icl_markov", "markov_source")
+TRAIN_SAMPLING = ("device", "pregenerated")
 
 
 def default_config(name: str):
@@ -287,9 +297,13 @@ def default_config(name: str):
   # test positions t < skip_positions are not scored (N = test_size x (T - 1 - skip)); training
   # uses every position
   c.skip_positions = 0
-  if name in ("icl_markov", "markov_source"):
+  if name in SYNTHETIC:
     c.k = 3  # states (the vocabulary)
     c.alpha = 1.0  # Dirichlet concentration of every transition row
+    # device: fresh training sequences drawn on device at every step (train_size: only the
+    # host sequences of the train-accuracy subset and fitted references); pregenerated: F
+    # trains on train_size sequences drawn once (see the note above SEQUENCE_DATASETS)
+    c.train_sampling = "device"
   if name == "markov_source":
     c.order = 2  # n: the next token depends on the previous n
   if name == "text":
@@ -363,21 +377,43 @@ def _sizes(config) -> tuple[int, int]:
   return sizes[0], sizes[1]
 
 
+def _synthetic(config, n_train: int, n_test: int, meta: dict
+               ) -> tuple[np.ndarray, sequence_sampling.Sampler]:
+  """(train then test tokens, the task's device sampler) of icl_markov or markov_source;
+  ``meta`` gets what the closed-form references need. Test and train sequences come from their
+  own streams of the data seed (``<name>/test``, ``<name>/train``)."""
+  name, seed, length = config["name"], config["seed"], config["length"]
+  if config["train_sampling"] not in TRAIN_SAMPLING:
+    raise ValueError(f"train_sampling={config['train_sampling']!r} must be one of "
+                     f"{TRAIN_SAMPLING}")
+  k, alpha = _check_int("k", config["k"], 2), _check_alpha(config["alpha"])
+  meta.update(alpha=alpha, train_sampling=config["train_sampling"])
+  table = None
+  if name == "markov_source":
+    table = markov_source_transitions(k, _check_int("order", config["order"], 1), alpha, rng=seed)
+    meta.update(transitions=table, order=config["order"])
+
+  def draw(m: int, split: str) -> np.ndarray:
+    rng = base.data_rng(seed, f"{name}/{split}")
+    if table is None:
+      return icl_markov(m, length, k, alpha, rng=rng)
+    return markov_source(m, length, table, rng=rng)
+
+  sampler = sequence_sampling.Sampler(name, k, length, alpha, table=table)
+  return np.concatenate([draw(n_train, "train"), draw(n_test, "test")]), sampler
+
+
 def build(config) -> base.Dataset:
   """A sequence dataset from its resolved config (see :func:`default_config`)."""
   name, seed = config["name"], config["seed"]
   n_train, n_test = _sizes(config)
   length = config["length"]
   meta: dict = {"length": length, "skip_positions": config["skip_positions"]}
-  if name == "icl_markov":
-    k, alpha = _check_int("k", config["k"], 2), _check_alpha(config["alpha"])
-    tokens = icl_markov(n_train + n_test, length, k, alpha, rng=seed)
-    meta.update(alpha=alpha)
-  elif name == "markov_source":
-    k, alpha = _check_int("k", config["k"], 2), _check_alpha(config["alpha"])
-    table = markov_source_transitions(k, _check_int("order", config["order"], 1), alpha, rng=seed)
-    tokens = markov_source(n_train + n_test, length, table, rng=seed)
-    meta.update(alpha=alpha, transitions=table, order=config["order"])
+  if name in SYNTHETIC:
+    tokens, sampler = _synthetic(config, n_train, n_test, meta)
+    k = sampler.k
+    if config["train_sampling"] == "device":
+      meta.update(train_sampler=sampler)
   else:
     text, _ = read_text(config)
     frac = config["test_fraction"]
