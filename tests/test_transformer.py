@@ -39,15 +39,16 @@ def _tokens(vocab: int, batch: int, length: int, seed: int = 0) -> np.ndarray:
 
 
 def _param_count(vocab: int, d: int, layers: int, max_len: int, mlp: bool, mlp_ratio: int,
-                 layer_norm: bool) -> int:
+                 layer_norm: bool, use_bias: bool = True) -> int:
   """Closed form: embeddings (V + P)·d; per layer attention 4·(d² + d) (q, k, v, out with
   biases), MLP 2·r·d² + (r + 1)·d, one LayerNorm 2·d per sublayer; final LayerNorm 2·d;
-  unembedding d·V + V."""
+  unembedding d·V + V. Without biases: no + d, + (r + 1)·d, + V terms."""
   ln = 2 * d if layer_norm else 0
-  per_layer = 4 * (d * d + d) + ln
+  b = 1 if use_bias else 0
+  per_layer = 4 * (d * d + b * d) + ln
   if mlp:
-    per_layer += 2 * mlp_ratio * d * d + (mlp_ratio + 1) * d + ln
-  return (vocab + max_len) * d + layers * per_layer + ln + d * vocab + vocab
+    per_layer += 2 * mlp_ratio * d * d + b * (mlp_ratio + 1) * d + ln
+  return (vocab + max_len) * d + layers * per_layer + ln + d * vocab + b * vocab
 
 
 # --- shapes and causality -----------------------------------------------------------------------
@@ -102,6 +103,7 @@ def test_causal_mask():
         {"num_layers": 3, "num_heads": 4, "d_model": 8, "mlp": False, "layer_norm": False,
          "embedding": "onehot", "max_len": 10},
         {"num_layers": 0, "d_model": 4, "max_len": 3},  # embed -> final LN -> unembed
+        {"num_layers": 2, "d_model": 8, "mlp_ratio": 2, "max_len": 5, "use_bias": False},
     ],
 )
 def test_parameter_count_closed_form(kwargs):
@@ -109,7 +111,7 @@ def test_parameter_count_closed_form(kwargs):
   model = models.get_model("transformer", num_classes=vocab, **kwargs)
   shapes = jax.eval_shape(model.init, _key(), jnp.zeros((1, 3), jnp.int32))
   expected = _param_count(vocab, model.d_model, model.num_layers, model.max_len, model.mlp,
-                          model.mlp_ratio, model.layer_norm)
+                          model.mlp_ratio, model.layer_norm, model.use_bias)
   assert models.count_params(shapes["params"]) == expected
 
 
@@ -159,7 +161,7 @@ def _np_gelu(z):  # tanh approximation (flax nn.gelu default)
 
 
 def _np_dense(h, p):
-  return h @ p["kernel"] + p["bias"]
+  return h @ p["kernel"] + p.get("bias", 0.0)
 
 
 def _np_forward(params, x, model) -> np.ndarray:
@@ -201,6 +203,7 @@ def _np_forward(params, x, model) -> np.ndarray:
         {"num_layers": 1, "num_heads": 1, "d_model": 8, "mlp": False, "layer_norm": False,
          "embedding": "onehot"},
         {"num_layers": 2, "num_heads": 2, "d_model": 8, "mlp_ratio": 2},  # MLP + LayerNorm
+        {"num_layers": 2, "num_heads": 4, "d_model": 8, "mlp_ratio": 2, "use_bias": False},
     ],
 )
 def test_matches_numpy_reference(kwargs):
@@ -263,6 +266,7 @@ def test_adam_learns_previous_token_over_vmapped_seeds():
         ({"init_scale": float("nan")}, "init_scale"),
         ({"mlp": "yes"}, "mlp"),
         ({"layer_norm": 1}, "layer_norm"),
+        ({"use_bias": 0}, "use_bias"),
         ({"dropout": 0.1}, "dropout"),  # not a field: get_model names it
     ],
 )
