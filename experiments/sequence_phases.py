@@ -18,9 +18,9 @@ Tasks (``--config=experiments/sequence_phases.py:<task>[,quick]``):
                  in-context unigram / bigram
 
 F: a 2-layer attention-only transformer (d_model 32, one head, learned positions), Adam, fresh
-training sequences every step (icl_markov, markov_source: sampled on device inside the training
-step, ``dataset.train_sampling="device"``; text: ``train_size = num_steps × batch_size``
-stored windows). Summary, per
+training sequences every step (``train_size = num_steps × batch_size``; icl_markov and
+markov_source draw them on device inside the training step, ``dataset.train_sampling="device"``,
+text stores them). Summary, per
 reference, over seeds: its accuracy, the step where μ/I is highest (with that peak beside the
 per-draw peak of the null), the steps it leads (highest μ/I of all references), μ/I at the end
 beside its null, and agreement P(F_T = L); per ladder pair, the step where the higher-order
@@ -92,10 +92,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_seeds, c.num_steps = 2, 200
     c.dataset.length, c.dataset.test_size = 24, 32
     c.eval.num_points, c.checkpoint_every = 10, 0
-  if "train_sampling" not in c.dataset:  # text: fresh windows every step, stored
-    # a derived field (ml_collections FieldReference), so that --config.num_steps /
-    # --config.batch_size move it too; --config.dataset.train_size overrides it
-    c.dataset.train_size = c.get_ref("num_steps") * c.get_ref("batch_size")
+  # fresh sequences every step (drawn on device, or stored: text, train_sampling=pregenerated):
+  # a derived field (ml_collections FieldReference), so that --config.num_steps /
+  # --config.batch_size move it too; --config.dataset.train_size overrides it
+  c.dataset.train_size = c.get_ref("num_steps") * c.get_ref("batch_size")
   return c
 
 

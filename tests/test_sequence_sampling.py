@@ -155,6 +155,8 @@ def test_dataset_modes_share_the_test_set_and_only_device_mode_has_a_sampler():
   assert len(more.x_train) == 70
   assert isinstance(dev.meta["train_sampler"], ss.Sampler) and "train_sampler" not in pre.meta
   assert dev.meta["train_sampler"].length == 12
+  big = datasets.get_dataset({**base, "train_size": 10**9})  # = num_steps x batch: not stored
+  assert len(big.x_train) == sequences.HOST_TRAIN_SEQUENCES
   src = datasets.get_dataset({"name": "markov_source", "train_size": 10, "test_size": 5})
   np.testing.assert_array_equal(src.meta["train_sampler"].table, src.meta["transitions"])
   with pytest.raises(ValueError, match=r"^train_sampling='disk' must be one of"):

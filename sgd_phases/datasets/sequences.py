@@ -277,15 +277,17 @@ def decode_text(tokens: np.ndarray, vocab: str) -> str:
 # ``train_size`` / ``test_size`` count sequences; label noise does not apply.
 #
 # The synthetic tasks (icl_markov, markov_source) are infinite: with train_sampling="device"
-# (their default) F never reads a stored training set; every SGD step draws a fresh batch on
-# device (``sequence_sampling.Sampler``, put in ``meta["train_sampler"]``), and the
-# ``train_size`` host sequences only serve the train-accuracy subset and the references fitted
-# on training data (n-grams). "pregenerated": F trains on those ``train_size`` sequences, in
-# epochs (``train_size = num_steps x batch_size`` for fresh ones every step). The test
-# sequences come from their own seed stream: the same whatever train_size and the mode.
+# (their default) F's ``train_size`` training sequences are never stored: every SGD step draws
+# a fresh batch on device (``sequence_sampling.Sampler``, put in ``meta["train_sampler"]``),
+# and the host keeps min(train_size, HOST_TRAIN_SEQUENCES) sequences of the same law for the
+# train-accuracy subset and the references fitted on training data (n-grams). "pregenerated":
+# the ``train_size`` sequences are drawn once on the host and F trains on them (in epochs if
+# fewer than num_steps x batch_size). The test sequences come from their own seed stream: the
+# same whatever train_size and the mode.
 SEQUENCE_DATASETS = ("icl_markov", "markov_source", "text")
 SYNTHETIC = ("icl_markov", "markov_source")
 TRAIN_SAMPLING = ("device", "pregenerated")
+HOST_TRAIN_SEQUENCES = 4096  # host sample of the training law under device sampling
 
 
 def default_config(name: str):
@@ -300,9 +302,9 @@ def default_config(name: str):
   if name in SYNTHETIC:
     c.k = 3  # states (the vocabulary)
     c.alpha = 1.0  # Dirichlet concentration of every transition row
-    # device: fresh training sequences drawn on device at every step (train_size: only the
-    # host sequences of the train-accuracy subset and fitted references); pregenerated: F
-    # trains on train_size sequences drawn once (see the note above SEQUENCE_DATASETS)
+    # device: F's training sequences drawn on device, a fresh batch every step (the host keeps
+    # min(train_size, 4096) for train accuracy and fitted references); pregenerated: drawn
+    # once on the host, train_size of them (see the note above SEQUENCE_DATASETS)
     c.train_sampling = "device"
   if name == "markov_source":
     c.order = 2  # n: the next token depends on the previous n
@@ -379,7 +381,7 @@ def _sizes(config) -> tuple[int, int]:
 
 def _synthetic(config, n_train: int, n_test: int, meta: dict
                ) -> tuple[np.ndarray, sequence_sampling.Sampler]:
-  """(train then test tokens, the task's device sampler) of icl_markov or markov_source;
+  """(host train then test tokens, the task's device sampler) of icl_markov or markov_source;
   ``meta`` gets what the closed-form references need. Test and train sequences come from their
   own streams of the data seed (``<name>/test``, ``<name>/train``)."""
   name, seed, length = config["name"], config["seed"], config["length"]
@@ -400,6 +402,8 @@ def _synthetic(config, n_train: int, n_test: int, meta: dict
     return markov_source(m, length, table, rng=rng)
 
   sampler = sequence_sampling.Sampler(name, k, length, alpha, table=table)
+  if config["train_sampling"] == "device":
+    n_train = min(n_train, HOST_TRAIN_SEQUENCES)
   return np.concatenate([draw(n_train, "train"), draw(n_test, "test")]), sampler
 
 
@@ -411,7 +415,7 @@ def build(config) -> base.Dataset:
   meta: dict = {"length": length, "skip_positions": config["skip_positions"]}
   if name in SYNTHETIC:
     tokens, sampler = _synthetic(config, n_train, n_test, meta)
-    k = sampler.k
+    k, n_train = sampler.k, len(tokens) - n_test
     if config["train_sampling"] == "device":
       meta.update(train_sampler=sampler)
   else:
