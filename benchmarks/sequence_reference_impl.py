@@ -8,7 +8,8 @@ with the project's own run at the same settings::
     .venv/bin/python -m benchmarks.sequence_reference_impl --project_workdir=/tmp/seq  # reuse
 
 Shared with the project (so the settings and the data are provably the same): the experiment's
-config (``experiments.sequence_phases.get_config``: model size, Adam lr, batch, steps, seeds,
+config (``experiments.sequence_phases.get_config("icl_markov_small")``, its training sequences
+stored: ``train_sampling="pregenerated"``; model size, Adam lr, batch, steps, seeds,
 evaluation steps via ``eval_lib.eval_steps``), the sequences (``datasets.get_dataset``) and the
 closed-form references L (``sgd_phases.sequence_references``, tested on their own).
 
@@ -329,10 +330,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = p.parse_args(argv)
   torch.set_num_threads(args.threads)
 
-  config = sequence_phases.get_config("icl_markov")
-  if args.num_steps is not None:  # as get_config does: fresh sequences every step
+  # the settings this reimplementation writes out (pre-LN, d_model 32: icl_markov_small), on
+  # stored training sequences (train_size = num_steps x batch_size follows num_steps) that the
+  # PyTorch loop reads too
+  config = sequence_phases.get_config("icl_markov_small")
+  config.dataset.train_sampling = "pregenerated"
+  if args.num_steps is not None:
     config.num_steps = args.num_steps
-    config.dataset.train_size = config.num_steps * config.batch_size
   if args.num_seeds is not None:
     config.num_seeds = args.num_seeds
   config.progress = False
@@ -388,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           sys.argv[1:]),
       "env": common.environment(),
       "settings": {
-          "config": "experiments/sequence_phases.py:icl_markov (get_config)" + (
+          "config": "experiments/sequence_phases.py:icl_markov_small (get_config)" + (
               f", num_steps={args.num_steps}" if args.num_steps is not None else "") + (
               f", num_seeds={args.num_seeds}" if args.num_seeds is not None else ""),
           "num_steps": int(config.num_steps), "num_seeds": int(config.num_seeds),

@@ -8,8 +8,11 @@ every seed.
 
 Tasks (``--config=experiments/sequence_phases.py:<task>[,quick]``):
 
-  icl_markov     every sequence from its own 3-state Markov chain (Dirichlet(1) rows; Edelman
-                 et al. 2024): references in-context unigram, in-context bigram, Bayes
+  icl_markov     every sequence from its own 3-state Markov chain (Dirichlet(1) rows), T = 100,
+                 at Edelman et al. (2024)'s settings (``PUBLISHED``): references in-context
+                 unigram, in-context bigram, Bayes
+  icl_markov_small  the same task at this project's earlier CPU-sized settings (``SMALL``:
+                 T = 64, d_model 32, LayerNorm, Adam 3e-3, batch 32, 3,000 steps)
   markov_source  one fixed order-2 source over 3 states: the n-gram ladder G_1..G_3 (fitted
                  on the training sequences; G_1 is constant, G_3 has Bayes' order) and Bayes
   text           a text file (``--config.dataset.path=``) or a public-domain corpus that a
@@ -17,8 +20,8 @@ Tasks (``--config=experiments/sequence_phases.py:<task>[,quick]``):
                  ``sgd_phases.datasets.corpora``), character level: n-grams 1..3 and the
                  in-context unigram / bigram
 
-F: a 2-layer attention-only transformer (d_model 32, one head, learned positions), Adam, fresh
-training sequences every step (``train_size = num_steps × batch_size``; icl_markov and
+F: a 2-layer attention-only transformer (one head, learned positions; ``PUBLISHED`` for
+icl_markov, ``SMALL`` for the other tasks), Adam, fresh training sequences every step (``train_size = num_steps × batch_size``; icl_markov and
 markov_source draw them on device inside the training step, ``dataset.train_sampling="device"``,
 text stores them). Summary, per
 reference, over seeds: its accuracy, the step where μ/I is highest (with that peak beside the
@@ -42,11 +45,13 @@ from experiments import common
 from sgd_phases import analysis, cli, io_lib, plotting, soft_scoring, stats
 
 NAME = "sequence_phases"
+_ICL_REFS = {"unigram": ("in_context_unigram", {}), "bigram": ("in_context_bigram", {}),
+             "bayes": ("bayes", {})}
 # task -> (dataset, dataset fields, references name -> (closed-form kind, kwargs), ladders)
 TASKS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[str, dict]], list[list[str]]]] = {
-    "icl_markov": ("icl_markov", {"k": 3, "length": 64},
-                   {"unigram": ("in_context_unigram", {}), "bigram": ("in_context_bigram", {}),
-                    "bayes": ("bayes", {})}, [["unigram", "bigram"]]),
+    "icl_markov": ("icl_markov", {"k": 3, "length": 100}, _ICL_REFS, [["unigram", "bigram"]]),
+    "icl_markov_small": ("icl_markov", {"k": 3, "length": 64}, _ICL_REFS,
+                         [["unigram", "bigram"]]),
     "markov_source": ("markov_source", {"k": 3, "order": 2, "length": 64},
                       {**{f"ngram{n}": ("ngram", {"order": n}) for n in (1, 2, 3)},
                        "bayes": ("bayes", {})}, [["ngram2", "ngram3"]]),
@@ -58,6 +63,17 @@ TASKS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[str, dict]], list[li
 # (ngram1, the most frequent training token, is a constant predictor: μ_Y(F;ngram1) = 0 at
 # every step, so it is drawn and summarised but has no overtaking step.)
 DEFAULT_TASK = "icl_markov"
+# F and its training. PUBLISHED: Edelman et al. (2024)'s ICL Markov-chain settings (2-layer
+# attention-only transformer, one head, d_model 16, no LayerNorm, bias-free as their code,
+# N(0, 0.02²) init, learned positions over the T = 100 tokens; Adam 1e-3, batch 64, 8,000 steps;
+# 40 log-spaced evaluations on 200 held-out sequences). SMALL: this project's earlier CPU-sized
+# settings (d_model 32, LayerNorm, biases, Adam 3e-3, batch 32, 3,000 steps, T = 64).
+PUBLISHED = dict(model_kwargs=dict(num_layers=2, num_heads=1, d_model=16, mlp=False,
+                                   layer_norm=False, use_bias=False, init_scale=0.02),
+                 learning_rate=1e-3, batch_size=64, num_steps=8000, num_points=40, test_size=200)
+SMALL = dict(model_kwargs=dict(num_layers=2, num_heads=1, d_model=32, mlp=False),
+             learning_rate=3e-3, batch_size=32, num_steps=3000, num_points=25, test_size=128)
+SETTINGS = {"icl_markov": PUBLISHED}  # every other task: SMALL
 MIN_BITS = 0.01  # default min_bits (the figures use it: config.json holds the engine's fields)
 # task -> the references F is fitted as a mixture of (soft.mixture; the uniform one is added).
 # Bayes is left out where it (nearly) equals another candidate: icl_markov's posterior
@@ -73,13 +89,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   task, quick = common.parse_task(arg, TASKS, DEFAULT_TASK)
   dataset, fields, refs, _ = TASKS[task]
-  c = config_lib.base_config(dataset, "transformer", num_layers=2, num_heads=1, d_model=32,
-                             mlp=False)
+  s = SETTINGS.get(task, SMALL)
+  c = config_lib.base_config(dataset, "transformer", **s["model_kwargs"])
   c.dataset.update(fields)
-  c.optimizer = config_lib.optimizer_config("adam", learning_rate=3e-3)
-  c.num_seeds, c.batch_size, c.num_steps = 5, 32, 3000
-  c.eval.num_points = 25
-  c.dataset.test_size = 128  # 128 × 63 = 8064 test positions
+  if s is PUBLISHED:  # learned positions for exactly the sequence length (derived: follows flags)
+    # (an expression, not the bare reference: setting an alias would set the length too)
+    c.model_kwargs.max_len = c.dataset.get_ref("length") + 0
+  c.optimizer = config_lib.optimizer_config("adam", learning_rate=s["learning_rate"])
+  c.num_seeds, c.batch_size, c.num_steps = 5, s["batch_size"], s["num_steps"]
+  c.eval.num_points = s["num_points"]
+  c.dataset.test_size = s["test_size"]  # × (length − 1) test positions
   for name, (kind, kw) in refs.items():
     c.references[name] = config_lib.reference_config(kind, trained_on="closed_form", **kw)
   c.t0.reference = ""  # no T_0: the references are not trained

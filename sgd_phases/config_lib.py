@@ -116,6 +116,7 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
       # train examples (the first ones: a fixed subset) for train accuracy/loss at each
       # evaluation; 2000 (s.e. of an accuracy <= 1.1 points) keeps the evaluations cheap
       # (benchmarks/eval_overhead.py); experiments that need every example set it higher.
+      # Sequence data count positions, as their test set does (2000: ~21 sequences of T=100)
       train_eval_size=2000,
       probe_grid=0,                 # >0: also record predictions on a G×G grid (2-D inputs)
       # F's probabilities [S, E, N, K] are recorded on device for the soft measures (config.soft);

@@ -109,8 +109,8 @@ class EvalData:
   """Device copies of the arrays the programs read (replicated on every device).
 
   ``x_train``: every training input; ``x_test``/``y_test``: the test set; ``x_tr``/``y_tr_clean``:
-  the fixed train-evaluation subset (the first ``train_eval_size`` examples) and its clean
-  labels; ``x_probe``: optional extra inputs whose predictions are recorded (a 2-D grid).
+  the fixed train-evaluation subset (the first examples, ``train_eval_size`` scored ones) and
+  its clean labels; ``x_probe``: optional extra inputs whose predictions are recorded (a 2-D grid).
   """
   x_train: jax.Array
   x_test: jax.Array
@@ -122,7 +122,10 @@ class EvalData:
   @classmethod
   def create(cls, ds: datasets_lib.Dataset, train_eval_size: int,
              x_probe: np.ndarray | None = None) -> "EvalData":
-    m = min(train_eval_size, len(ds.y_train))
+    """``train_eval_size`` counts scored examples: sequence data's positions (the subset is
+    the first ceil(train_eval_size / (T − 1)) sequences), as its test set counts them."""
+    per_example = int(np.prod(ds.y_train.shape[1:]))  # 1, or T − 1 positions per sequence
+    m = min(-(-train_eval_size // per_example), len(ds.y_train))
     return cls(jnp.asarray(ds.x_train), jnp.asarray(ds.x_test), jnp.asarray(ds.y_test),
                jnp.asarray(ds.x_train[:m]), jnp.asarray(ds.y_train_clean[:m]),
                None if x_probe is None else jnp.asarray(x_probe, jnp.float32))

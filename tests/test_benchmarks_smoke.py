@@ -55,8 +55,8 @@ def test_sequence_throughput_quick(tmp_path):
   assert {"engine_vmap", "engine_map", "engine_auto", "jax_loop", "jax_fori"} == {
       r["variant"] for r in data["rows"]}
   for r in data["rows"]:
-    assert _positive(r["sequences_per_s"]) and r["batch"] == 32
-    assert r["sequences_per_s"] == pytest.approx(r["seeds"] * r["steps"] * 32 / r["median_s"])
+    assert _positive(r["sequences_per_s"]) and r["batch"] == 64
+    assert r["sequences_per_s"] == pytest.approx(r["seeds"] * r["steps"] * 64 / r["median_s"])
     assert r["tokens_per_s"] == pytest.approx(r["sequences_per_s"] * r["positions"])
   auto = next(r for r in data["rows"] if r["variant"] == "engine_auto")
   assert auto["resolved"] == data["task"]["auto"] in ("vmap", "map")

@@ -241,3 +241,16 @@ def test_peak_memory_does_not_grow_with_the_number_of_steps(tmp_path):
   peak is the same. (200,000 steps at the published settings, measured once by hand: README.)"""
   short, long = _peak_rss_mb(tmp_path, 1000), _peak_rss_mb(tmp_path, 30_000)
   assert long < short + 25, (short, long)
+
+
+def test_train_evaluation_subset_counts_positions_for_sequences():
+  """eval.train_eval_size counts scored examples: 2,000 positions of T = 100 sequences are
+  the first ceil(2000 / 99) = 21 sequences (not 2,000 sequences, 10x a 200-sequence test set);
+  classification data: 2,000 examples."""
+  seq = datasets.get_dataset({"name": "icl_markov", "length": 100, "train_size": 500,
+                              "test_size": 4})
+  data = engine.EvalData.create(seq, 2000)
+  assert data.x_tr.shape == (21, 99) and data.y_tr_clean.shape == (21, 99)
+  np.testing.assert_array_equal(np.asarray(data.x_tr), seq.x_train[:21])
+  ball = datasets.get_dataset({"name": "ball2d_sinusoid", "n_train": 3000, "n_test": 10})
+  assert engine.EvalData.create(ball, 2000).x_tr.shape == (2000, 2)
