@@ -297,10 +297,25 @@ def within_class_permutation(key: jax.Array, y: jax.Array) -> jax.Array:
   ``a`` sorts positions by class, ``b`` by class then a random key: both list each class in the
   same slots, so ``perm[a[i]] = b[i]`` pairs examples of one class only.
   """
+  return _within_class_permutation(key, y)
+
+
+# Classes below this count sort one packed uint32 key (class, u's 23 random bits) instead of
+# the two keys (class, u): the same stable order, ~1.45x faster on XLA:CPU (where the null's
+# sorts dominate its cost: benchmarks/sequence_throughput.py).
+_PACKED_SORT_MAX_CLASSES = 2**9
+
+
+def _within_class_permutation(key: jax.Array, y: jax.Array, num_classes: int | None = None
+                              ) -> jax.Array:
   y = jnp.asarray(y).astype(jnp.int32)
-  u = jax.random.uniform(key, y.shape)
+  u = jax.random.uniform(key, y.shape)  # = m / 2^23, m in [0, 2^23) (exact in float32)
   a = jnp.argsort(y, axis=-1, stable=True)
-  b = jnp.lexsort((u, y), axis=-1)  # by class, then by a random key
+  if num_classes is not None and num_classes <= _PACKED_SORT_MAX_CLASSES:
+    m = (u * (1 << 23)).astype(jnp.uint32)
+    b = jnp.argsort((y.astype(jnp.uint32) << 23) | m, axis=-1, stable=True)
+  else:
+    b = jnp.lexsort((u, y), axis=-1)  # by class, then by a random key
   # perm[a] = b, i.e. perm = b[a⁻¹]
   return jnp.take_along_axis(b, jnp.argsort(a, axis=-1), axis=-1).astype(jnp.int32)
 
@@ -317,7 +332,8 @@ def _null(f, l, y, key, num_classes: int, num_permutations: int, bias_correction
   y_b = jnp.broadcast_to(y, ly_lead + (n,))
 
   def one(k):  # a within-class permutation of one class is a plain shuffle
-    perm = within_class_permutation(k, y_b if within_class else jnp.zeros_like(y_b))
+    perm = _within_class_permutation(k, y_b if within_class else jnp.zeros_like(y_b),
+                                     num_classes)
     l_perm = jnp.take_along_axis(l_b, perm, axis=-1)
     return _information_measures(f, l_perm, y_b, num_classes=num_classes,
                                  bias_correction=bias_correction, method=method).mu

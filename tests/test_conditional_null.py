@@ -41,6 +41,20 @@ def test_within_class_permutation_is_a_uniform_permutation_inside_classes():
     np.testing.assert_array_equal(np.asarray(yb)[row][pb[row]], np.asarray(yb)[row])
 
 
+def test_null_draws_the_two_key_sorts_permutations():
+  """The null sorts one packed (class, random bits) key below 512 classes: the same stable
+  order as sorting by (class, u), so the same permutations (ties in u forced with 40k
+  examples: 2^23 values of u)."""
+  rng = np.random.default_rng(3)
+  for k, n in ((3, 2000), (2, 40_000), (300, 5000)):
+    y = jnp.asarray(rng.integers(0, k, (2, n)), jnp.int32)
+    for key in jax.random.split(jax.random.key(7), 5):
+      np.testing.assert_array_equal(mi._within_class_permutation(key, y, k),
+                                    mi._within_class_permutation(key, y))  # (class, u) keys
+    u = np.asarray(jax.random.uniform(key, y.shape))
+    assert n < 10_000 or len(np.unique(u[0])) < n  # ties in u occurred
+
+
 def test_null_sits_on_the_closed_form_for_conditionally_independent_classifiers():
   """Balanced binary Y, F and L right w.p. a and b, independent given Y: μ = I(F;L) =
   1 − h(ab + (1−a)(1−b)), and the null of a conditionally independent pair has that mean."""
