@@ -334,7 +334,7 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
                eval_at: np.ndarray, opts: RunOptions, mesh: Any, init_transform: Any = None
                ) -> dict[str, jax.Array]:
   ids, desc = seeds.ids, opts.desc
-  s, e, m = len(ids), len(eval_at), data.x_tr.shape[0]
+  s, e = len(ids), len(eval_at)
   init_keys, data_keys = sharding.put_seeded(seed_keys(seeds.seed, ids, seeds.salt), mesh)
   source, seed_labels, labels_tr = _training_data(tr, data, labels, s, mesh)
   init, segment, record, predict = _programs(tr, opts.strategy, mesh)

@@ -19,7 +19,7 @@ from sgd_phases.datasets import sequence_sampling as ss
 from sgd_phases.datasets import sequences
 
 sys.path.insert(0, str(Path(__file__).parent))
-import tiny_run  # noqa: E402
+import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,11 +201,13 @@ def test_fresh_batches_every_step_and_a_seed_alone_equals_it_in_a_batch():
   smp = ds.meta["train_sampler"]
   rec = _Recording("icl_markov", smp.k, smp.length, smp.alpha)
   opt = config_lib.optimizer_config("adam", learning_rate=1e-2)
-  kw = dict(num_layers=1, d_model=8, mlp=False, layer_norm=False, max_len=16)
+  kw = {"num_layers": 1, "d_model": 8, "mlp": False, "layer_norm": False, "max_len": 16}
   data = engine.EvalData.create(ds, 64)
   at = np.array([0, 20, 50])
-  trainer = lambda sampler: engine.make_trainer(  # noqa: E731
-      "transformer", kw, opt, "cross_entropy", 8, 50, 3, sampler=sampler)
+
+  def trainer(sampler):
+    return engine.make_trainer("transformer", kw, opt, "cross_entropy", 8, 50, 3,
+                               sampler=sampler)
 
   def run(tr, ids, labels=ds.y_train):
     out = engine.run_seeds(tr, data, labels, engine.SeedSet(0, ids), at,

@@ -409,7 +409,7 @@ def _synthetic(config, n_train: int, n_test: int, meta: dict
 
 def build(config) -> base.Dataset:
   """A sequence dataset from its resolved config (see :func:`default_config`)."""
-  name, seed = config["name"], config["seed"]
+  name = config["name"]
   n_train, n_test = _sizes(config)
   length = config["length"]
   meta: dict = {"length": length, "skip_positions": config["skip_positions"]}
