@@ -126,12 +126,14 @@ def test_linear_phase_on_a_gs_workdir_writes_every_file_and_equals_local(linear_
   differ = ("figures", "wall_time_s")  # where the files went, and how long it took
   assert {k: v for k, v in g.items() if k not in differ} == {
       k: v for k, v in s.items() if k not in differ}
-  assert g["figures"] == [f"{uri}/figures/linear_phase.png"]
+  figures = ["linear_phase.png", "linear_phase_soft.png", "linear_phase_mixture.png"]
+  assert g["figures"] == [f"{uri}/figures/{f}" for f in figures]
+  assert s["figures"] == [str(local / "figures" / f) for f in figures]
   on_gs, on_disk = io_lib.read_json(f"{uri}/summary.json"), io_lib.read_json(local / "summary.json")
   assert on_gs.pop("wall_time_s") >= 0 and on_disk.pop("wall_time_s") >= 0
   assert on_gs == on_disk
   (epath.Path(uri) / "figures" / "linear_phase.png").unlink()
-  assert linear_phase.make_figures(uri) == [f"{uri}/figures/linear_phase.png"]
+  assert linear_phase.make_figures(uri) == [f"{uri}/figures/{f}" for f in figures]
   assert len((epath.Path(uri) / "figures" / "linear_phase.png").read_bytes()) > 1000
 
 
