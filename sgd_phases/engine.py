@@ -9,15 +9,11 @@
                            options=engine.RunOptions(strategy="vmap"))
     out["predictions"]                     # [8 seeds, 4 evaluations, n_test] hard predictions
 
-``run_seeds`` trains the seeds chunk by chunk (``RunOptions.seeds_per_chunk``). Per chunk, four
-programs are compiled once (``_programs``): ``init`` (the seeds' states), ``segment`` (the SGD
-steps between two evaluations: a ``fori_loop``, or Python-driven steps for the "unroll"
-strategy), ``record`` (evaluate and write evaluation k into the recording buffers) and
-``predict``. Every program has one signature, ``fn(carry, seeded, shared)``: pytrees with a
-leading seed axis (``carry``: what the program updates, donated; ``seeded``: per-seed inputs)
-and ``shared`` inputs. ``steps.over_seeds`` lifts the per-seed function over the seed axis
-(vmap, ``lax.map`` or unrolled) and ``sharding.shard_seeds`` splits the seeds over devices with
-prefix specs on those three pytrees. Seed i always trains from ``fold_in(key(seed), i)``.
+``run_seeds`` trains the seeds chunk by chunk (``RunOptions.seeds_per_chunk``): per chunk it
+runs the four programs of :mod:`sgd_phases.programs` (``init``, ``segment``, ``record``,
+``predict``, compiled once per trainer), evaluation by evaluation, reading the host's copy of
+the metrics one evaluation late, checkpointing and honouring preemption. Seed i always trains
+from ``fold_in(key(seed), i)``.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import time
 import zlib
 from typing import Any, Mapping
 
@@ -36,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from sgd_phases import checkpointing, eval_lib, io_lib, optim, preemption, sharding, steps
+from sgd_phases import checkpointing, io_lib, optim, preemption, programs, sharding, steps
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import models as models_lib
+from sgd_phases.programs import BUFFER_KEYS  # noqa: F401 (re-exported)
 
-BUFFER_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss", "train_acc_clean")
 # Dense models with at least this many parameters per seed are mapped over seeds on CPU.
 CPU_MAP_MIN_PARAMS = 100_000
 
@@ -176,10 +171,11 @@ def run_seeds(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: Seed
   returned arrays stay sharded.
 
   ``labels``: [n] shared or [S, n] per-seed training labels (with ``tr.sampler`` only those of
-  the train-evaluation subset are read: the training batches are drawn fresh). ``eval_at``: steps at which to
-  record predictions and metrics (the last one is the end of training). ``init_transform``:
-  optional ``(states, rows) -> states`` applied to a chunk's fresh states (``rows``: positions
-  in ``seeds.ids``), e.g. per-seed hyperparameters of ``sgd_phases.sweep``'s nested runs.
+  the train-evaluation subset are read: the training batches are drawn fresh). ``eval_at``:
+  steps at which to record predictions and metrics (the last one is the end of training).
+  ``init_transform``: optional ``(states, rows) -> states`` applied to a chunk's fresh states
+  (``rows``: positions in ``seeds.ids``), e.g. per-seed hyperparameters of
+  ``sgd_phases.sweep``'s nested runs.
   """
   mesh = sharding.seed_mesh()
   data = sharding.put_replicated(data, mesh)
@@ -206,141 +202,18 @@ def run_seeds(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: Seed
   return {k: jnp.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-def _compile(fn, *args, what: str):
-  t = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  logging.info("compiled %s in %.1f s", what, time.perf_counter() - t)
-  return compiled
-
-
-@dataclasses.dataclass(frozen=True)
-class _StepLoop:
-  """The SGD segment of the "unroll" strategy: steps driven from Python, one call of a jitted
-  all-seeds step program each (same signature and results as the ``fori_loop`` segment)."""
-  step: Any   # ((state, perm, bad), (data_key, labels), (source, t)) -> (state, perm, bad)
-  check: Any  # ((state, bad), (), last step) -> bad: steps.mark_nonfinite over seeds
-
-  def __call__(self, carry, seeded, shared):
-    (states, perm), (source, start, stop) = carry, shared
-    bad = jnp.full((perm.shape[0],), -1, jnp.int32)
-    for t in range(int(start), int(stop)):
-      states, perm, bad = self.step((states, perm, bad), seeded, (source, jnp.int32(t)))
-    return states, self.check((states, bad), (), jnp.int32(int(stop) - 1)), perm
-
-
-def _lift(fn, strategy: str, mesh: Any, **jit_kwargs) -> Any:
-  """``fn(carry, seeded, shared)`` of one seed -> a jitted program over every seed's."""
-  return jax.jit(sharding.shard_seeds(steps.over_seeds(fn, strategy), mesh), **jit_kwargs)
-
-
-def _source(source: Any, seed_labels: jax.Array | None) -> Any:
-  """One seed's training data for ``steps.next_batch``: the sampler's arrays, or
-  ``(x_train, labels)`` with this seed's own labels where they are per seed."""
-  if isinstance(source, dict):  # a sampler's arrays
-    return source
-  x_train, shared_labels = source
-  return x_train, shared_labels if seed_labels is None else seed_labels
-
-
-@functools.lru_cache(maxsize=8)
-def _programs(tr: steps.Trainer, strategy: str, mesh: Any) -> tuple[Any, Any, Any, Any]:
-  """(init, segment, record, predict) jitted once per trainer: every chunk and call reuses them.
-
-  jit caches compiled executables per function object and input shapes, so building fresh
-  closures per chunk would recompile; data enter as arguments, never as closed-over arrays
-  (which XLA would embed in the program as constants: slow to compile, a copy in memory).
-  """
-  init = _lift(lambda key, _, x0: steps.create_state(tr, key, x0), "vmap", None)
-
-  if strategy == "unroll":
-    def one_step(carry, seeded, shared):
-      (data_key, labels), (source, t) = seeded, shared
-      return steps.segment_step(tr, t, carry, data_key, _source(source, labels))
-
-    def check(carry, _, last_step):
-      return steps.mark_nonfinite(*carry, last_step)
-
-    segment = _StepLoop(_lift(one_step, strategy, mesh, donate_argnums=0),
-                        _lift(check, "vmap", mesh))
-  else:
-    def one_segment(carry, seeded, shared):
-      (state, perm), (data_key, labels), (source, start, stop) = carry, seeded, shared
-      return steps.run_segment(tr, state, data_key, _source(source, labels), start, stop,
-                               perm=perm)
-
-    segment = _lift(one_segment, strategy, mesh, donate_argnums=0)
-
-  def one_eval(state, labels_tr, shared):
-    return steps.evaluate(tr, state, labels_tr, **shared)
-
-  evaluate = sharding.shard_seeds(steps.over_seeds(one_eval, strategy), mesh)
-
-  @functools.partial(jax.jit, donate_argnums=1)
-  def record(states, buffers, k, labels_tr, shared):
-    ev = evaluate(states, labels_tr, shared)
-    return {name: buf.at[:, k].set(ev[name].astype(buf.dtype)) for name, buf in buffers.items()}
-
-  predict = _lift(lambda state, _, x: steps.predict(tr, state, x), strategy, mesh)
-  return init, segment, record, predict
-
-
-def _first_perm(data_keys: jax.Array, start: int, n: int, batch_size: int, mesh: Any
-                ) -> jax.Array:
-  """[S, n] example order current before step ``start`` (unused zeros at an epoch start)."""
-  per_epoch = max(n // batch_size, 1)
-  if start % per_epoch == 0:
-    return sharding.put_seeded(jnp.zeros((data_keys.shape[0], n), jnp.int32), mesh)
-  perms = jax.jit(jax.vmap(steps.epoch_permutation, in_axes=(0, None, None)),
-                  static_argnums=2)(data_keys, jnp.int32(start // per_epoch), n)
-  return sharding.put_seeded(perms, mesh)
-
-
-def _buffers(tr: steps.Trainer, data: EvalData, s: int, e: int, train_predictions: str,
-             mesh: Any, probabilities: str = "") -> dict[str, jax.Array]:
-  """Zeroed recording buffers [S, E, ...] (metrics, predictions, optional extras), sharded."""
-  pdtype = eval_lib.prediction_dtype(tr.num_classes)
-  buffers = {k: jnp.zeros((s, e), jnp.float32) for k in BUFFER_KEYS}
-  buffers["predictions"] = jnp.zeros((s, e, data.y_test.size), pdtype)  # sequences: M·(T−1)
-  if train_predictions == "all":
-    buffers["train_predictions"] = jnp.zeros((s, e, data.x_train.shape[0]), pdtype)
-  if data.x_probe is not None:
-    buffers["probe_predictions"] = jnp.zeros((s, e, data.x_probe.shape[0]), pdtype)
-  if probabilities:
-    buffers["probabilities"] = jnp.zeros((s, e, data.y_test.size, tr.num_classes), probabilities)
-  return sharding.put_seeded(buffers, mesh)
-
-
-def _training_data(tr: steps.Trainer, data: EvalData, labels: np.ndarray, s: int, mesh: Any
-                   ) -> tuple[Any, jax.Array | None, jax.Array]:
-  """(source, per-seed labels or None, train-evaluation labels [S, m, ...]) of a chunk of ``s``
-  seeds. ``source`` is what ``steps.next_batch`` reads, replicated: the sampler's arrays, or
-  ``(x_train, labels)`` with the labels shared by every seed (None where they are per seed:
-  then they travel with the seeds). Shared labels are never copied per seed."""
-  per_seed = np.ndim(labels) > data.y_test.ndim  # [S, n, ...]: every seed's own labels
-  m = data.x_tr.shape[0]
-  sub = jnp.asarray(labels[:, :m] if per_seed else labels[:m], jnp.int32)
-  labels_tr = sharding.put_seeded(sub if per_seed else jnp.broadcast_to(sub, (s, *sub.shape)),
-                                  mesh)
-  if tr.sampler is not None:
-    arrays = {k: jnp.asarray(v) for k, v in tr.sampler.arrays().items()}
-    return sharding.put_replicated(arrays, mesh), None, labels_tr
-  lab = jnp.asarray(labels, jnp.int32)
-  if per_seed:
-    return (data.x_train, None), sharding.put_seeded(lab, mesh), labels_tr
-  return (data.x_train, sharding.put_replicated(lab, mesh)), None, labels_tr
-
-
 def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: SeedSet,
                eval_at: np.ndarray, opts: RunOptions, mesh: Any, init_transform: Any = None
                ) -> dict[str, jax.Array]:
   ids, desc = seeds.ids, opts.desc
   s, e = len(ids), len(eval_at)
   init_keys, data_keys = sharding.put_seeded(seed_keys(seeds.seed, ids, seeds.salt), mesh)
-  source, seed_labels, labels_tr = _training_data(tr, data, labels, s, mesh)
-  init, segment, record, predict = _programs(tr, opts.strategy, mesh)
+  source, seed_labels, labels_tr = programs.training_data(tr, data, labels, s, mesh)
+  init, segment, record, predict = programs.build(tr, opts.strategy, mesh)
   states = init(init_keys, (), data.x_train[0])
   states = sharding.put_seeded(states if init_transform is None else init_transform(states), mesh)
-  buffers = _buffers(tr, data, s, e, opts.train_predictions, mesh, opts.probabilities)
+  buffers = programs.recording_buffers(tr, data, s, e, opts.train_predictions, mesh,
+                                       opts.probabilities)
   shared = {"x_test": data.x_test, "y_test": data.y_test, "x_tr": data.x_tr,
             "y_tr_clean": data.y_tr_clean}
   if opts.train_predictions == "all":
@@ -358,14 +231,15 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
       logging.info("%s: resumed from checkpoint at step %d", desc, int(eval_at[latest]))
   i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
   n_train = 0 if tr.sampler is not None else data.x_train.shape[0]  # (a sampler: no order)
-  perm = _first_perm(data_keys, int(eval_at[k0 - 1]) if k0 else 0, n_train, tr.batch_size, mesh)
+  start = int(eval_at[k0 - 1]) if k0 else 0
+  perm = programs.first_perm(data_keys, start, n_train, tr.batch_size, mesh)
   seeded = (data_keys, seed_labels)
-  if not isinstance(segment, _StepLoop):  # (its step program compiles at the first step)
-    segment = _compile(segment, (states, perm), seeded, (source, i32(0), i32(0)),
-                       what=f"{desc} SGD segment")
-  record = _compile(record, states, buffers, i32(0), labels_tr, shared,
-                    what=f"{desc} evaluation")
-  bar = _progress_bar(opts.progress, int(eval_at[-1]), int(eval_at[k0 - 1]) if k0 else 0, desc)
+  if not isinstance(segment, programs.StepLoop):  # (its step program compiles at the first step)
+    segment = programs.compile_logged(segment, (states, perm), seeded,
+                                      (source, i32(0), i32(0)), what=f"{desc} SGD segment")
+  record = programs.compile_logged(record, states, buffers, i32(0), labels_tr, shared,
+                                   what=f"{desc} evaluation")
+  bar = _progress_bar(opts.progress, int(eval_at[-1]), start, desc)
   bad = jnp.full((s,), -1, jnp.int32)
   pending = None
   watch = preemption.watch() if ckpt is not None else contextlib.nullcontext()
