@@ -17,8 +17,8 @@
 #
 # Written: train_throughput_gpu.json (mlp + paper_cnn at 1/4/16/64 seeds: engine vmap, map,
 # unroll; JAX per-seed loop; PyTorch loop and torch.func.vmap), sequence_throughput_gpu.json
-# (sequence_phases' transformer at 1/4/16 seeds: engine vmap, map; JAX per-seed step loop
-# and per-seed fori_loop), eval_overhead_10k_gpu.json,
+# (the whole sequence_phases experiment against the hand-written loop at 2 and 16 seeds x
+# 1,000 steps, and the training step's profile), eval_overhead_10k_gpu.json,
 # mi_bench_gpu.json (N up to 10^6, K = 2, 10, 100), roofline_gpu.json (float32 and bfloat16
 # peaks) and lp_mnist_mlp_16seeds_gpu.json (the full linear_phase:mnist_mlp, 16 seeds). Each
 # records its backend and device kind; the --cpu-smoke files end in _cpusmoke.json.
@@ -55,7 +55,7 @@ if [ "$MODE" = --cpu-smoke ]; then
   step train_throughput 420 "$PY" -m benchmarks.train_throughput --quick --models mlp,paper_cnn \
     --seeds 1,2 --variants engine_vmap,engine_map,engine_unroll,jax_loop,torch_loop,torch_vmap \
     --out "$DEST/train_throughput_$SUF.json"
-  step sequence_throughput 180 "$PY" -m benchmarks.sequence_throughput --quick \
+  step sequence_throughput 300 "$PY" -m benchmarks.sequence_throughput --quick --no-bare \
     --out "$DEST/sequence_throughput_$SUF.json"
   step eval_overhead 120 "$PY" -m benchmarks.eval_overhead --quick \
     --out "$DEST/eval_overhead_10k_$SUF.json"
@@ -74,8 +74,8 @@ sys.exit(0 if b in ('gpu', 'tpu') else 'no accelerator: use --cpu-smoke')" || ex
     --seeds 1,4,16,64 --rounds 3 \
     --variants engine_auto,engine_vmap,engine_map,engine_unroll,jax_loop,torch_loop,torch_vmap \
     --out "$DEST/train_throughput_$SUF.json"
-  step sequence_throughput 150 "$PY" -m benchmarks.sequence_throughput --seeds 1,4,16 \
-    --step-budget 1024 --rounds 3 --out "$DEST/sequence_throughput_$SUF.json"
+  step sequence_throughput 240 "$PY" -m benchmarks.sequence_throughput --cells 2x1000,16x1000 \
+    --rounds 1 --no-bare --out "$DEST/sequence_throughput_$SUF.json"
   step eval_overhead 60 "$PY" -m benchmarks.eval_overhead --steps 10000 --seeds 16 --rounds 1 \
     --out "$DEST/eval_overhead_10k_$SUF.json"
   step mi_bench 60 "$PY" -m benchmarks.mi_bench --repeats 5 --sklearn-pairs 16 \

@@ -48,19 +48,104 @@ def test_train_throughput_quick(tmp_path):
   assert auto["resolved"] in ("vmap", "map")
 
 
-def test_sequence_throughput_quick(tmp_path):
+def test_sequence_throughput_quick(tmp_path, monkeypatch):
+  """The experiment and the hand-written loop, each run in this process (not a fresh one)."""
+  def in_process(variant, seeds, steps, quick):
+    out = sequence_throughput.child(variant, seeds, steps, quick)
+    return json.loads(json.dumps(out))  # what run_child reads back
+
+  monkeypatch.setattr(sequence_throughput, "run_child", in_process)
   out = tmp_path / "st.json"
-  sequence_throughput.main(["--quick", "--out", str(out)])
+  sequence_throughput.main(["--quick", "--no-bare", "--out", str(out)])
   data = _load(out)
-  assert {"engine_vmap", "engine_map", "engine_auto", "jax_loop", "jax_fori"} == {
-      r["variant"] for r in data["rows"]}
-  for r in data["rows"]:
-    assert _positive(r["sequences_per_s"]) and r["batch"] == 64
-    assert r["sequences_per_s"] == pytest.approx(r["seeds"] * r["steps"] * 64 / r["median_s"])
-    assert r["tokens_per_s"] == pytest.approx(r["sequences_per_s"] * r["positions"])
-  auto = next(r for r in data["rows"] if r["variant"] == "engine_auto")
-  assert auto["resolved"] == data["task"]["auto"] in ("vmap", "map")
-  assert data["auto_check"][0]["auto"] == auto["resolved"]
+  (cell,) = data["cells"]
+  assert set(cell["runs"]) == {"experiment", "hand"}
+  for v in ("experiment", "hand"):
+    assert _positive(cell["median_wall_s"][v]) and cell["runs"][v][0]["peak_rss_mb"] > 0
+  stages = cell["runs"]["experiment"][0]["stages_s"]
+  assert {"train_f", "score", "null_mu", "rescore", "finish"} <= set(stages)
+  assert 0 < stages["null_mu"] <= stages["score"] < cell["runs"]["experiment"][0]["wall_s"]
+  prof = data["step_profile"]
+  assert _positive(prof["ms_per_step"]["engine"]) and _positive(prof["ms_per_step"]["hand"])
+  assert prof["cost_per_step"]["engine"]["flops"] > 0
+
+
+def test_sequence_throughput_cell_summary(monkeypatch):
+  """Rounds alternate the variants' order; the paired ratio is the median of the rounds'
+  ratios (not the ratio of medians), the stage shares and the evaluations' share (training
+  with 40 evaluations minus without, over the experiment's wall) are per round, then medians."""
+  walls = {"experiment": [10.0, 20.0, 40.0], "hand": [12.0, 10.0, 60.0],
+           "experiment_bare": [9.0, 9.0, 9.0]}
+  order = []
+
+  def fake(variant, seeds, steps, quick):
+    r = len([v for v in order if v == variant])
+    order.append(variant)
+    w = walls[variant][r]
+    return {"wall_s": w, "cpu_s": w / 2, "stages_s": {"train_f": w / 2, "score": 1.0,
+                                                        "rescore": 0.5 * (variant != "hand")}}
+
+  monkeypatch.setattr(sequence_throughput, "run_child", fake)
+  cell = sequence_throughput.run_cell(2, 5, 3, False, ("experiment", "hand", "experiment_bare"),
+                                      log=lambda _: None)
+  assert order == ["experiment", "hand", "experiment_bare", "experiment_bare", "hand",
+                   "experiment", "experiment", "hand", "experiment_bare"]
+  assert cell["hand_over_experiment_paired"] == pytest.approx(1.2)  # of 1.2, 0.5, 1.5
+  assert cell["median_wall_s"]["hand"] == 12.0
+  share = cell["experiment_share_of_wall"]
+  assert share["train_f"] == pytest.approx(0.5) and share["score"] == pytest.approx(0.05)
+  # training 5, 10, 20 s against the bare runs' 4.5 s: (0.5/10, 5.5/20, 15.5/40)
+  assert share["evaluations"] == pytest.approx(5.5 / 20)
+  # hand / (experiment - rescore): 12/9.5, 10/19.5, 60/39.5
+  assert cell["hand_over_experiment_minus_soft_paired"] == pytest.approx(12 / 9.5)
+
+
+def test_sequence_throughput_times_stages_that_exist():
+  """The stage functions the experiment's runs are timed by still exist where they are
+  looked up (a renamed or moved stage would make the benchmark fail, not time nothing)."""
+  from experiments import common as exp_common
+  from sgd_phases import scoring, soft_scoring, train_lib
+  for module, names in ((train_lib, sequence_throughput.STAGES), (exp_common, ("finish",)),
+                        (scoring, ("null_mu",)), (soft_scoring, ("rescore",))):
+    for name in names:
+      assert callable(getattr(module, name)), (module.__name__, name)
+
+
+def test_hand_written_loop_is_the_projects_model_and_scores_like_it():
+  """The baseline's transformer computes the project's logits from the same parameters, its
+  numpy μ equals the project's on the same predictions; it refuses an architecture it does
+  not implement, naming the field."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from benchmarks import sequence_hand_loop
+  from sgd_phases import datasets, models, scoring, sequence_references
+  c = sequence_throughput.cell_config(2, 3, quick=True)
+  c.null.num_permutations = 3
+  ds = datasets.get_dataset(c.dataset)
+  model = models.get_model("transformer", ds.num_classes, **c.model_kwargs)
+  x = jnp.asarray(ds.x_test[:4])
+  p = model.init(jax.random.key(1), x)["params"]
+  mine = {"tok": p["tok_embed"]["embedding"], "pos": p["pos_embed"],
+          "unembed": p["unembed"]["kernel"],
+          "layers": [{w: p[f"attn_{i}"][name]["kernel"] for w, name in
+                      zip("qkvo", ("query", "key", "value", "out"))}
+                     for i in range(c.model_kwargs.num_layers)]}
+  hand_params = sequence_hand_loop.init(c, jax.random.key(0))
+  assert jax.tree.structure(mine) == jax.tree.structure(hand_params)
+  np.testing.assert_allclose(sequence_hand_loop.logits(mine, x), model.apply({"params": p}, x),
+                             rtol=1e-5, atol=1e-6)
+  out = sequence_hand_loop.run(c)
+  assert out["predictions"].shape == (2, len(out["steps"]), ds.y_test_flat.size)
+  for name, ref in c.references.items():
+    l = sequence_references.closed_form(ref.model, dict(ref.model_kwargs), ds).reshape(-1)
+    mu = scoring.measures(out["predictions"], l, ds.y_test_flat, ds.num_classes)["mu"]
+    np.testing.assert_allclose(out["mu"][name], mu, atol=1e-5)
+    assert out["null"][name].shape == (3, 2, len(out["steps"]))
+  c.model_kwargs.layer_norm = True
+  with pytest.raises(ValueError, match=r"^config\.model_kwargs\.layer_norm"):
+    sequence_hand_loop.check_config(c)
 
 
 def test_eval_overhead_quick(tmp_path):
