@@ -1,13 +1,14 @@
 """Figures of the paper from plain numpy arrays (matplotlib only, no pyplot state).
 
-Every ``plot_*`` function (except :func:`plot_band`, which draws into a given axes) builds a
-fresh ``matplotlib.figure.Figure`` and returns it; nothing is shown and no global backend is
-set, so this module is safe under ``Agg``, in tests and in notebooks. Save with
-:func:`save_figure` (atomic, local path or URI: ``io_lib.write_bytes``).
+Every ``plot_*`` function (except :func:`plot_band` and :func:`plot_null_band`, which draw into
+a given axes) builds a fresh ``matplotlib.figure.Figure`` and returns it; nothing is shown and
+no global backend is set, so this module is safe under ``Agg``, in tests and in notebooks. Save
+with :func:`save_figure` (atomic, local path or URI: ``io_lib.write_bytes``).
 
-Steps axis: evaluation steps start at 0, so a log axis cannot be used directly. With
-``logx=True`` the x axis is ``symlog`` with a linear region below the first positive step:
-points keep their true step values (0 included) and the rest is log-scaled as in the paper.
+This module holds the figures of the paper's experiments (images and synthetic data) and is the
+one to import: it re-exports the shared drawing pieces (:mod:`sgd_phases.plot_lib`: bands, step
+axis, ``save_figure``) and the soft-measure and sequence-position figures
+(:mod:`sgd_phases.soft_plots`: ``plot_soft``, ``plot_mixture``, ``plot_by_position``).
 
 Usage::
 
@@ -23,111 +24,18 @@ Usage::
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Mapping, Sequence
 
 import matplotlib.colors as mcolors
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike
 
-from sgd_phases import io_lib, stats
-
-STEP_LABEL = "SGD step"
-I_FY_NAME = "I(F_t;Y)"
-ACC_LIMITS = (0.0, 1.0)  # accuracy bands are clipped to what an accuracy can be
-_FONT = {"label": 9, "tick": 8, "legend": 7, "title": 10}
-
-
-def _new_figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = (4.0, 2.8),
-                sharex: bool | str = False, squeeze: bool = False):
-  fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
-  axes = fig.subplots(nrows, ncols, sharex=sharex, squeeze=squeeze)
-  return fig, axes
-
-
-def _style(ax: Axes, xlabel: str | None = None, ylabel: str | None = None,
-           title: str | None = None, legend: bool = False) -> None:
-  if xlabel is not None:
-    ax.set_xlabel(xlabel, fontsize=_FONT["label"])
-  if ylabel is not None:
-    ax.set_ylabel(ylabel, fontsize=_FONT["label"])
-  if title:
-    ax.set_title(title, fontsize=_FONT["title"])
-  ax.tick_params(labelsize=_FONT["tick"])
-  ax.grid(True, alpha=0.3, linewidth=0.5)
-  if legend and ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=_FONT["legend"], frameon=False)
-
-
-def _set_step_scale(ax: Axes, steps: np.ndarray, logx: bool) -> None:
-  if not logx:
-    return
-  pos = steps[steps > 0]
-  ax.set_xscale("symlog", linthresh=float(pos.min()) if pos.size else 1.0, linscale=0.3)
-
-
-def _seed_rows(values: ArrayLike, steps: np.ndarray, name: str) -> np.ndarray:
-  v = np.asarray(values, dtype=np.float64)
-  v = v[None] if v.ndim == 1 else v
-  if v.ndim != 2 or v.shape[1] != steps.shape[0]:
-    raise ValueError(f"{name} must be [S, E={steps.shape[0]}] or [E], got {np.shape(values)}")
-  return v
-
-
-def _mean_positive(x: ArrayLike | None) -> float | None:
-  """Mean of the non-negative finite entries (−1 marks 'never'); None if there are none."""
-  if x is None:
-    return None
-  v = np.asarray(x, dtype=np.float64).ravel()
-  v = v[np.isfinite(v) & (v >= 0)]
-  return float(v.mean()) if v.size else None
-
-
-def plot_band(ax: Axes, steps: ArrayLike, values: ArrayLike, label: str | None,
-              color: str | None = None, per_seed: bool = False, logx: bool = True,
-              linestyle: str = "-", limits: tuple[float, float] | None = None) -> Line2D:
-  """Mean over seeds with a 95% Student-t band (drawn only when S ≥ 2) into ``ax``.
-
-  ``values``: [S, E] (or [E], a single seed). ``per_seed`` adds thin per-seed lines.
-  ``limits``: the range the quantity can take (e.g. (0, 1) for accuracies): the band is clipped
-  to it. Returns the mean line.
-  """
-  st = np.asarray(steps, dtype=np.float64).ravel()
-  v = _seed_rows(values, st, "values")
-  mean, lo, hi = stats.mean_ci(v, axis=0)
-  if limits is not None:
-    lo, hi = np.clip(lo, *limits), np.clip(hi, *limits)
-  (line,) = ax.plot(st, mean, color=color, label=label, linewidth=1.5, linestyle=linestyle)
-  c = line.get_color()
-  if v.shape[0] >= 2:
-    ax.fill_between(st, lo, hi, color=c, alpha=0.2, linewidth=0)
-  if per_seed:
-    for row in v:
-      ax.plot(st, row, color=c, linewidth=0.5, alpha=0.4, linestyle=linestyle)
-  _set_step_scale(ax, st, logx)
-  return line
-
-
-def plot_null_band(ax: Axes, steps: ArrayLike, null: ArrayLike, color: str | None = None,
-                   label: str | None = "null: F ⊥ L | Y (95%)", logx: bool = True) -> None:
-  """The seed mean of μ under the conditional-independence null as a hatched 95% band.
-
-  ``null``: [P, S, E] draws (``scoring.null_mu``); the band is ``stats.null_band``.
-  """
-  st = np.asarray(steps, dtype=np.float64).ravel()
-  nul = np.asarray(null, dtype=np.float64)
-  if nul.ndim != 3 or nul.shape[-1] != st.size:
-    raise ValueError(f"null must be [P, S, E={st.size}], got shape {nul.shape}")
-  mean, lo, hi = stats.null_band(nul)
-  ax.fill_between(st, lo, hi, facecolor="none", edgecolor=color or "0.4", hatch="////",
-                  linewidth=0, alpha=0.6, label=label)
-  ax.plot(st, mean, color=color or "0.4", linewidth=0.8, linestyle=(0, (2, 2)))
-  _set_step_scale(ax, st, logx)
+from sgd_phases.plot_lib import (  # noqa: F401 (re-exported: plotting.save_figure, ...)
+    ACC_LIMITS, FONT, I_FY_NAME, STEP_LABEL, mean_positive, new_figure, plot_band, plot_null_band,
+    save_figure, sequential_colors, style_axes)
+from sgd_phases.soft_plots import (  # noqa: F401 (re-exported)
+    SOFT_LABELS, plot_by_position, plot_mixture, plot_soft)
 
 
 def plot_linear_phase(steps: ArrayLike, i_fy: ArrayLike, mu: ArrayLike, i_ly: ArrayLike,
@@ -141,7 +49,7 @@ def plot_linear_phase(steps: ArrayLike, i_fy: ArrayLike, mu: ArrayLike, i_ly: Ar
   optional [P, S, E] null draws of μ, drawn as a hatched band (:func:`plot_null_band`).
   """
   st = np.asarray(steps, dtype=np.float64).ravel()
-  fig, axes = _new_figure(2, 1, sharex=True)
+  fig, axes = new_figure(2, 1, sharex=True)
   top, bottom = axes[0, 0], axes[1, 0]
   plot_band(top, st, i_fy, I_FY_NAME, color="black", logx=logx)
   plot_band(top, st, mu, "μ_Y(F_t;L)", color="tab:blue", logx=logx)
@@ -152,13 +60,13 @@ def plot_linear_phase(steps: ArrayLike, i_fy: ArrayLike, mu: ArrayLike, i_ly: Ar
   plot_band(bottom, st, acc_f, "acc(F_t)", color="black", logx=logx, limits=ACC_LIMITS)
   bottom.axhline(float(np.nanmean(acc_l)), color="tab:blue", linestyle=":", linewidth=1,
                  label="acc(L)")
-  t0 = _mean_positive(t0_steps)
+  t0 = mean_positive(t0_steps)
   if t0 is not None:
     for ax in (top, bottom):
       ax.axvline(t0, color="tab:red", linestyle="--", linewidth=1,
                  label="T_0" if ax is top else None)
-  _style(top, ylabel="information [bits]", title=title, legend=True)
-  _style(bottom, xlabel=STEP_LABEL, ylabel="test accuracy", legend=True)
+  style_axes(top, ylabel="information [bits]", title=title, legend=True)
+  style_axes(bottom, xlabel=STEP_LABEL, ylabel="test accuracy", legend=True)
   return fig
 
 
@@ -172,88 +80,20 @@ def plot_ladder(steps: ArrayLike, i_fy: ArrayLike, mus: Mapping[str, ArrayLike],
   ``nulls[name]``: optional [P, S, E] null draws, a hatched band in the rung's colour.
   """
   st = np.asarray(steps, dtype=np.float64).ravel()
-  fig, axes = _new_figure(panel=(5.0, 3.2))
+  fig, axes = new_figure(panel=(5.0, 3.2))
   ax = axes[0, 0]
   plot_band(ax, st, i_fy, I_FY_NAME, color="black", logx=logx)
-  colors = _sequential_colors(len(mus), cmap)
+  colors = sequential_colors(len(mus), cmap)
   for color, (name, mu) in zip(colors, mus.items()):
     plot_band(ax, st, mu, f"μ_Y(F_t;{name})", color=color, logx=logx)
     if nulls and name in nulls:
       plot_null_band(ax, st, nulls[name], color=color, logx=logx,
                      label="null: F ⊥ G_i | Y (95%)" if name == next(iter(nulls)) else None)
-    p = _mean_positive(None if plateau_steps is None else plateau_steps.get(name))
+    p = mean_positive(None if plateau_steps is None else plateau_steps.get(name))
     if p is not None:
       ax.axvline(p, color=color, linestyle=":", linewidth=1)
-  _style(ax, xlabel=STEP_LABEL, ylabel="information [bits]", title=title, legend=True)
+  style_axes(ax, xlabel=STEP_LABEL, ylabel="information [bits]", title=title, legend=True)
   return fig
-
-
-def plot_by_position(positions: ArrayLike, labels: Sequence[str], i_fy: ArrayLike,
-                     ratios: Mapping[str, ArrayLike], title: str = "",
-                     cmap: str = "viridis") -> Figure:
-  """Sequence models: one column per evaluation (``labels``, e.g. "step 500"); top: μ/I(F_t;Y)
-  per reference (``ratios[name]`` [S, C, P]) at each position t, bottom: I(F_t;Y) there
-  (``i_fy`` [S, C, P]). In-context learning shows as dependence on the position."""
-  pos, info = np.asarray(positions, np.float64).ravel(), np.asarray(i_fy, np.float64)
-  fig, axes = _new_figure(2, len(labels), panel=(3.2, 2.4), sharex=True)
-  colors = _sequential_colors(len(ratios), cmap)
-  for j, label in enumerate(labels):
-    for color, (name, r) in zip(colors, ratios.items()):
-      plot_band(axes[0, j], pos, np.asarray(r)[:, j], name, color=color, logx=False)
-    plot_band(axes[1, j], pos, info[:, j], I_FY_NAME, color="black", logx=False)
-    _style(axes[0, j], ylabel="μ_Y(F_t;L) / I(F_t;Y)" if j == 0 else None,
-           title=f"{title}{label}", legend=j == 0)
-    _style(axes[1, j], xlabel="position t", ylabel="information [bits]" if j == 0 else None,
-           legend=j == 0)
-  return fig
-
-
-SOFT_LABELS = {"kl_ref_f": "KL(p_ref ‖ p_F)", "kl_f_ref": "KL(p_F ‖ p_ref)",
-               "js": "JS(p_ref, p_F)"}
-
-
-def plot_soft(steps: ArrayLike, soft: Mapping[str, Mapping[str, ArrayLike]], title: str = "",
-              logx: bool = True, cmap: str = "viridis") -> Figure:
-  """KL panels beside μ: one panel per soft measure (``SOFT_LABELS``, bits), one band per
-  reference (``soft[name][field]``: [S, E], dict order = complexity order)."""
-  st = np.asarray(steps, dtype=np.float64).ravel()
-  fields = [f for f in SOFT_LABELS if any(f in m for m in soft.values())]
-  fig, axes = _new_figure(1, len(fields), panel=(3.6, 2.8))
-  for i, (ax, field) in enumerate(zip(axes[0], fields)):
-    for color, (name, m) in zip(_sequential_colors(len(soft), cmap), soft.items()):
-      if field in m:
-        plot_band(ax, st, m[field], name, color=color, logx=logx,
-                  limits=(0.0, 1.0 if field == "js" else np.inf))
-    _style(ax, xlabel=STEP_LABEL, ylabel=f"{SOFT_LABELS[field]} [bits]",
-           title=title if i == 0 else None, legend=i == 0)
-  return fig
-
-
-def plot_mixture(steps: ArrayLike, names: Sequence[str], weights: ArrayLike,
-                 residual_kl: ArrayLike | None = None, title: str = "", logx: bool = True,
-                 cmap: str = "viridis") -> Figure:
-  """F_t as a mixture of its references: the seed-mean weights [S, E, R + 1] stacked over steps
-  (the last, uniform, component grey) and, below, the fit's residual KL [S, E] in bits."""
-  st = np.asarray(steps, dtype=np.float64).ravel()
-  fig, axes = _new_figure(2 if residual_kl is not None else 1, 1, panel=(5.0, 2.6),
-                          sharex=True)
-  ax = axes[0, 0]
-  w = np.nanmean(np.asarray(weights, dtype=np.float64), axis=0).T  # [R + 1, E]
-  colors = _sequential_colors(len(names) - 1, cmap) + ["0.8"]
-  ax.stackplot(st, np.nan_to_num(w), labels=list(names), colors=colors, alpha=0.9)
-  ax.set_ylim(0.0, 1.0)
-  _set_step_scale(ax, st, logx)
-  _style(ax, ylabel="mixture weight", title=title, legend=True)
-  if residual_kl is not None:
-    plot_band(axes[1, 0], st, residual_kl, "KL(p_F ‖ Σ w_r p_r)", color="black", logx=logx,
-              limits=(0.0, np.inf))
-    _style(axes[1, 0], xlabel=STEP_LABEL, ylabel="residual [bits]", legend=True)
-  return fig
-
-
-def _sequential_colors(n: int, cmap: str) -> list:
-  cm = colormaps[cmap]
-  return [cm(x) for x in np.linspace(0.15, 0.85, max(n, 1))][:n]
 
 
 def plot_retention(steps: ArrayLike, curves_by_noise: Mapping[float, Mapping[str, ArrayLike]],
@@ -272,7 +112,7 @@ def plot_retention(steps: ArrayLike, curves_by_noise: Mapping[float, Mapping[str
   missing = [p for p in noises if p not in train_acc_by_noise]
   if missing:
     raise ValueError(f"train_acc_by_noise lacks noise rates {missing}")
-  fig, axes = _new_figure(2, len(noises), panel=(3.4, 2.6), sharex=True)
+  fig, axes = new_figure(2, len(noises), panel=(3.4, 2.6), sharex=True)
   palette = ["black", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]
   for j, p in enumerate(noises):
     for k, (name, curve) in enumerate(curves_by_noise[p].items()):
@@ -281,10 +121,10 @@ def plot_retention(steps: ArrayLike, curves_by_noise: Mapping[float, Mapping[str
       plot_null_band(axes[0, j], st, nulls[p], color="tab:blue", logx=logx)
     plot_band(axes[1, j], st, train_acc_by_noise[p], "train acc (noisy labels)",
               color="tab:red", logx=logx, limits=ACC_LIMITS)
-    _style(axes[0, j], ylabel="information [bits]" if j == 0 else None,
-           title=f"label noise p={p}", legend=j == 0)
-    _style(axes[1, j], xlabel=STEP_LABEL, ylabel="train accuracy" if j == 0 else None,
-           legend=j == 0)
+    style_axes(axes[0, j], ylabel="information [bits]" if j == 0 else None,
+               title=f"label noise p={p}", legend=j == 0)
+    style_axes(axes[1, j], xlabel=STEP_LABEL, ylabel="train accuracy" if j == 0 else None,
+               legend=j == 0)
   return fig
 
 
@@ -295,7 +135,7 @@ def plot_surrogates(steps: ArrayLike, acc: Mapping[str, ArrayLike],
   """Accuracy of F_t on each test set (the real one first, then surrogates) and μ/I(F;Y) on
   each, [S, E] per name with 95% CI bands; acc(L) dotted, mean T_0 dashed."""
   st = np.asarray(steps, dtype=np.float64).ravel()
-  fig, axes = _new_figure(1, 2, panel=(4.6, 3.2))
+  fig, axes = new_figure(1, 2, panel=(4.6, 3.2))
   left, right = axes[0]
   for i, (name, v) in enumerate(acc.items()):
     plot_band(left, st, v, name, color="black" if i == 0 else f"C{i - 1}", logx=logx,
@@ -303,13 +143,13 @@ def plot_surrogates(steps: ArrayLike, acc: Mapping[str, ArrayLike],
   for i, (name, v) in enumerate(mu_over_i.items()):
     plot_band(right, st, v, name, color="black" if i == 0 else f"C{i - 1}", logx=logx)
   left.axhline(float(np.nanmean(acc_l)), color="C3", linestyle=":", linewidth=1, label="acc(L)")
-  t0 = _mean_positive(t0_steps)
+  t0 = mean_positive(t0_steps)
   for ax in (left, right):
     if t0 is not None:
       ax.axvline(t0, color="C3", linestyle="--", linewidth=1, label="T_0" if ax is left else None)
-  _style(left, "SGD step", "accuracy of F_t", title, legend=True)
+  style_axes(left, "SGD step", "accuracy of F_t", title, legend=True)
   right.set_ylim(-0.05, 1.05)  # early ratios of tiny I(F;Y) are noise
-  _style(right, "SGD step", "μ_Y(F_t;L) / I(F_t;Y)", "what L explains, per test set")
+  style_axes(right, "SGD step", "μ_Y(F_t;L) / I(F_t;Y)", "what L explains, per test set")
   return fig
 
 
@@ -317,19 +157,19 @@ def plot_kernel_regime(curves: Mapping[str, tuple[ArrayLike, ArrayLike, ArrayLik
                        title: str = "", logx: bool = True) -> Figure:
   """Per label (e.g. a width): (steps [E], μ_Y(F_t;F_lin,t)/I(F_t;Y) [S, E], agreement of F_t
   with F_lin,t [S, E], T_0 steps [S]); 95% CI bands, mean T_0 dashed in the curve's colour."""
-  fig, axes = _new_figure(1, 2, panel=(4.4, 3.0))
+  fig, axes = new_figure(1, 2, panel=(4.4, 3.0))
   left, right = axes[0]
   for i, (label, (steps, ratio, agree, t0)) in enumerate(curves.items()):
     st = np.asarray(steps, dtype=np.float64).ravel()
     plot_band(left, st, ratio, label, color=f"C{i}", logx=logx)
     plot_band(right, st, agree, label, color=f"C{i}", logx=logx, limits=ACC_LIMITS)
-    t0m = _mean_positive(t0)
+    t0m = mean_positive(t0)
     for ax in (left, right):
       if t0m is not None:
         ax.axvline(t0m, color=f"C{i}", linestyle="--", linewidth=0.8)
   left.set_ylim(-0.05, 1.05)
-  _style(left, "SGD step", "μ_Y(F_t;F_lin,t) / I(F_t;Y)", title, legend=True)
-  _style(right, "SGD step", "agreement of F_t and F_lin,t", "dashed: T_0 (vs linear L)")
+  style_axes(left, "SGD step", "μ_Y(F_t;F_lin,t) / I(F_t;Y)", title, legend=True)
+  style_axes(right, "SGD step", "agreement of F_t and F_lin,t", "dashed: T_0 (vs linear L)")
   return fig
 
 
@@ -337,7 +177,7 @@ def plot_mi_vs_accuracy(acc_grid: ArrayLike, curve: ArrayLike,
                         measured_acc: ArrayLike | None = None,
                         measured_mi: ArrayLike | None = None) -> Figure:
   """Fig. 3: theoretical I(F;Y) = 1 − h(a) for unbiased binary F, Y, with measured points."""
-  fig, axes = _new_figure(panel=(3.6, 3.0))
+  fig, axes = new_figure(panel=(3.6, 3.0))
   ax = axes[0, 0]
   ax.plot(np.asarray(acc_grid), np.asarray(curve), color="black", label="1 − h(a)")
   if measured_acc is not None and measured_mi is not None:
@@ -345,7 +185,7 @@ def plot_mi_vs_accuracy(acc_grid: ArrayLike, curve: ArrayLike,
     if ma.shape != mm.shape:
       raise ValueError(f"measured_acc {ma.shape} and measured_mi {mm.shape} differ")
     ax.scatter(ma, mm, s=14, color="tab:red", zorder=3, label="measured")
-  _style(ax, xlabel="P[F = Y]", ylabel="I(F;Y) [bits]", legend=True)
+  style_axes(ax, xlabel="P[F = Y]", ylabel="I(F;Y) [bits]", legend=True)
   return fig
 
 
@@ -382,7 +222,7 @@ def plot_decision_boundaries(grid_x: ArrayLike, grid_y: ArrayLike,
   point_cmap = mcolors.ListedColormap(base)
   ncols = max(1, min(ncols, n))
   nrows = -(-n // ncols)
-  fig, axes = _new_figure(nrows, ncols, panel=(2.6, 2.6))
+  fig, axes = new_figure(nrows, ncols, panel=(2.6, 2.6))
   theta = np.linspace(0.0, 2.0 * np.pi, 256)
   for i, ax in enumerate(axes.ravel()):
     if i >= n:
@@ -399,7 +239,7 @@ def plot_decision_boundaries(grid_x: ArrayLike, grid_y: ArrayLike,
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(titles[i] if titles is not None else f"step {int(steps[i])}",
-                 fontsize=_FONT["title"])
+                 fontsize=FONT["title"])
   return fig
 
 
@@ -412,7 +252,7 @@ def plot_theorem1(steps: ArrayLike, train_acc: Mapping[str, ArrayLike],
   if set(train_acc) != set(test_acc):
     raise ValueError(f"train_acc keys {sorted(train_acc)} != test_acc keys {sorted(test_acc)}")
   st = np.asarray(steps, dtype=np.float64).ravel()
-  fig, axes = _new_figure(panel=(5.0, 3.2))
+  fig, axes = new_figure(panel=(5.0, 3.2))
   ax = axes[0, 0]
   for k, label in enumerate(test_acc):
     color = f"C{k % 10}"
@@ -420,7 +260,7 @@ def plot_theorem1(steps: ArrayLike, train_acc: Mapping[str, ArrayLike],
               limits=ACC_LIMITS)
     plot_band(ax, st, train_acc[label], f"{label} (train, noisy)", color=color, logx=logx,
               linestyle="--", limits=ACC_LIMITS)
-  _style(ax, xlabel=STEP_LABEL, ylabel="accuracy", legend=True)
+  style_axes(ax, xlabel=STEP_LABEL, ylabel="accuracy", legend=True)
   return fig
 
 
@@ -442,7 +282,7 @@ def plot_sweep(values: Sequence, ratios_mean: ArrayLike, ratios_lo: ArrayLike,
     ticks = None
   except (TypeError, ValueError):
     x, ticks = np.arange(m.size, dtype=np.float64), [str(v) for v in values]
-  fig, axes = _new_figure(panel=(4.0, 3.0))
+  fig, axes = new_figure(panel=(4.0, 3.0))
   ax = axes[0, 0]
   yerr = np.stack([np.where(np.isfinite(lo), m - lo, 0.0), np.where(np.isfinite(hi), hi - m, 0.0)])
   ax.errorbar(x, m, yerr=yerr, marker="o", markersize=4, capsize=3, color="black")
@@ -450,16 +290,5 @@ def plot_sweep(values: Sequence, ratios_mean: ArrayLike, ratios_lo: ArrayLike,
     ax.set_xticks(x, ticks)
   elif logx:
     ax.set_xscale("log")
-  _style(ax, xlabel=xlabel, ylabel=ylabel)
+  style_axes(ax, xlabel=xlabel, ylabel=ylabel)
   return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> str:
-  """Writes ``fig`` atomically to ``path`` (a local path or URI; ``io_lib.write_bytes``); the
-  format is the file extension (default png). Returns ``path`` as a string."""
-  path = os.fspath(path)
-  fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-  buf = io.BytesIO()
-  fig.savefig(buf, format=fmt, dpi=dpi)
-  io_lib.write_bytes(path, buf.getvalue())
-  return path

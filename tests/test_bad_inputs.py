@@ -150,8 +150,12 @@ def test_corrupt_and_missing_results(tmp_path):
   bad.write_bytes(b"this is not a zip file")
   with pytest.raises(ValueError, match=r"\bresults\b"):
     io_lib.read_npz(bad)
+  with pytest.raises(ValueError, match=r"\bresults\.npz\b"):
+    results.load(bad)
   with pytest.raises(ValueError, match=r"\bresults\b"):
     analysis.load(tmp_path)
+  with pytest.raises(ValueError, match=r"\bmissing\b"):
+    results.load(tmp_path / "missing")
   with pytest.raises(ValueError, match=r"\bworkdir\b"):
     analysis.load(tmp_path / "nowhere")
 
