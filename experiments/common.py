@@ -1,6 +1,12 @@
 """What the experiment modules share (experiments import only this module, never each other):
-the summary header, how a run is finished, task parsing, offline data, the CPU budgets, and the
-linear-phase headline that several experiments report."""
+the summary header, how a run begins and is finished, task parsing, offline data, the CPU
+budgets, and the linear-phase headline that several experiments report.
+
+Every experiment's ``run(config, workdir, *, dataset=None, trained_f=None)`` takes its config
+and workdir and, where it accepts them, ``dataset`` (arrays from ``datasets.from_arrays`` in
+place of the config's own data) and ``trained_f`` (F's outputs trained elsewhere, handed to
+``train_lib.train``: the sweep's nested programs; None trains F here); it returns the summary.
+"""
 
 from __future__ import annotations
 
@@ -74,16 +80,23 @@ def engine_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 
 def begin(config: ml_collections.ConfigDict, workdir: io_lib.PathLike, dataset: Any = None
-          ) -> ml_collections.ConfigDict:
-  """The start of every experiment's ``run``: ``config`` on ``dataset`` (arrays from
-  ``datasets.from_arrays``, or None: its own) with its data's and user models' fingerprints
-  filled in (``workdir.pin``), after claiming ``workdir`` for this experiment
+          ) -> tuple[ml_collections.ConfigDict, float]:
+  """The start of every experiment's ``run``: claims ``workdir`` for this experiment
   (``workdir.claim``: a workdir holding another command's or experiment's run is refused,
-  naming it, with nothing changed)."""
+  naming it, with nothing changed) and returns ``config`` on ``dataset`` with its data's and
+  user models' fingerprints filled in (``workdir.pin``), and the start time (``time.time()``)
+  that :func:`finish` records."""
+  started = time.time()
   from sgd_phases import workdir as workdir_lib
   config = workdir_lib.pin(config, dataset)
   workdir_lib.claim(workdir, workdir_lib.run_command(config))
-  return config
+  return config, started
+
+
+def load_run(workdir: io_lib.PathLike) -> tuple[Any, dict[str, Any]]:
+  """A finished run's files for ``make_figures``: its results (``analysis.load``) and its
+  config.json."""
+  return analysis.load(workdir), io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
 
 
 def mnist_or_synthetic(task: str = "mnist_mlp", fallback: str = "sinusoid_hd") -> str:

@@ -44,14 +44,13 @@ a mixture of the rungs: ``soft``) and ``figures/complexity_ladder.png``,
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ml_collections
 import numpy as np
 
 from experiments import common
-from sgd_phases import analysis, cli, config_lib, io_lib, plotting, soft_scoring, stats
+from sgd_phases import cli, config_lib, io_lib, plotting, soft_scoring, stats
 
 NAME = "complexity_ladder"
 TASKS: dict[str, common.Task] = {
@@ -189,13 +188,8 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
-  """Trains F and every rung per seed; writes summary.json and the figure; returns the summary.
-
-  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
-  nested programs); None trains F here.
-  """
-  started = time.time()
-  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  """Trains F and every rung per seed; writes summary.json and the figure; returns the summary."""
+  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   names = rung_names(config)
@@ -207,15 +201,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       "linear_phase": common.summarize_linear_phase(results, "linear", 0.05),
       **common.soft_summary(results, names),
   }
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:
   """Redraws ``figures/complexity_ladder.png`` from results.npz and config.json."""
-  res = analysis.load(workdir)
+  res, cfg = common.load_run(workdir)
   a = res.arrays
-  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   names = complexity_order(res.reference_names)
   mus, plateaus, nulls = {}, {}, {}
   for name in names:

@@ -133,8 +133,7 @@ def width_summary(steps: np.ndarray, t0: np.ndarray, m: dict[str, np.ndarray],
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None) -> dict[str, Any]:
   """F (and L) per width through the engine, then F_lin time-paired; summary.json + figure."""
-  started = time.time()
-  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib
   rows = {}
   for w in config.widths:
@@ -155,8 +154,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                                                                          np.nan))}
   summary = {**common.header(NAME, config, res), "widths": [int(w) for w in config.widths],
              "by_width": rows}
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

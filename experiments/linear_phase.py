@@ -47,13 +47,12 @@ measures against L: ``soft``) and ``figures/linear_phase.png``, ``linear_phase_s
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ml_collections
 
 from experiments import common
-from sgd_phases import analysis, cli, io_lib, plotting, soft_scoring
+from sgd_phases import cli, io_lib, plotting, soft_scoring
 
 NAME = "linear_phase"
 DEFAULT_TASK = "sinusoid_hd"
@@ -109,13 +108,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
-  """Trains F and L for every seed, writes summary.json and the figure; returns the summary.
-
-  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
-  nested programs); None trains F here.
-  """
-  started = time.time()
-  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  """Trains F and L for every seed, writes summary.json and the figure; returns the summary."""
+  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(config, workdir, trained_f=trained_f)
@@ -124,16 +118,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       **common.summarize_linear_phase(results, "linear", float(config.min_bits)),
       **common.soft_summary(results),
   }
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:
   """Redraws ``figures/linear_phase.png`` from ``results.npz`` (and config.json for the title)."""
-  res = analysis.load(workdir)
-  a = res.arrays
-  m = res.measures("linear")
-  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
+  res, cfg = common.load_run(workdir)
+  a, m = res.arrays, res.measures("linear")
   title = f"{cfg.get('task', cfg['dataset']['name'])}: {cfg['model']}, {len(a['seed_ids'])} seeds"
   fig = plotting.plot_linear_phase(a["steps"], m["i_fy"], m["mu"], m["i_ly"][:, -1],
                                    a["test_acc"], res.reference("linear", "test_acc"),

@@ -32,14 +32,13 @@ Writes the engine's files (``surrogate/<kind>/...`` arrays in results.npz), ``su
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import ml_collections
 import numpy as np
 
 from experiments import common
-from sgd_phases import analysis, cli, config_lib, io_lib, plotting, stats
+from sgd_phases import cli, config_lib, io_lib, plotting, stats
 from sgd_phases import results as results_lib
 
 NAME = "low_order_statistics"
@@ -95,8 +94,7 @@ def surrogate_summary(steps: np.ndarray, acc: np.ndarray, test_acc: np.ndarray,
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """Trains F and L for every seed with the surrogate sets recorded; summary.json + figure."""
-  started = time.time()
-  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   res = train_lib.train(config, workdir, trained_f=trained_f)
@@ -116,15 +114,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     summary[kind]["acc_l"] = stats.summarize(  # L (trained to the end) on the surrogate
         (a[key("ref", "linear", "predictions")] == a[key("labels")]).mean(axis=-1),
         bounded=True)
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:
   """Redraws ``figures/low_order_statistics.png`` from results.npz (and config.json)."""
-  res = analysis.load(workdir)
+  res, cfg = common.load_run(workdir)
   a = res.arrays
-  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   kinds = list(cfg["eval"]["surrogates"]["kinds"])
 
   def ratio(m: dict[str, np.ndarray]) -> np.ndarray:  # μ/I(F;Y), undefined where I(F;Y) = 0

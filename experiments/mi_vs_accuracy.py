@@ -14,7 +14,6 @@ finite-sample spread. Writes ``workdir/mi_vs_accuracy.npz``, ``summary.json`` an
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ml_collections
@@ -88,9 +87,8 @@ def _measure(f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Measures the points, writes the npz, summary.json and the figure; returns the summary."""
-  started = time.time()
   _validate(config)
-  config = common.begin(config, workdir)  # the workdir claimed (and checked writable)
+  config, started = common.begin(config, workdir)  # the workdir claimed (and checked writable)
   workdir_p = io_lib.path(workdir)
   acc = np.asarray(config.accuracies, dtype=np.float64)
   pairs = [exact_predictions(a, config.num_examples) for a in acc]
@@ -125,8 +123,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "mean_bias_bits": [float(v) for v in dev.mean(axis=1)],
         "std_bits": [float(v) for v in arrays["random_mi"].std(axis=1, ddof=1)]
         if config.num_random_draws > 1 else None}
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -30,7 +30,6 @@ Writes ``p<p>/`` engine workdirs, ``summary.json`` and ``figures/retention.png``
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ml_collections
@@ -128,13 +127,8 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
-  """One engine run per noise rate, then summary.json and the figure; returns the summary.
-
-  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
-  nested programs); None trains F here.
-  """
-  started = time.time()
-  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  """One engine run per noise rate, then summary.json and the figure; returns the summary."""
+  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   if not config.noise_rates or any(not 0.0 <= p < 0.5 for p in config.noise_rates):
@@ -151,8 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       "all_reached_target": all(r["reached_target"] for r in rows),
       "all_retained": all(r["retained"] for r in rows), "table": rows,
   }
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

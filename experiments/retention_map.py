@@ -192,8 +192,7 @@ def run_cell(config: ml_collections.ConfigDict, workdir: str, *,
              "label_noise": float(c.dataset.label_noise),
              "target_train_acc": float(config.target_train_acc),
              **cell_summary(res, float(config.target_train_acc))}
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 # What sweep.run_sweep runs at each grid point.
@@ -237,8 +236,7 @@ def table_row(row: dict[str, Any], field: str) -> dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None) -> dict[str, Any]:
   """The whole map as one sweep; then summary.json (rows + table) and the figures."""
-  start = time.time()
-  config = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  config, start = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
   grid = map_grid(config)
   rows = sweep.run_sweep(CELL, config, grid, workdir, vectorize=config.vectorize,
                          metric="mu_l_loss_from_peak.value", owner=NAME)

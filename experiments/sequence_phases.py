@@ -35,14 +35,13 @@ layout), ``sequence_phases_soft.png`` (KL/JS panels) and ``sequence_phases_mixtu
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ml_collections
 import numpy as np
 
 from experiments import common
-from sgd_phases import analysis, cli, io_lib, plotting, soft_scoring, stats
+from sgd_phases import cli, io_lib, plotting, soft_scoring, stats
 
 NAME = "sequence_phases"
 _ICL_REFS = {"unigram": ("in_context_unigram", {}), "bigram": ("in_context_bigram", {}),
@@ -181,8 +180,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         trained_f: Any = None) -> dict[str, Any]:
   """Trains F for every seed, scores it against every closed-form reference; summary.json and
   the figure; returns the summary."""
-  started = time.time()
-  config = common.begin(config, workdir)  # fingerprints pinned, workdir claimed
+  config, started = common.begin(config, workdir)  # fingerprints pinned, workdir claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   results = train_lib.train(common.engine_config(config), workdir, trained_f=trained_f)
@@ -208,9 +206,8 @@ def soft_overtakes(results: Any, ladders: list[list[str]]) -> dict[str, Any]:
 def make_figures(workdir: str) -> list[str]:
   """``figures/sequence_phases.png``: I(F_t;Y) and μ_Y(F_t;G_i) per reference, null bands;
   ``figures/sequence_phases_positions.png``: μ/I and I by position at four evaluations."""
-  res = analysis.load(workdir)
+  res, cfg = common.load_run(workdir)
   a = res.arrays
-  cfg = io_lib.read_json(io_lib.path(workdir) / io_lib.CONFIG_FILE)
   mus, nulls = {}, {}
   names = _order(res.reference_names, cfg.get("task"))
   for name in names:

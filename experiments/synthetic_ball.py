@@ -18,7 +18,6 @@ linear_phase,agreement}.png``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ml_collections
@@ -94,13 +93,8 @@ def agreement_with(results: results.Results, reference: str) -> np.ndarray:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         trained_f: Any = None) -> dict[str, Any]:
-  """Trains F and L, writes summary.json and the figures; returns the headline numbers.
-
-  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
-  nested programs); None trains F here.
-  """
-  started = time.time()
-  config = common.begin(config, workdir)  # fingerprints pinned, workdir claimed
+  """Trains F and L, writes summary.json and the figures; returns the headline numbers."""
+  config, started = common.begin(config, workdir)  # fingerprints pinned, workdir claimed
   tcfg = training_config(config)
   train_lib.train(tcfg, workdir, trained_f=trained_f)
   ds = datasets_lib.get_dataset(tcfg.dataset)
@@ -130,8 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       "step_of_max_agreement": stats.summarize(steps[agree.argmax(axis=1)], bounded=True),
       "agreement_with_linear_end": stats.summarize(agree[:, last], bounded=True),
   }
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:

@@ -24,7 +24,6 @@ whether the sampled initialisations actually satisfied the conditions.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
@@ -128,14 +127,9 @@ def conditions(d0: np.ndarray, n: int, p: float, eps: float) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         trained_f: Any = None) -> dict[str, Any]:
-  """One engine run per (p, init); summary.json with final accuracies and the figures.
-
-  ``trained_f``: F's outputs trained elsewhere, handed to ``train_lib.train`` (the sweep's
-  nested programs); None trains F here.
-  """
-  started = time.time()
+  """One engine run per (p, init); summary.json with final accuracies and the figures."""
   _validate(config)
-  config = common.begin(config, workdir)  # the workdir claimed (and checked writable)
+  config, started = common.begin(config, workdir)  # the workdir claimed (and checked writable)
   wd = io_lib.path(workdir)
   settings = []
   for p in config.noise_rates:
@@ -159,8 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   summary = {"experiment": NAME, "quick": bool(config.quick),
              "noise_rates": [float(p) for p in config.noise_rates],
              "inits": list(config.inits), "settings": settings}
-  return common.finish(workdir, summary, make_figures, config=config,
-                       started=started)
+  return common.finish(workdir, summary, make_figures, config=config, started=started)
 
 
 def make_figures(workdir: str) -> list[str]:
