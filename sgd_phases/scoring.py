@@ -70,9 +70,9 @@ def position_measures(predictions: np.ndarray | jax.Array, ref_predictions: np.n
   the MI kernels batched over positions (on device). Reference rows of −1: NaN."""
   ref, defined = _prepare(ref_predictions)
 
-  def by_position(x: Any) -> jax.Array:  # [..., M·P] -> [..., P, M]
-    x = jnp.asarray(x)
-    return jnp.swapaxes(x.reshape(x.shape[:-1] + (-1, num_positions)), -1, -2)
+  def by_position(x: Any) -> Any:  # [..., M·P] -> [..., P, M] (host arrays stay on the host)
+    xp = np if isinstance(x, np.ndarray) else jnp
+    return xp.swapaxes(xp.reshape(x, x.shape[:-1] + (-1, num_positions)), -1, -2)
 
   m = mutual_info.information_measures(by_position(predictions), by_position(ref),
                                        by_position(y_test), num_classes,

@@ -238,6 +238,8 @@ def _ok():
     (dict(y=np.array([0, 2, 1])), "y"),
     (dict(l=np.array([0, -1, 1])), "l"),
     (dict(f=np.array([[0, 1, 5]])), "f"),
+    (dict(l=jnp.array([0, -1, 1])), "l"),  # device arrays: their range checked on device
+    (dict(f=jnp.array([[0, 1, 5]]), l=jnp.array([0, 1, 0])), "f"),
     (dict(y=np.array([0, 1])), "y"),
     (dict(l=np.array([0, 1, 0, 1])), "l"),
     (dict(l=np.zeros((3, 3), int)), None),  # leading (1,) vs (3,) broadcasts: no error
