@@ -249,6 +249,9 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
         if k > 0:
           states, bad_k, perm = segment((states, perm), seeded,
                                         (source, i32(eval_at[k - 1]), i32(eval_at[k])))
+          # a sampler's empty [S, 0] order comes back replicated on a multi-device mesh (XLA
+          # shards no empty axis): place it as the compiled segment expects (else a no-op)
+          perm = sharding.put_seeded(perm, mesh)
           bad = jnp.where(bad < 0, bad_k, bad)
         buffers = record(states, buffers, i32(k), labels_tr, shared)
         if pending is not None:  # host reads one evaluation late: no sync on the fresh work
