@@ -137,6 +137,9 @@ def test_sigterm_checkpoints_at_the_signal_and_resumes(workdir, uninterrupted, c
 
 
 REF_STEPS = 20_000  # the reference's SGD steps: seconds, so that the signal lands inside it
+# what is under test is L's segments: F with few evaluations, no null, no soft measures (fewer
+# programs to compile in each of the three runs)
+REF_OVERRIDES = {"eval.num_points": 6, "null.num_permutations": 0, "soft.enabled": False}
 
 
 def test_sigterm_while_a_reference_trains_stops_within_a_segment_and_resumes(tmp_path):
@@ -148,7 +151,7 @@ def test_sigterm_while_a_reference_trains_stops_within_a_segment_and_resumes(tmp
   root = tmp_path / "sw"
   cmd = [sys.executable, "-m", "experiments.sweep", f"--workdir={root}",
          "--config=tests/tiny_run.py:100", f"--config.references.linear.num_steps={REF_STEPS}",
-         "--sweep.seed=0"]
+         "--sweep.seed=0"] + [f"--config.{k}={v}" for k, v in REF_OVERRIDES.items()]
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
@@ -175,6 +178,7 @@ def test_sigterm_while_a_reference_trains_stops_within_a_segment_and_resumes(tmp
   assert not ref_ckpt.exists()  # L is cached in references/linear.npz: its checkpoints went
   c = tiny_run.config(100)
   c.references.linear.num_steps = REF_STEPS
+  c.update_from_flattened_dict(REF_OVERRIDES)
   whole = train_lib.train(c, None).arrays
   resumed = io_lib.read_npz(root / "seed=0" / "results.npz")
   for k, v in whole.items():
