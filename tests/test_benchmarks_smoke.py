@@ -148,7 +148,17 @@ def test_hand_written_loop_is_the_projects_model_and_scores_like_it():
     sequence_hand_loop.check_config(c)
 
 
-def test_eval_overhead_quick(tmp_path):
+def test_eval_overhead_quick(tmp_path, monkeypatch):
+  """Its runs without the null and the soft measures (fewer programs to compile: the
+  benchmark's own code paths are the same)."""
+  make = eval_overhead.make_config
+
+  def smaller(*args, **kwargs):
+    c = make(*args, **kwargs)
+    c.null.num_permutations, c.soft.enabled = 0, False
+    return c
+
+  monkeypatch.setattr(eval_overhead, "make_config", smaller)
   out = tmp_path / "eo.json"
   eval_overhead.main(["--quick", "--out", str(out)])
   data = _load(out)
@@ -158,7 +168,17 @@ def test_eval_overhead_quick(tmp_path):
   assert math.isfinite(rows["full"]["overhead"])
 
 
-def test_soft_overhead_quick(tmp_path):
+def test_soft_overhead_quick(tmp_path, monkeypatch):
+  """The run with the soft measures in its own process (the benchmark's ``--child``), the one
+  without them in this process (one JAX start and one compilation of F fewer)."""
+  spawn = soft_overhead._spawn
+
+  def off_in_process(workload, seeds, quick, soft):
+    if soft:
+      return spawn(workload, seeds, quick, soft)
+    return json.loads(json.dumps(soft_overhead.child(workload, seeds, quick, soft)))
+
+  monkeypatch.setattr(soft_overhead, "_spawn", off_in_process)
   out = tmp_path / "so.json"
   soft_overhead.main(["--quick", "--workloads", "linear_phase", "--out", str(out)])
   row = _load(out)["rows"][0]
