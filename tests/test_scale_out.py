@@ -242,7 +242,7 @@ def test_a_peer_that_never_joins_fails_within_the_timeout(tmp_path):
 
 
 # Each of 2 processes (1 CPU device each) runs experiments' quick configs as one job; process
-# 0 writes results.npz and summary.json 2 s late, so a process that reads one before process
+# 0 writes results.npz and summary.json 1 s late, so a process that reads one before process
 # 0 has finished writing it fails (a missing file) or reads the previous one (a stale summary).
 _EXPERIMENTS = """
 import json, logging, sys, time
@@ -253,7 +253,7 @@ if pid == 0:
   write = io_lib._write
   def late(p, data):
     if p.name in ("results.npz", "summary.json"):
-      time.sleep(2)
+      time.sleep(1)
     return write(p, data)
   io_lib._write = late
 from experiments import retention_map, synthetic_ball
@@ -263,10 +263,13 @@ def config(module, **fields):
   c.distributed.update(enabled=True, coordinator_address=f"127.0.0.1:{port}", num_processes=2,
                        process_id=pid, heartbeat_timeout_s=30)
   return c
-runs = [("map", retention_map, config(retention_map, num_steps=150, map_values=(0.1,))),
-        ("ball", synthetic_ball, config(synthetic_ball, num_steps=150)),
-        ("ball", synthetic_ball, config(synthetic_ball, num_steps=150,  # re-scored, not trained
-                                        null={"num_permutations": 20}))]
+# few evaluations and null draws, no soft measures (fewer programs): the reads are under test
+small = dict(num_steps=150, eval={"num_points": 6}, soft={"enabled": False})
+runs = [("map", retention_map, config(retention_map, map_values=(0.1,),
+                                      null={"num_permutations": 5}, **small)),
+        ("ball", synthetic_ball, config(synthetic_ball, null={"num_permutations": 5}, **small)),
+        ("ball", synthetic_ball, config(synthetic_ball,  # re-scored, not trained
+                                        null={"num_permutations": 3}, **small))]
 for name, module, c in runs:
   summary = module.run(c, f"{root}/{name}")
   print("SUMMARY", name, json.dumps({k: v for k, v in summary.items()
