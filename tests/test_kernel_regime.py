@@ -3,6 +3,8 @@ against independent recomputations."""
 
 from __future__ import annotations
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,11 +56,23 @@ def test_sgd_on_delta_is_sgd_on_theta_at_init():
     Linearized(models.get_model("resnet20", 2))
 
 
-def test_quick_run_pairs_f_with_its_linearisation(tmp_path):
-  from pyitlib import discrete_random_variable as drv
+def _quick_config():
+  """The quick config without the soft measures (this experiment reports none of them)."""
   c = kernel_regime.get_config("quick")
-  c.progress = False
-  s = kernel_regime.run(c, str(tmp_path))
+  c.progress, c.soft.enabled = False, False
+  return c
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  """The quick run (both widths) in its workdir, shared by the tests below."""
+  c, wd = _quick_config(), tmp_path_factory.mktemp("kernel_quick")
+  return c, wd, kernel_regime.run(c, str(wd))
+
+
+def test_quick_run_pairs_f_with_its_linearisation(quick_run):
+  from pyitlib import discrete_random_variable as drv
+  c, tmp_path, s = quick_run
   for w in c.widths:
     wdir = tmp_path / f"width{w}"
     a = analysis.load(wdir).arrays
@@ -87,15 +101,13 @@ def test_quick_run_pairs_f_with_its_linearisation(tmp_path):
   assert (tmp_path / "figures" / "kernel_regime.png").stat().st_size > 1000
 
 
-def test_overwrite_retrains_f_lin(tmp_path):
+def test_overwrite_retrains_f_lin(tmp_path, quick_run):
   """F retrained under another config is never paired with the old F_lin."""
-  c = kernel_regime.get_config("quick")
-  c.progress, c.widths = False, [16]
-  kernel_regime.run(c, str(tmp_path))
-  wdir = tmp_path / "width16"
+  wdir = tmp_path / "width16"  # the quick run's width 16 (F and F_lin trained)
+  shutil.copytree(quick_run[1] / "width16", wdir)
   old = io_lib.read_npz(wdir / kernel_regime.LIN_FILE)
-  c2 = kernel_regime.get_config("quick")
-  c2.progress, c2.widths, c2.overwrite = False, [16], True
+  c2 = _quick_config()
+  c2.widths, c2.overwrite = [16], True
   c2.optimizer.learning_rate = 0.03  # same shapes: a stale F_lin would pass unnoticed
   kernel_regime.run(c2, str(tmp_path))
   new = io_lib.read_npz(wdir / kernel_regime.LIN_FILE)
