@@ -26,9 +26,10 @@ steps (``SxT``; ``SxTxR``: R rounds, default ``--rounds``):
 Every (round, variant) is a fresh process, timed from after its imports to its end (compilation
 included): wall and CPU seconds, peak RSS and, for the experiment, the seconds in each stage
 (``train_f``: training with the evaluations; ``train_references``; ``score``: μ, per position
-too, the null (``null_mu``) and the soft measures (``rescore``); ``finish``: summary, figures). Rounds interleave the variants (alternating order). Reported
-per cell: medians, and the paired ratio hand / experiment (the median over rounds of each
-round's ratio: > 1 means the experiment is faster), robust to load changes between rounds.
+too, the null (``null_mu``) and the soft measures (``rescore``); ``finish``: summary,
+figures). Rounds interleave the variants (alternating order). Reported per cell: medians, and
+the paired ratio hand / experiment (the median over rounds of each round's ratio: > 1 means
+the experiment is faster), robust to load changes between rounds.
 
 ``step_profile`` (in this process): the engine's training step (``steps.run_segment``, the
 experiment's trainer with its on-device sampler) against the hand-written step, both as one

@@ -1,7 +1,7 @@
 """Benchmark: what the soft measures cost a run (F's probabilities on device, KL/JS, mixture).
 
-    python -m benchmarks.soft_overhead                  # sequence_phases icl_markov_small, linear_phase
-    python -m benchmarks.soft_overhead --quick          # tiny, seconds (smoke test)
+    python -m benchmarks.soft_overhead          # sequence_phases icl_markov_small, linear_phase
+    python -m benchmarks.soft_overhead --quick  # tiny, seconds (smoke test)
 
 Each workload is one ``train_lib.train`` run (workdir None, the null on) with the soft measures
 off (``soft.enabled=False``: no probability buffer, nothing scored) and on (the default), each
