@@ -55,6 +55,18 @@ def test_null_draws_the_two_key_sorts_permutations():
     assert n < 10_000 or len(np.unique(u[0])) < n  # ties in u occurred
 
 
+def test_stable_argsort_of_uint32_keys_as_two_sorts_equals_numpys():
+  """Ties (few distinct keys), keys using all 32 bits, and N = 2^16 (ranks and indices fill
+  their 16 bits each); batched rows sorted independently; more keys refused."""
+  rng = np.random.default_rng(5)
+  for shape, high in (((3, 1000), 7), ((2, 3, 500), 2**32), ((1, 2**16), 40_000)):
+    k = rng.integers(0, high, shape, dtype=np.uint64).astype(np.uint32)
+    np.testing.assert_array_equal(mi.stable_argsort_u32(jnp.asarray(k)),
+                                  np.argsort(k, axis=-1, kind="stable"))
+  with pytest.raises(ValueError, match="at most 65536"):
+    mi.stable_argsort_u32(jnp.zeros((2**16 + 1,), jnp.uint32))
+
+
 def test_null_sits_on_the_closed_form_for_conditionally_independent_classifiers():
   """Balanced binary Y, F and L right w.p. a and b, independent given Y: μ = I(F;L) =
   1 − h(ab + (1−a)(1−b)), and the null of a conditionally independent pair has that mean."""
