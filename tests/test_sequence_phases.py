@@ -180,7 +180,8 @@ def test_text_task_with_skipped_first_positions(tmp_path):
   c.dataset.path = str(tmp_path / "t.txt")
   c.dataset.skip_positions = 3
   c.dataset.train_size, c.num_steps, c.progress = 400, 60, False
-  c.null.num_permutations = 5  # the references and shapes are what this test is about
+  # the references and shapes are what this test is about: few null draws, no soft measures
+  c.null.num_permutations, c.soft.enabled = 5, False
   summary = sequence_phases.run(c, str(tmp_path / "run"))
   res = analysis.load(tmp_path / "run")
   ds = datasets.get_dataset(config_lib.to_dict(c)["dataset"])
