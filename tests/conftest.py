@@ -5,20 +5,38 @@
   the folder is absent or hidden (``SGD_PHASES_SHARED_DATA=none``, as in a fresh clone).
 * No test reaches the network: a connection to anything but this machine fails at once, naming
   the address (a test that would download fails instead of hanging or downloading).
+* One JAX persistent compilation cache per test session (a temporary folder, removed at the
+  end; ``JAX_COMPILATION_CACHE_DIR`` set before JAX loads, so that the xdist workers and every
+  subprocess a test starts share it): a program compiled again -- the same run resumed, rerun
+  or started in another process -- is read back instead of recompiled (the same executable:
+  results are unchanged). A cache folder already set in the environment is used as it is.
 """
 
 import ipaddress
+import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # (inherited by xdist workers)
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="sgd_phases_jax_cache_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 sys.path.insert(0, str(Path(__file__).parent))
 import gcs_emulator  # noqa: E402  (sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT before gcsfs loads)
 
 from sgd_phases import datasets
 from sgd_phases.datasets import tfds_images
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE:  # the process that created the session's compilation cache removes it
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_configure(config):
