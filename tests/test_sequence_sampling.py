@@ -238,11 +238,12 @@ def _peak_rss_mb(tmp_path: Path, num_steps: int) -> float:
 
 
 def test_peak_memory_does_not_grow_with_the_number_of_steps(tmp_path):
-  """1,000 vs 30,000 steps of batch 8: a stored set of fresh sequences would hold 240,000
-  sequences (x, y, device copies, per-seed labels: ~90 MB more); sampled on device, the
-  peak is the same. (200,000 steps at the published settings, measured once by hand: README.)"""
-  short, long = _peak_rss_mb(tmp_path, 1000), _peak_rss_mb(tmp_path, 30_000)
-  assert long < short + 25, (short, long)
+  """1,000 vs 60,000 steps of batch 8: a stored set of fresh sequences would hold 480,000
+  sequences (x, y, device copies, per-seed labels: ~180 MB more); sampled on device, the
+  peak is the same within the peak's run-to-run spread (up to ~50 MB measured for one config:
+  hence the margin). (200,000 steps at the published settings, measured once: README.)"""
+  short, long = _peak_rss_mb(tmp_path, 1000), _peak_rss_mb(tmp_path, 60_000)
+  assert long < short + 60, (short, long)
 
 
 def test_train_evaluation_subset_counts_positions_for_sequences():
