@@ -315,8 +315,8 @@ _PACKED_SORT_MAX_CLASSES = 2**9
 
 # Up to this many examples (and on CPU) the packed key's stable argsort is two sorts of lone
 # uint32 operands (stable_argsort_u32): XLA:CPU sorts (key, index) pairs ~5x slower than one
-# operand; the same order, so the same draws (null 1.6-1.9x faster: benchmarks/
-# sequence_throughput.py's null_mu stage).
+# operand; the same order, so the same draws (the sort 1.9x, the null 1.4-1.6x faster:
+# benchmarks/sequence_throughput.py's null_mu stage).
 _FAST_ARGSORT_MAX_N = 2**16
 
 
