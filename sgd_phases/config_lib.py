@@ -44,7 +44,7 @@ PROBABILITY_DTYPES = ("float32", "float16")
 LATER_DEFAULTS = {"eval": {"store_probabilities": False, "probabilities_dtype": "float32"}}
 # Every field of ``base_config``: what the engine reads. An experiment's own fields (widths,
 # noise_rates, ...) sit beside them in its config; ``engine_part`` leaves them out.
-ENGINE_FIELDS = RUN_FIELDS + ("seeds_per_chunk", "bias_correction", "null", "soft",
+ENGINE_FIELDS = RUN_FIELDS + ("seeds_per_chunk", "seed_lanes", "bias_correction", "null", "soft",
                               "checkpoint_every", "overwrite", "progress", "distributed")
 
 
@@ -106,6 +106,9 @@ def base_config(dataset: str = "ball2d_sinusoid", model: str = "mlp",
   c.seed = 0                        # seed i uses fold_in(key(seed), i): init and data order
   c.num_seeds = 4
   c.seeds_per_chunk = 0             # seeds per compiled program (0 = all at once)
+  c.seed_lanes = 0                  # at most this many groups of seeds train side by side on
+                                    # CPU threads (map strategy, one device; same results):
+                                    # 0 = one per usable core, 1 = none (sgd_phases.lanes)
   c.seed_strategy = "auto"          # vmap | map (sequential inside jit) | unroll (no loops in
                                     # the programs; Python drives the steps) | auto (per backend)
   c.eval = ml_collections.ConfigDict(dict(
@@ -178,6 +181,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(_is_int(config.seed) and config.seed >= 0, "seed", "must be a non-negative int")
   _require(_is_int(config.seeds_per_chunk) and config.seeds_per_chunk >= 0, "seeds_per_chunk",
            "must be an int >= 0")
+  _require(_is_int(config.get("seed_lanes", 0)) and config.get("seed_lanes", 0) >= 0,
+           "seed_lanes", "must be an int >= 0 (0 = one lane per core)")
   _require(config.seed_strategy in SEED_STRATEGIES, "seed_strategy", f"not in {SEED_STRATEGIES}")
   _require(config.loss in LOSSES, "loss", f"{config.loss!r} not in {LOSSES}")
   _check_model(config.model, "model")

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from sgd_phases import checkpointing, io_lib, optim, preemption, programs, sharding, steps
+from sgd_phases import (checkpointing, io_lib, lanes, optim, preemption, programs, sharding,
+                         steps)
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import models as models_lib
 from sgd_phases.programs import BUFFER_KEYS  # noqa: F401 (re-exported)
@@ -148,7 +149,8 @@ class RunOptions:
   evaluations under ``ckpt_dir``), progress bar and metric writer, and which train-set
   predictions to keep ("none", "final": at the end, "all": at every evaluation), and the dtype
   of the test probabilities recorded at every evaluation ("" = none; "float32" | "float16":
-  ``probabilities`` [S, E, N, K], for the soft measures)."""
+  ``probabilities`` [S, E, N, K], for the soft measures), and at most how many seed lanes
+  train side by side on CPU (``sgd_phases.lanes``: 0 = one per core, 1 = none)."""
   strategy: str = "vmap"
   seeds_per_chunk: int = 0
   ckpt_dir: epath.Path | None = None
@@ -158,6 +160,7 @@ class RunOptions:
   writer: io_lib.MetricWriter | None = None
   train_predictions: str = "none"
   probabilities: str = ""
+  lanes: int = 0
 
 
 def run_seeds(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: SeedSet,
@@ -235,8 +238,12 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
   perm = programs.first_perm(data_keys, start, n_train, tr.batch_size, mesh)
   seeded = (data_keys, seed_labels)
   if not isinstance(segment, programs.StepLoop):  # (its step program compiles at the first step)
-    segment = programs.compile_logged(segment, (states, perm), seeded,
-                                      (source, i32(0), i32(0)), what=f"{desc} SGD segment")
+    compile_fn = functools.partial(programs.compile_logged, what=f"{desc} SGD segment")
+    n_lanes = lanes.resolve(opts.lanes, opts.strategy, s, mesh)
+    segment = (lanes.LanedSegment.compile(segment, (states, perm), seeded,
+                                          (source, i32(0), i32(0)), n_lanes, compile_fn)
+               if n_lanes > 1 else compile_fn(segment, (states, perm), seeded,
+                                              (source, i32(0), i32(0))))
   record = programs.compile_logged(record, states, buffers, i32(0), labels_tr, shared,
                                    what=f"{desc} evaluation")
   bar = _progress_bar(opts.progress, int(eval_at[-1]), start, desc)

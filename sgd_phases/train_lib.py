@@ -157,6 +157,7 @@ def train_f(config: ml_collections.ConfigDict, p: Plan, workdir: epath.Path | No
   return engine.run_seeds(p.trainer, p.data, p.ds.y_train, engine.SeedSet(config.seed, p.seed_ids),
                           p.eval_at, engine.RunOptions(
                               strategy=p.strategy, seeds_per_chunk=config.seeds_per_chunk,
+                              lanes=config.get("seed_lanes", 0),
                               ckpt_dir=None if workdir is None else workdir / "checkpoints",
                               checkpoint_every=config.checkpoint_every,
                               progress=config.progress, desc="F", writer=writer,
@@ -212,6 +213,7 @@ def train_reference(config: ml_collections.ConfigDict, name: str, data: engine.E
                            reference_segments(ref.num_steps, ckpt is not None),
                            engine.RunOptions(
                                strategy=strategy, seeds_per_chunk=config.seeds_per_chunk,
+                               lanes=config.get("seed_lanes", 0),
                                ckpt_dir=ckpt, checkpoint_every=config.checkpoint_every,
                                progress=config.progress, desc=f"ref:{name}",
                                probabilities="float32" if soft else ""))

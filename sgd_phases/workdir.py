@@ -60,7 +60,7 @@ from sgd_phases.results import Results
 
 # Fields that change how a job runs, never what it computes: left out of every identity.
 OPERATIONAL_FIELDS = ("progress", "checkpoint_every", "overwrite", "distributed",
-                      "seeds_per_chunk")
+                      "seeds_per_chunk", "seed_lanes")
 FAILED_FILE = "failed.json"     # a failed (diverged) attempt: its progress blocks nothing
 IDENTITY_KEY = "__identity__"   # the identity of a cached .npz, stored as a JSON string
 SUMMARY_IDENTITY = "identity"   # the identity of an experiment's summary.json
