@@ -20,6 +20,8 @@ steps (``SxT``; ``SxTxR``: R rounds, default ``--rounds``):
                    jitted step per seed in a Python loop, batches sampled on device, test
                    predictions fetched to the host at the same steps, μ and the same number of
                    null draws scored with numpy bincounts).
+  experiment_1lane (``--one-lane``) the experiment without seed lanes (``seed_lanes=1``,
+                   ``sgd_phases.lanes``): what lanes gain, in the same rounds.
   experiment_bare  (first cell only) the experiment with 2 evaluations and no null: its
                    training time against ``experiment``'s measures what the 40 evaluations cost.
 
@@ -72,11 +74,12 @@ STAGES = ("train_f", "train_references", "score")  # train_lib's steps, timed in
 SHARES = STAGES + ("null_mu", "rescore", "finish")
 
 
-def cell_config(seeds: int, steps: int, quick: bool, bare: bool = False) -> Any:
-  """The experiment's config for one cell (``bare``: 2 evaluations, no null)."""
+def cell_config(seeds: int, steps: int, quick: bool, bare: bool = False, lanes: int = 0) -> Any:
+  """The experiment's config for one cell (``bare``: 2 evaluations, no null; ``lanes``:
+  ``seed_lanes``)."""
   from experiments import sequence_phases  # pylint: disable=import-outside-toplevel
   c = sequence_phases.get_config("icl_markov,quick" if quick else "icl_markov")
-  c.num_seeds, c.num_steps, c.progress = seeds, steps, False
+  c.num_seeds, c.num_steps, c.progress, c.seed_lanes = seeds, steps, False, lanes
   if quick:  # seconds: the code paths, not the sizes
     c.eval.num_points, c.null.num_permutations = 2, 4
   if bare:
@@ -115,7 +118,8 @@ def child(variant: str, seeds: int, steps: int, quick: bool) -> dict[str, Any]:
   from experiments import common as exp_common  # pylint: disable=import-outside-toplevel
   from experiments import sequence_phases  # pylint: disable=import-outside-toplevel
   from sgd_phases import scoring, soft_scoring, train_lib  # pylint: disable=g-import-not-at-top
-  config = cell_config(seeds, steps, quick, bare=variant == "experiment_bare")
+  config = cell_config(seeds, steps, quick, bare=variant == "experiment_bare",
+                       lanes=1 if variant == "experiment_1lane" else 0)
   stages: dict[str, float] = {}
   wall, cpu = time.perf_counter(), time.process_time()
   if variant == "hand":
@@ -178,6 +182,9 @@ def run_cell(seeds: int, steps: int, rounds: int, quick: bool, variants: tuple[s
     share["evaluations"] = float(statistics.median(
         (a - b) / w for a, b, w in zip(stage("train_f"), bare, wall["experiment"])))
   out["experiment_share_of_wall"] = share
+  if "experiment_1lane" in runs:  # > 1: lanes made the experiment faster
+    out["one_lane_over_experiment_paired"] = paired(
+        [x["wall_s"] for x in runs["experiment_1lane"]], wall["experiment"])
   # the soft measures (added after the hand loop was specified; it has none): the experiment
   # without their seconds, against the same hand rounds
   out["hand_over_experiment_minus_soft_paired"] = paired(
@@ -243,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  f"(default {DEFAULT_CELLS}; ROUNDS: --rounds)")
   p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one run (run_child)
   p.add_argument("--no-bare", action="store_true", help="skip the experiment_bare variant")
+  p.add_argument("--one-lane", action="store_true",
+                 help="also run experiment_1lane (the experiment without seed lanes)")
   p.add_argument("--profile-steps", type=int, default=100,
                  help="steps of the step profile (0: no profile)")
   args = p.parse_args(argv)
@@ -254,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   load_start, t0 = common.load_average(), time.perf_counter()
   out_cells = []
   for i, (s, t, r) in enumerate(cells):
-    variants = ("experiment", "hand") + (() if i or args.no_bare else ("experiment_bare",))
+    variants = (("experiment", "hand") + (("experiment_1lane",) if args.one_lane else ())
+                + (() if i or args.no_bare else ("experiment_bare",)))
     out_cells.append(run_cell(s, t, r, args.quick, variants))
   profile = (step_profile(args.quick, 1 if args.quick else max(rounds, 3),
                           2 if args.quick else args.profile_steps)

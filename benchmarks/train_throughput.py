@@ -19,7 +19,9 @@ SGD lr 0.05, the same number of steps for every variant of a (model, seeds) cell
 
   engine_vmap / _map / _unroll   ``engine.run_seeds`` with that seed strategy; eval_at = [0, T]
                              on a 256-example test subset (the two evaluations cost < 1%);
-                             ``engine_auto`` is whichever ``resolve_strategy("auto")`` picks.
+                             ``engine_auto`` is whichever ``resolve_strategy("auto")`` picks;
+                             on CPU map trains one seed lane per core (``sgd_phases.lanes``),
+                             ``engine_map_1lane`` is map without lanes.
   jax_loop                   the same per-seed JAX step (``steps.train_step``, jitted, state
                              donated), seeds one after another from a Python loop over steps.
   torch_loop                 PyTorch: per seed, the standard forward/backward/opt.step() loop.
@@ -71,11 +73,12 @@ def make_trainer(model: str, steps_: int, model_kwargs: dict[str, Any] | None = 
 
 
 def engine_fn(tr: steps.Trainer, data: Any, labels: np.ndarray, seeds: int, steps_: int,
-              strategy: str) -> Callable[[], Any]:
-  """One ``engine.run_seeds`` call: ``seeds`` seeds, ``steps_`` steps, final evaluation."""
+              strategy: str, lanes: int = 0) -> Callable[[], Any]:
+  """One ``engine.run_seeds`` call: ``seeds`` seeds, ``steps_`` steps, final evaluation
+  (``lanes``: ``RunOptions.lanes``, 0 = the default, one seed lane per core under map)."""
   at = np.array([0, steps_])
   return lambda: engine.run_seeds(tr, data, labels, engine.SeedSet(0, np.arange(seeds)), at,
-                                  engine.RunOptions(strategy=strategy))["test_acc"]
+                                  engine.RunOptions(strategy=strategy, lanes=lanes))["test_acc"]
 
 
 def jax_loop_fn(tr: steps.Trainer, x_train: jax.Array, labels: jax.Array, seeds: int,
@@ -143,6 +146,8 @@ def run_cell(model: str, seeds: int, steps_: int, ds: Any, rounds: int,
     if v == "engine_unroll":  # its own trainer: native convolutions, unrolled evaluation
       fns[v] = engine_fn(make_trainer(model, steps_, model_kwargs, unroll=True), data,
                          ds.y_train, seeds, steps_, "unroll")
+    elif v == "engine_map_1lane":  # map without seed lanes (sgd_phases.lanes)
+      fns[v] = engine_fn(tr, data, ds.y_train, seeds, steps_, "map", lanes=1)
     elif v.startswith("engine_") and v != "engine_auto":
       fns[v] = engine_fn(tr, data, ds.y_train, seeds, steps_, v.split("_", 1)[1])
     elif v == "jax_loop":

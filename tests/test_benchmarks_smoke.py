@@ -56,10 +56,13 @@ def test_sequence_throughput_quick(tmp_path, monkeypatch):
 
   monkeypatch.setattr(sequence_throughput, "run_child", in_process)
   out = tmp_path / "st.json"
-  sequence_throughput.main(["--quick", "--no-bare", "--out", str(out)])
+  sequence_throughput.main(["--quick", "--no-bare", "--one-lane", "--out", str(out)])
   data = _load(out)
   (cell,) = data["cells"]
-  assert set(cell["runs"]) == {"experiment", "hand"}
+  assert set(cell["runs"]) == {"experiment", "hand", "experiment_1lane"}
+  assert _positive(cell["one_lane_over_experiment_paired"])
+  assert sequence_throughput.cell_config(2, 3, True, lanes=1).seed_lanes == 1
+  assert sequence_throughput.cell_config(2, 3, True).seed_lanes == 0
   for v in ("experiment", "hand"):
     assert _positive(cell["median_wall_s"][v]) and cell["runs"][v][0]["peak_rss_mb"] > 0
   stages = cell["runs"]["experiment"][0]["stages_s"]
