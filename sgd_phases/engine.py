@@ -87,7 +87,8 @@ def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, lo
   return steps.Trainer(model=module, tx=optim.make_optimizer(optimizer, num_steps), loss=loss,
                        batch_size=batch_size, num_classes=num_classes,
                        has_batch_stats=models_lib.has_batch_stats(module),
-                       eval_batch_size=eval_batch_size, unroll=unroll, sampler=sampler)
+                       eval_batch_size=eval_batch_size, unroll=unroll, sampler=sampler,
+                       optimizer_key=optim.optimizer_key(optimizer, num_steps))
 
 
 def seed_keys(seed: int, seed_ids: np.ndarray, salt: str = "") -> tuple[jax.Array, jax.Array]:

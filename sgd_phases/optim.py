@@ -52,3 +52,15 @@ def make_optimizer(cfg: Mapping[str, Any], num_steps: int) -> optax.GradientTran
   if name == "adamw":
     return optax.adamw(schedule, weight_decay=wd)
   raise ValueError(f"optimizer.name={name!r} is not one of {OPTIMIZERS}")
+
+
+def optimizer_key(cfg: Mapping[str, Any], num_steps: int) -> tuple[Any, ...] | None:
+  """A hashable value equal for two (config, num_steps) that ``make_optimizer`` turns into the
+  same optimizer; None when a field's value is not hashable."""
+  items = tuple(sorted((str(k), v) for k, v in dict(cfg).items()))
+  try:
+    hash(items)
+  except TypeError:
+    return None
+  return ("optimizer", items, int(num_steps))
+

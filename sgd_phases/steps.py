@@ -28,9 +28,16 @@ class TrainState(train_state.TrainState):
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-  """Static description of what is trained and how (hashable: closed over by jit)."""
+  """Static description of what is trained and how (hashable: closed over by jit).
+
+  Two trainers are equal when they train the same way, so that a second run in the same
+  process (a sweep's cells, a notebook, a rerun) reuses the compiled programs of the first
+  (``programs.build`` is cached on the trainer): the optimizer is compared by
+  ``optimizer_key`` (``engine.make_trainer``: the optimizer config and the number of steps),
+  or by the identity of ``tx`` where none is given (a ``tx`` replaced by
+  ``dataclasses.replace`` is a new optimizer)."""
   model: nn.Module
-  tx: optax.GradientTransformation
+  tx: optax.GradientTransformation = dataclasses.field(compare=False)
   loss: str
   batch_size: int
   num_classes: int
@@ -40,6 +47,11 @@ class Trainer:
   # fresh training batches drawn inside the step (datasets.sequence_sampling.Sampler) instead
   # of a stored training set
   sampler: Any = None
+  optimizer_key: dataclasses.InitVar[Any] = None
+  _optimizer: Any = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self, optimizer_key: Any) -> None:
+    object.__setattr__(self, "_optimizer", self.tx if optimizer_key is None else optimizer_key)
 
 
 def create_state(tr: Trainer, key: jax.Array, x_example: jax.Array) -> TrainState:

@@ -22,6 +22,7 @@ Same distributions as the numpy generators (tested by their statistics, not bit 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ KINDS = ("icl_markov", "markov_source")
 _LAZY_SQUARINGS = 64  # the stationary fallback: ((P + I) / 2) ** (2 ** 64)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # a static jit argument: hashed by _program
 class Sampler:
   """Fresh training batches of one synthetic sequence task.
 
@@ -53,6 +54,17 @@ class Sampler:
       raise ValueError(f"kind={self.kind!r} must be one of {KINDS}")
     if (self.kind == "markov_source") != (self.table is not None):
       raise ValueError("table: markov_source needs its transition table, icl_markov none")
+
+  def _program(self) -> tuple[Any, ...]:
+    """What the compiled sampling code depends on (the table's values are an argument)."""
+    return (type(self), self.kind, self.k, self.length, float(self.alpha),
+            None if self.table is None else np.shape(self.table))
+
+  def __eq__(self, other: object) -> bool:
+    return isinstance(other, Sampler) and self._program() == other._program()
+
+  def __hash__(self) -> int:
+    return hash(self._program())
 
   @property
   def order(self) -> int:
