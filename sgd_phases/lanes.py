@@ -1,15 +1,15 @@
 """Seed lanes: a chunk's seeds split into groups whose SGD segments run side by side on CPU.
 
-XLA:CPU runs one program at a time per calling thread, and a small model's step (the ICL
-transformer, a CNN on MNIST) keeps about 1.5 of its cores busy, however many seeds ``lax.map``
-walks through inside the program. The same compiled segment called on two halves of the seeds
-from two threads runs both halves at once (JAX releases the GIL while a program runs). On 2
-cores: the sequence experiment at 2 seeds 1.30x faster end to end
+A small model's compiled step (the ICL transformer, a CNN on MNIST) keeps about 1.5 of 2 CPU
+cores busy, however many seeds ``lax.map`` walks through inside the program. The same compiled
+segment called on two halves of the seeds from two threads runs both halves at once (JAX
+releases the GIL while a program runs; each thread waits for its own program). On 2 cores: the
+sequence experiment at 2 seeds 1.30x faster end to end
 (``benchmarks/results/sequence_lanes_cpu.json``), the MNIST CNNs 1.10-1.13x at 4 seeds
-(``train_throughput_lanes_cpu.json``). Under the "map" strategy each seed's computation is the same
-program body whatever the other seeds are, so lanes change no result (``tests/test_lanes.py``:
-bit-identical predictions and states). vmap batches the seeds into one computation, so lanes
-are only used with "map"; accelerators run one program at a time, so only on CPU.
+(``train_throughput_lanes_cpu.json``). Under the "map" strategy each seed's computation is the
+same program body whatever the other seeds are, so lanes change no result
+(``tests/test_lanes.py``: bit-identical predictions, probabilities and metrics). vmap batches
+the seeds into one computation, so lanes are only used with "map"; and only on CPU.
 """
 
 from __future__ import annotations
