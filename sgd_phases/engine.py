@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from sgd_phases import (checkpointing, io_lib, lanes, optim, preemption, programs, sharding,
-                         steps)
+from sgd_phases import checkpointing, io_lib, lanes, optim, preemption, programs, sharding, steps
 from sgd_phases import datasets as datasets_lib
 from sgd_phases import models as models_lib
 from sgd_phases.programs import BUFFER_KEYS  # noqa: F401 (re-exported)
@@ -239,12 +238,10 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
   perm = programs.first_perm(data_keys, start, n_train, tr.batch_size, mesh)
   seeded = (data_keys, seed_labels)
   if not isinstance(segment, programs.StepLoop):  # (its step program compiles at the first step)
-    compile_fn = functools.partial(programs.compile_logged, what=f"{desc} SGD segment")
-    n_lanes = lanes.resolve(opts.lanes, opts.strategy, s, mesh)
-    segment = (lanes.LanedSegment.compile(segment, (states, perm), seeded,
-                                          (source, i32(0), i32(0)), n_lanes, compile_fn)
-               if n_lanes > 1 else compile_fn(segment, (states, perm), seeded,
-                                              (source, i32(0), i32(0))))
+    segment = lanes.compile_segment(
+        segment, (states, perm), seeded, (source, i32(0), i32(0)),
+        lanes.resolve(opts.lanes, opts.strategy, s, mesh),
+        functools.partial(programs.compile_logged, what=f"{desc} SGD segment"))
   record = programs.compile_logged(record, states, buffers, i32(0), labels_tr, shared,
                                    what=f"{desc} evaluation")
   bar = _progress_bar(opts.progress, int(eval_at[-1]), start, desc)

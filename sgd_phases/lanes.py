@@ -17,8 +17,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +51,7 @@ def resolve(lanes: int, strategy: str, num_seeds: int, mesh: Any) -> int:
 def bounds(num_seeds: int, lanes: int) -> tuple[tuple[int, int], ...]:
   """(lo, hi) seed rows of each lane: contiguous, sizes differing by at most one."""
   edges = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(num_seeds), lanes)])
-  return tuple((int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))
+  return tuple((int(a), int(b)) for a, b in itertools.pairwise(edges))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -86,19 +88,23 @@ class LanedSegment:
   compiled: dict[int, Callable[..., Any]]  # lane size -> the segment compiled for it
   rows: tuple[tuple[int, int], ...]
 
-  @classmethod
-  def compile(cls, segment: Any, carry: Any, seeded: Any, shared: Any, lanes: int,
-              compile_fn: Callable[..., Any]) -> "LanedSegment":
-    """Compiles ``segment`` (jitted) once per distinct lane size with ``compile_fn(fn,
-    *args)``; ``carry``/``seeded``/``shared``: example arguments of the whole chunk."""
-    rows = bounds(jax.tree.leaves(carry)[0].shape[0], lanes)
-    compiled = {}
-    for (lo, hi), c, s in zip(rows, _split(carry, rows), _split(seeded, rows)):
-      if hi - lo not in compiled:
-        compiled[hi - lo] = compile_fn(segment, c, s, shared)
-    return cls(compiled, rows)
-
   def __call__(self, carry: Any, seeded: Any, shared: Any) -> Any:
-    futures = [_pool().submit(_run, self.compiled[hi - lo], c, s, shared) for (lo, hi), c, s in
-               zip(self.rows, _split(carry, self.rows), _split(seeded, self.rows))]
+    futures = [_pool().submit(_run, self.compiled[hi - lo], c, s, shared)
+               for (lo, hi), (c, s) in zip(self.rows, _split((carry, seeded), self.rows))]
     return _concat([f.result() for f in futures])
+
+
+def compile_segment(segment: Any, carry: Any, seeded: Any, shared: Any, lanes: int,
+                    compile_fn: Callable[..., Any]) -> Callable[..., Any]:
+  """``segment`` (jitted) compiled with ``compile_fn(fn, *args)`` for ``lanes`` lanes (as
+  :func:`resolve` gives): one lane, the program itself; several, a :class:`LanedSegment` of it
+  compiled once per distinct lane size. ``carry``/``seeded``/``shared``: example arguments of
+  the whole chunk."""
+  if lanes == 1:
+    return compile_fn(segment, carry, seeded, shared)
+  rows = bounds(jax.tree.leaves(carry)[0].shape[0], lanes)
+  compiled = {}
+  for (lo, hi), (c, s) in zip(rows, _split((carry, seeded), rows)):
+    if hi - lo not in compiled:
+      compiled[hi - lo] = compile_fn(segment, c, s, shared)
+  return LanedSegment(compiled, rows)

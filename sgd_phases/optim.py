@@ -63,4 +63,3 @@ def optimizer_key(cfg: Mapping[str, Any], num_steps: int) -> tuple[Any, ...] | N
   except TypeError:
     return None
   return ("optimizer", items, int(num_steps))
-
