@@ -79,15 +79,40 @@ def engine_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return config_lib.engine_part(config, keep=HEADER_FIELDS)
 
 
-def begin(config: ml_collections.ConfigDict, workdir: io_lib.PathLike, dataset: Any = None
-          ) -> tuple[ml_collections.ConfigDict, float]:
-  """The start of every experiment's ``run``: claims ``workdir`` for this experiment
-  (``workdir.claim``: a workdir holding another command's or experiment's run is refused,
-  naming it, with nothing changed) and returns ``config`` on ``dataset`` with its data's and
-  user models' fingerprints filled in (``workdir.pin``), and the start time (``time.time()``)
-  that :func:`finish` records."""
+# An experiment's engine runs: config -> the engine configs its ``run`` trains (``engine_runs``)
+Runs = Callable[[ml_collections.ConfigDict], list[ml_collections.ConfigDict]]
+
+
+def engine_runs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The engine configs a one-run experiment trains: its engine part (``engine_config``), or
+  none for a config without the engine's fields. An experiment whose runs differ (one per
+  width, noise rate, ...) or that has fields of its own to check defines its own
+  ``engine_runs(config)``, raising one ValueError naming a bad field; ``check`` validates what
+  it returns."""
+  from sgd_phases import config_lib  # local import: keeps experiment modules light to import
+  return [engine_config(config)] if config_lib.identity(config) is not None else []
+
+
+def check(config: ml_collections.ConfigDict, runs: Runs = engine_runs) -> None:
+  """Everything knowable about ``config`` before anything is written: ``runs(config)`` (the
+  experiment's own fields) and every engine config it returns (``config_lib.validate``). One
+  ValueError naming the field."""
+  from sgd_phases import config_lib  # local import: keeps experiment modules light to import
+  for c in runs(config):
+    config_lib.validate(c)
+
+
+def begin(config: ml_collections.ConfigDict, workdir: io_lib.PathLike, dataset: Any = None, *,
+          runs: Runs = engine_runs) -> tuple[ml_collections.ConfigDict, float]:
+  """The start of every experiment's ``run``: checks ``config`` (:func:`check` with the
+  experiment's ``runs``), claims ``workdir`` for this experiment (``workdir.claim``: a workdir
+  holding another command's or experiment's run is refused, naming it, with nothing changed)
+  and returns ``config`` on ``dataset`` with its data's and user models' fingerprints filled in
+  (``workdir.pin``), and the start time (``time.time()``) that :func:`finish` records. A bad
+  field is refused before the workdir is touched."""
   started = time.time()
   from sgd_phases import workdir as workdir_lib
+  check(config, runs)
   config = workdir_lib.pin(config, dataset)
   workdir_lib.claim(workdir, workdir_lib.run_command(config))
   return config, started

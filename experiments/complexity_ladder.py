@@ -146,6 +146,11 @@ def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return c
 
 
+def engine_runs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The one engine run (``training_config``; a bad ``ladder`` or ``k`` is refused)."""
+  return [training_config(config)]
+
+
 def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) -> dict[str, Any]:
   """Plateau steps, reference accuracies and the order check (means, 95% CIs over seeds)."""
   a = results.arrays
@@ -189,7 +194,7 @@ def summarize_ladder(results: Any, names: list[str], tol: float, smooth: int) ->
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """Trains F and every rung per seed; writes summary.json and the figure; returns the summary."""
-  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  config, started = common.begin(config, workdir, dataset, runs=engine_runs)  # checked, claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
   names = rung_names(config)

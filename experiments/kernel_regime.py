@@ -73,6 +73,17 @@ def width_config(config: ml_collections.ConfigDict, width: int) -> ml_collection
   return c
 
 
+def engine_runs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One engine run per width (``width_config``); F_lin needs no weight decay."""
+  _check_no_weight_decay(config)
+  return [width_config(config, w) for w in config.widths]
+
+
+def _check_no_weight_decay(config: ml_collections.ConfigDict) -> None:
+  if config.optimizer.weight_decay:
+    raise ValueError("optimizer.weight_decay: must be 0 (it would move θ₀ of F_lin)")
+
+
 def train_linearized(config: ml_collections.ConfigDict, workdir: str,
                      f_run_seconds: float = float("nan")) -> dict[str, np.ndarray]:
   """F_lin of every seed, time-paired with F (same θ₀, data order, steps): its test
@@ -85,8 +96,7 @@ def train_linearized(config: ml_collections.ConfigDict, workdir: str,
   from sgd_phases.models.linearized import Linearized
 
   def compute() -> dict[str, np.ndarray]:
-    if config.optimizer.weight_decay:
-      raise ValueError("optimizer.weight_decay: must be 0 (it would move θ₀ of F_lin)")
+    _check_no_weight_decay(config)
     p = train_lib.plan(config)
     tr = dataclasses.replace(p.trainer, model=Linearized(p.trainer.model))
     start = time.perf_counter()
@@ -133,7 +143,7 @@ def width_summary(steps: np.ndarray, t0: np.ndarray, m: dict[str, np.ndarray],
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None) -> dict[str, Any]:
   """F (and L) per width through the engine, then F_lin time-paired; summary.json + figure."""
-  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  config, started = common.begin(config, workdir, dataset, runs=engine_runs)  # checked, claimed
   from sgd_phases import train_lib
   rows = {}
   for w in config.widths:

@@ -74,6 +74,14 @@ def noise_config(config: ml_collections.ConfigDict, p: float) -> ml_collections.
   return c
 
 
+def engine_runs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One engine run per noise rate (``noise_config``); bad ``noise_rates`` are refused."""
+  if not config.noise_rates or any(not 0.0 <= p < 0.5 for p in config.noise_rates):
+    raise ValueError(f"config.noise_rates: need a non-empty list in [0, 0.5), got "
+                     f"{list(config.noise_rates)}")
+  return [noise_config(config, p) for p in config.noise_rates]
+
+
 def _change(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
   return stats.summarize(after - before)
 
@@ -128,12 +136,9 @@ def noise_row(results: Any, p: float, target: float) -> dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None, trained_f: Any = None) -> dict[str, Any]:
   """One engine run per noise rate, then summary.json and the figure; returns the summary."""
-  config, started = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  config, started = common.begin(config, workdir, dataset, runs=engine_runs)  # checked, claimed
   from sgd_phases import train_lib  # local import: keeps `get_config` light for config_flags
 
-  if not config.noise_rates or any(not 0.0 <= p < 0.5 for p in config.noise_rates):
-    raise ValueError(f"config.noise_rates: need a non-empty list in [0, 0.5), got "
-                     f"{list(config.noise_rates)}")
   rows = []
   for p in config.noise_rates:
     results = train_lib.train(noise_config(config, p), run_dir(workdir, p),

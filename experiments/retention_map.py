@@ -214,6 +214,11 @@ def map_grid(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
                                   NOISE_FIELD: list(config.noise_rates)})
 
 
+def engine_runs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One engine run per cell (``map_grid``: bad axes are refused; ``cell_config``)."""
+  return [cell_config(sweep.apply_overrides(config, o)) for o in map_grid(config)]
+
+
 _TABLE_KEYS = ("mu_l_peak", "mu_l_peak_step", "mu_l_t0", "mu_l_end", "mu_l_end_over_i_ly",
                "mu_l_loss_from_peak", "mu_f_t0_end", "i_ly", "train_acc_end",
                "train_acc_clean_end", "test_acc_end", "interp_step")
@@ -236,7 +241,7 @@ def table_row(row: dict[str, Any], field: str) -> dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         dataset: Any = None) -> dict[str, Any]:
   """The whole map as one sweep; then summary.json (rows + table) and the figures."""
-  config, start = common.begin(config, workdir, dataset)  # fingerprints pinned, workdir claimed
+  config, start = common.begin(config, workdir, dataset, runs=engine_runs)  # checked, claimed
   grid = map_grid(config)
   rows = sweep.run_sweep(CELL, config, grid, workdir, vectorize=config.vectorize,
                          metric="mu_l_loss_from_peak.value", owner=NAME)

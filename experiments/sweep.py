@@ -12,9 +12,10 @@ overrides apply to every point, parsed as by every experiment's command, ``sgd_p
 ``dataset.label_noise``, see ``sgd_phases.sweep.resolve_field``; any model option, e.g.
 ``--sweep.model_kwargs.layer_norm=True,False``), and ``--sweep_file`` a JSON object {field: [values]} (for lists or strings with commas). The grid
 is their Cartesian product; each point runs ``<experiment>.run(config, DIR/<point>)``, finished
-points are skipped on a rerun, a failing point writes ``DIR/<point>/error.txt`` (the others go
-on; the command then exits with status 1, naming how many failed; a preempted one, SIGTERM,
-with status 75: rerun it to resume). Outputs:
+points are skipped on a rerun, a bad config value at any point is refused before anything is
+written (the experiment's ``engine_runs`` checks, naming the point), a point that fails while it
+runs writes ``DIR/<point>/error.txt`` (the others go on; the command then exits with status 1,
+naming how many failed; a preempted one, SIGTERM, with status 75: rerun it to resume). Outputs:
 ``DIR/summary.csv``, ``DIR/summary.json`` (rows: the overrides, status, the headline numbers as
 ``<name>.mean/.lo/.hi``) and ``DIR/sweep.png`` (``--metric``, default μ/I at T_0). Runtime: the
 sum of the points' (the quick linear_phase config: seconds per point on CPU).
@@ -31,6 +32,7 @@ from the scheduler) and writes only its points; ``--merge`` then writes the summ
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -39,6 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
+from experiments import common
 from sgd_phases import cli, io_lib, sweep
 
 _GRID: dict[str, list[Any]] = {}
@@ -113,9 +116,11 @@ def main(argv: list[str]) -> None:
                              metric=f.metric)
   else:
     shard = sweep.parse_shard(f.shard)
+    check = functools.partial(common.check, runs=getattr(module, "engine_runs",
+                                                         common.engine_runs))
     rows = cli.run_command(lambda: sweep.run_sweep(
         module, f.config, points, f.workdir, vectorize=f.vectorize, metric=f.metric,
-        shard=shard))
+        shard=shard, check=check))
   counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "missing")}
   for r in rows:
     print(f"{r['status']:8s} {r['point']}" + (f"  {r['error']}" if r.get("error") else ""))

@@ -71,16 +71,26 @@ def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return common.engine_config(config)
 
 
+def engine_runs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The one engine run (``training_config``); bad snapshot fields are refused."""
+  _check_snapshots(list(config.snapshot_steps), config.num_snapshots)
+  return [training_config(config)]
+
+
+def _check_snapshots(requested: list[int], num: int) -> None:
+  if len(requested) == 0 and num < 1:
+    raise ValueError(f"config.num_snapshots must be >= 1, got {num}")
+  if any(s < 0 for s in requested):
+    raise ValueError(f"config.snapshot_steps must be non-negative, got {list(requested)}")
+
+
 def pick_snapshots(steps: np.ndarray, requested: list[int], num: int) -> list[int]:
   """Indices into ``steps``: the closest evaluation to each requested step (or ``num``
   log-spaced ones when none are requested), distinct and sorted."""
   steps = np.asarray(steps)
+  _check_snapshots(requested, num)
   if len(requested) == 0:
-    if num < 1:
-      raise ValueError(f"config.num_snapshots must be >= 1, got {num}")
     requested = [0] + list(np.geomspace(max(1, steps[1]), steps[-1], num - 1))
-  if any(s < 0 for s in requested):
-    raise ValueError(f"config.snapshot_steps must be non-negative, got {list(requested)}")
   logs = np.log1p(steps.astype(np.float64))
   return sorted({int(np.argmin(np.abs(logs - np.log1p(float(s))))) for s in requested})
 
@@ -94,7 +104,7 @@ def agreement_with(results: results.Results, reference: str) -> np.ndarray:
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         trained_f: Any = None) -> dict[str, Any]:
   """Trains F and L, writes summary.json and the figures; returns the headline numbers."""
-  config, started = common.begin(config, workdir)  # fingerprints pinned, workdir claimed
+  config, started = common.begin(config, workdir, runs=engine_runs)  # checked, claimed
   tcfg = training_config(config)
   train_lib.train(tcfg, workdir, trained_f=trained_f)
   ds = datasets_lib.get_dataset(tcfg.dataset)

@@ -82,7 +82,9 @@ def setting_name(p: float, init: str) -> str:
   return f"p{p:g}_{init}"
 
 
-def _validate(config: ml_collections.ConfigDict) -> None:
+def engine_runs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One engine run per (noise rate, init) (``training_config``); bad ``noise_rates`` or
+  ``inits`` are refused."""
   rates = list(config.noise_rates)
   if not rates or any(not 0.0 <= float(p) < 0.5 for p in rates):
     raise ValueError(f"config.noise_rates must be a non-empty list in [0, 0.5), got {rates}")
@@ -91,6 +93,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   for name, init in config.inits.items():
     if not float(init.init_scale) >= 0:
       raise ValueError(f"config.inits.{name}.init_scale must be >= 0, got {init.init_scale}")
+  return [training_config(config, p, init) for p in rates for init in config.inits]
 
 
 def training_config(config: ml_collections.ConfigDict, p: float,
@@ -128,8 +131,7 @@ def conditions(d0: np.ndarray, n: int, p: float, eps: float) -> dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         trained_f: Any = None) -> dict[str, Any]:
   """One engine run per (p, init); summary.json with final accuracies and the figures."""
-  _validate(config)
-  config, started = common.begin(config, workdir)  # the workdir claimed (and checked writable)
+  config, started = common.begin(config, workdir, runs=engine_runs)  # checked, claimed
   wd = io_lib.path(workdir)
   settings = []
   for p in config.noise_rates:

@@ -32,7 +32,7 @@ import logging
 import os
 import traceback
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -114,7 +114,9 @@ def _finished_row(root: epath.Path, name: str, o: Mapping[str, Any],
 def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
               grid: Sequence[Mapping[str, Any]], workdir: io_lib.PathLike, *,
               vectorize: str = "auto", metric: str | None = None,
-              shard: Shard | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+              shard: Shard | None = None, owner: str | None = None,
+              check: Callable[[ml_collections.ConfigDict], None] | None = None
+              ) -> list[dict[str, Any]]:
   """Runs ``module.run`` at every grid point under ``workdir``; returns the summary rows.
 
   Writes ``summary.csv``, ``summary.json`` (rewritten after every point) and ``sweep.png``.
@@ -123,12 +125,20 @@ def run_sweep(module: ModuleType, config: ml_collections.ConfigDict,
   :func:`merge_sweep` writes the summary once every shard is done; the rows returned are
   this shard's. ``workdir`` is the sweep's own (``workdir.claim``; ``owner``: the command
   that owns it, default ``sweep:<module>``): one holding another command's run is refused.
+  ``check(config)``: every point's config is checked before anything is written (one
+  ValueError naming the point and the field), so that a bad value is refused, not run as a
+  failing point.
   """
   if vectorize not in VECTORIZE:
     raise ValueError(f"vectorize={vectorize!r} is not one of {VECTORIZE}")
   if "distributed" in config:  # a multi-process job: joined before its first computation
     train_lib.init_distributed(config)  # (the nested programs, or which process writes)
   points = _points(config, grid)
+  for name, _, cfg in points if check is not None else ():
+    try:
+      check(cfg)
+    except ValueError as e:
+      raise ValueError(f"sweep point {name}: {e}") from e
   root = workdir_lib.claim(workdir, owner or f"sweep:{module.__name__}")
   names = [p[0] for p in points]
   if shard is not None:

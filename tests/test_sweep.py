@@ -172,19 +172,38 @@ def test_flatten_and_figure_with_two_fields(tmp_path):
 
 
 def test_cli_subprocess(tmp_path):
-  """The command runs every point; a point that fails (an odd num_examples) does not stop the
-  others, and the command then exits with status 1 naming how many failed."""
+  """The command runs every point; a point that fails (its folder holds another command's run)
+  does not stop the others, and the command then exits with status 1 naming how many failed."""
+  for draws in (0, 2):  # the num_examples=2002 points' folders are taken: refused when run
+    taken = tmp_path / f"num_random_draws={draws},num_examples=2002"
+    taken.mkdir()
+    (taken / "owner.json").write_text('{"command": "score"}')
   cmd = [sys.executable, "-m", "experiments.sweep", f"--workdir={tmp_path}",
          "--config=experiments/mi_vs_accuracy.py:quick", "--config.curve_points=11",
-         "--sweep.num_random_draws=0,2", "--sweep.num_examples=2000,2001"]
+         "--sweep.num_random_draws=0,2", "--sweep.num_examples=2000,2002"]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert out.returncode == 1, out.stderr[-2000:]
   assert "sweep: 2 of 4 points failed" in out.stderr and "2 done, 2 failed of 4" in out.stdout
   rows = _read_csv(tmp_path / "summary.csv")
   assert [r["num_random_draws"] for r in rows] == ["0", "0", "2", "2"]
   assert [r["status"] for r in rows] == ["done", "failed"] * 2
+  assert "score" in rows[1]["error"]
   assert io_lib.read_json(tmp_path / "num_random_draws=2,num_examples=2000" / "summary.json"
                           )["random_draws"]
+
+
+def test_cli_refuses_a_bad_point_before_anything_is_written(tmp_path):
+  """An odd num_examples at one point: one error naming the point and the field, exit status
+  1, and the sweep's folder is never created (no point ran)."""
+  root = tmp_path / "sweep"
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--workdir={root}",
+         "--config=experiments/mi_vs_accuracy.py:quick", "--config.curve_points=11",
+         "--sweep.num_examples=2000,2001"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert ("ValueError: sweep point num_examples=2001: config.num_examples must be even"
+          in out.stderr)
+  assert not root.exists()
 
 
 def test_parse_shard_from_flag_and_schedulers():
