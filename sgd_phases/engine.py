@@ -64,8 +64,8 @@ def resolve_strategy(strategy: str, model: str, backend: str | None = None,
 
 def num_params(tr: steps.Trainer, x_example: Any) -> int:
   """Parameters of one seed of ``tr.model`` on inputs shaped like ``x_example`` (no compute)."""
-  shapes = jax.eval_shape(tr.model.init, jax.random.key(0), jnp.zeros((1,) + x_example.shape,
-                                                                      jnp.float32))
+  shapes = jax.eval_shape(lambda x: tr.model.init(jax.random.key(0), x),  # (nothing compiled)
+                          jax.ShapeDtypeStruct((1,) + tuple(x_example.shape), jnp.float32))
   return models_lib.count_params(shapes["params"])
 
 
@@ -92,10 +92,15 @@ def make_trainer(model: str, model_kwargs: Mapping[str, Any], optimizer: Any, lo
 
 def seed_keys(seed: int, seed_ids: np.ndarray, salt: str = "") -> tuple[jax.Array, jax.Array]:
   """(init keys, data keys) [S] for these seed indices; ``salt`` separates references."""
+  return _seed_keys(int(seed), np.asarray(seed_ids, np.uint32), salt)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))  # one small program, not an op-by-op chain
+def _seed_keys(seed: int, seed_ids: jax.Array, salt: str) -> tuple[jax.Array, jax.Array]:
   base = jax.random.key(seed)
   if salt:
     base = jax.random.fold_in(base, zlib.crc32(salt.encode()) & 0x7FFFFFFF)
-  keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(seed_ids, jnp.uint32))
+  keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(seed_ids)
   split = jax.vmap(jax.random.split)(keys)
   return split[:, 0], split[:, 1]
 
@@ -122,9 +127,9 @@ class EvalData:
     the first ceil(train_eval_size / (T − 1)) sequences), as its test set counts them."""
     per_example = int(np.prod(ds.y_train.shape[1:]))  # 1, or T − 1 positions per sequence
     m = min(-(-train_eval_size // per_example), len(ds.y_train))
-    return cls(jnp.asarray(ds.x_train), jnp.asarray(ds.x_test), jnp.asarray(ds.y_test),
-               jnp.asarray(ds.x_train[:m]), jnp.asarray(ds.y_train_clean[:m]),
-               None if x_probe is None else jnp.asarray(x_probe, jnp.float32))
+    put = sharding.to_device
+    return cls(put(ds.x_train), put(ds.x_test), put(ds.y_test), put(ds.x_train[:m]),
+               put(ds.y_train_clean[:m]), None if x_probe is None else put(x_probe, np.float32))
 
 
 def probe_grid(size: int, extent: float = 1.1) -> np.ndarray:
@@ -232,7 +237,7 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
       states, buffers, _ = ckpt.restore(latest, states, buffers)
       k0 = latest + 1
       logging.info("%s: resumed from checkpoint at step %d", desc, int(eval_at[latest]))
-  i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+  i32 = np.int32  # step and evaluation indices: host scalars, passed to the programs
   n_train = 0 if tr.sampler is not None else data.x_train.shape[0]  # (a sampler: no order)
   start = int(eval_at[k0 - 1]) if k0 else 0
   perm = programs.first_perm(data_keys, start, n_train, tr.batch_size, mesh)
@@ -245,7 +250,7 @@ def _run_chunk(tr: steps.Trainer, data: EvalData, labels: np.ndarray, seeds: See
   record = programs.compile_logged(record, states, buffers, i32(0), labels_tr, shared,
                                    what=f"{desc} evaluation")
   bar = _progress_bar(opts.progress, int(eval_at[-1]), start, desc)
-  bad = jnp.full((s,), -1, jnp.int32)
+  bad = jax.device_put(np.full((s,), -1, np.int32))
   pending = None
   watch = preemption.watch() if ckpt is not None else contextlib.nullcontext()
   try:

@@ -121,7 +121,7 @@ def first_perm(data_keys: jax.Array, start: int, n: int, batch_size: int, mesh: 
   """[S, n] example order current before step ``start`` (unused zeros at an epoch start)."""
   per_epoch = max(n // batch_size, 1)
   if start % per_epoch == 0:
-    return sharding.put_seeded(jnp.zeros((data_keys.shape[0], n), jnp.int32), mesh)
+    return sharding.put_seeded(np.zeros((data_keys.shape[0], n), np.int32), mesh)
   perms = jax.jit(jax.vmap(steps.epoch_permutation, in_axes=(0, None, None)),
                   static_argnums=2)(data_keys, jnp.int32(start // per_epoch), n)
   return sharding.put_seeded(perms, mesh)
@@ -129,16 +129,17 @@ def first_perm(data_keys: jax.Array, start: int, n: int, batch_size: int, mesh: 
 
 def recording_buffers(tr: steps.Trainer, data: EvalData, s: int, e: int, train_predictions: str,
              mesh: Any, probabilities: str = "") -> dict[str, jax.Array]:
-  """Zeroed recording buffers [S, E, ...] (metrics, predictions, optional extras), sharded."""
+  """Zeroed recording buffers [S, E, ...] (metrics, predictions, optional extras), sharded
+  (host zeros placed on the devices: nothing to compile)."""
   pdtype = eval_lib.prediction_dtype(tr.num_classes)
-  buffers = {k: jnp.zeros((s, e), jnp.float32) for k in BUFFER_KEYS}
-  buffers["predictions"] = jnp.zeros((s, e, data.y_test.size), pdtype)  # sequences: M·(T−1)
+  buffers = {k: np.zeros((s, e), np.float32) for k in BUFFER_KEYS}
+  buffers["predictions"] = np.zeros((s, e, data.y_test.size), pdtype)  # sequences: M·(T−1)
   if train_predictions == "all":
-    buffers["train_predictions"] = jnp.zeros((s, e, data.x_train.shape[0]), pdtype)
+    buffers["train_predictions"] = np.zeros((s, e, data.x_train.shape[0]), pdtype)
   if data.x_probe is not None:
-    buffers["probe_predictions"] = jnp.zeros((s, e, data.x_probe.shape[0]), pdtype)
+    buffers["probe_predictions"] = np.zeros((s, e, data.x_probe.shape[0]), pdtype)
   if probabilities:
-    buffers["probabilities"] = jnp.zeros((s, e, data.y_test.size, tr.num_classes), probabilities)
+    buffers["probabilities"] = np.zeros((s, e, data.y_test.size, tr.num_classes), probabilities)
   return sharding.put_seeded(buffers, mesh)
 
 
@@ -150,13 +151,13 @@ def training_data(tr: steps.Trainer, data: EvalData, labels: np.ndarray, s: int,
   then they travel with the seeds). Shared labels are never copied per seed."""
   per_seed = np.ndim(labels) > data.y_test.ndim  # [S, n, ...]: every seed's own labels
   m = data.x_tr.shape[0]
-  sub = jnp.asarray(labels[:, :m] if per_seed else labels[:m], jnp.int32)
-  labels_tr = sharding.put_seeded(sub if per_seed else jnp.broadcast_to(sub, (s, *sub.shape)),
-                                  mesh)
+  sub = np.asarray(labels[:, :m] if per_seed else labels[:m], np.int32)  # (host arrays are
+  labels_tr = sharding.put_seeded(  # placed as they are: nothing compiled for them)
+      sub if per_seed else np.broadcast_to(sub, (s, *sub.shape)), mesh)
   if tr.sampler is not None:
-    arrays = {k: jnp.asarray(v) for k, v in tr.sampler.arrays().items()}
+    arrays = {k: sharding.to_device(v) for k, v in tr.sampler.arrays().items()}
     return sharding.put_replicated(arrays, mesh), None, labels_tr
-  lab = jnp.asarray(labels, jnp.int32)
+  lab = sharding.to_device(labels, np.int32)
   if per_seed:
     return (data.x_train, None), sharding.put_seeded(lab, mesh), labels_tr
   return (data.x_train, sharding.put_replicated(lab, mesh)), None, labels_tr

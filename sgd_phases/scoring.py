@@ -55,8 +55,8 @@ def measures(predictions: np.ndarray | jax.Array, ref_predictions: np.ndarray,
              ) -> dict[str, np.ndarray]:
   """Every :class:`~sgd_phases.mutual_info.InfoMeasures` field [S, E] of F against one L."""
   ref, defined = _prepare(ref_predictions)
-  m = mutual_info.information_measures(jnp.asarray(predictions), jnp.asarray(ref),
-                                       jnp.asarray(y_test), num_classes,
+  put = sharding.to_device
+  m = mutual_info.information_measures(put(predictions), put(ref), put(y_test), num_classes,
                                        bias_correction=bias_correction)
   return {f: _mask(sharding.to_host(getattr(m, f)), defined)
           for f in mutual_info.InfoMeasures._fields}
@@ -89,16 +89,20 @@ def null_mu(predictions: np.ndarray | jax.Array, ref_predictions: np.ndarray,
   See :func:`sgd_phases.mutual_info.conditional_null`; every seed gets its own permutations.
   """
   ref, defined = _prepare(ref_predictions)
-  null = mutual_info.conditional_null(jnp.asarray(predictions), jnp.asarray(ref),
-                                      jnp.asarray(y_test), num_classes, key, num_permutations,
-                                      bias_correction=bias_correction)
+  put = sharding.to_device
+  null = mutual_info.conditional_null(put(predictions), put(ref), put(y_test), num_classes, key,
+                                      num_permutations, bias_correction=bias_correction)
   return _mask(sharding.to_host(null).astype(np.float32), defined)
 
 
 def null_key(seed: int, reference: str) -> jax.Array:
   """The PRNG key of reference ``reference``'s null draws in a run with ``config.seed``."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x6E756C6C),
-                            zlib.crc32(reference.encode()) & 0x7FFFFFFF)
+  return _null_key(int(seed), np.uint32(zlib.crc32(reference.encode()) & 0x7FFFFFFF))
+
+
+@functools.partial(jax.jit, static_argnums=0)  # one small program for every reference
+def _null_key(seed: int, salt: jax.Array) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x6E756C6C), salt)
 
 
 # --------------------------------------------------------------------- a run's scores

@@ -81,6 +81,15 @@ def to_host(x: jax.Array | np.ndarray) -> np.ndarray:
   return np.asarray(x)
 
 
+def to_device(x: Any, dtype: Any = None) -> jax.Array:
+  """``x`` as a device array (``dtype``: of a host array), placed by ``jax.device_put``: a
+  host array is copied in as it is, where ``jnp.asarray`` compiles and runs a program for it
+  (one per shape). Device arrays are returned as they are."""
+  if isinstance(x, jax.Array):
+    return x if dtype is None else x.astype(dtype)
+  return jax.device_put(np.asarray(x, dtype))
+
+
 def shard_seeds(fn: Callable[[Any, Any, Any], Any], mesh: Mesh | None) -> Callable[..., Any]:
   """``fn(carry, seeded, shared)`` run per device on its block of seeds (identity without mesh).
 

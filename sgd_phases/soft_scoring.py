@@ -59,10 +59,10 @@ def score(arrays: Mapping[str, np.ndarray], probabilities: Any, *,
           mixture: Sequence[str] = ()) -> dict[str, np.ndarray]:
   """Every soft measure of F's ``probabilities`` [S, E, N, K] (module doc). ``mixture``: the
   references of the mixture fit, in that order (default: every one with distributions)."""
-  pf = jnp.asarray(probabilities)
+  pf = sharding.to_device(probabilities)
   s = pf.shape[0]
   floor = soft_measures.floor_for(pf.dtype)
-  y = jnp.asarray(arrays["y_test"])
+  y = sharding.to_device(arrays["y_test"])
   positions = int(arrays["num_positions"]) if "num_positions" in arrays else None
   refs = {name: _defined(p) for name, p in distributions(arrays).items()}
   names = list(mixture) or list(refs)
@@ -81,14 +81,15 @@ def score(arrays: Mapping[str, np.ndarray], probabilities: Any, *,
   put(results_lib.SOFT_F, soft_measures.cross_entropy(pf, y, num_positions=positions,
                                                       floor=floor), None)
   for name, (p, defined) in refs.items():
-    put(name, soft_measures.divergences(pf, jnp.asarray(p), num_positions=positions,
-                                        floor=floor), defined)
-    ce = soft_measures.cross_entropy(jnp.asarray(p), y, num_positions=positions)
+    p_dev = sharding.to_device(p)
+    put(name, soft_measures.divergences(pf, p_dev, num_positions=positions, floor=floor),
+        defined)
+    ce = soft_measures.cross_entropy(p_dev, y, num_positions=positions)
     if p.ndim == 2:  # one distribution for every seed: [S] and [S, P] like the others
       ce = {k: jnp.broadcast_to(v, (s,) + v.shape) for k, v in ce.items()}
     put(name, ce, defined)
   if names:
-    fit = soft_measures.mixture(pf, [jnp.asarray(refs[n][0]) for n in names], floor=floor)
+    fit = soft_measures.mixture(pf, [sharding.to_device(refs[n][0]) for n in names], floor=floor)
     defined = np.ones(s, bool)
     for n in names:
       defined &= np.ones(s, bool) if refs[n][1] is None else refs[n][1]
