@@ -22,6 +22,9 @@ steps (``SxT``; ``SxTxR``: R rounds, default ``--rounds``):
                    null draws scored with numpy bincounts).
   experiment_1lane (``--one-lane``) the experiment without seed lanes (``seed_lanes=1``,
                    ``sgd_phases.lanes``): what lanes gain, in the same rounds.
+  experiment_without_soft (``--without-soft``) the experiment with the soft measures off
+                   (``soft.enabled=False``): the scope the hand loop was specified for
+                   (training, evaluations, μ and the null; the soft measures came later).
   experiment_bare  (first cell only) the experiment with 2 evaluations and no null: its
                    training time against ``experiment``'s measures what the 40 evaluations cost.
 
@@ -74,12 +77,14 @@ STAGES = ("train_f", "train_references", "score")  # train_lib's steps, timed in
 SHARES = STAGES + ("null_mu", "rescore", "finish")
 
 
-def cell_config(seeds: int, steps: int, quick: bool, bare: bool = False, lanes: int = 0) -> Any:
+def cell_config(seeds: int, steps: int, quick: bool, bare: bool = False, lanes: int = 0,
+                soft: bool = True) -> Any:
   """The experiment's config for one cell (``bare``: 2 evaluations, no null; ``lanes``:
-  ``seed_lanes``)."""
+  ``seed_lanes``; ``soft``: the soft measures on)."""
   from experiments import sequence_phases  # pylint: disable=import-outside-toplevel
   c = sequence_phases.get_config("icl_markov,quick" if quick else "icl_markov")
   c.num_seeds, c.num_steps, c.progress, c.seed_lanes = seeds, steps, False, lanes
+  c.soft.enabled = soft
   if quick:  # seconds: the code paths, not the sizes
     c.eval.num_points, c.null.num_permutations = 2, 4
   if bare:
@@ -119,7 +124,8 @@ def child(variant: str, seeds: int, steps: int, quick: bool) -> dict[str, Any]:
   from experiments import sequence_phases  # pylint: disable=import-outside-toplevel
   from sgd_phases import scoring, soft_scoring, train_lib  # pylint: disable=g-import-not-at-top
   config = cell_config(seeds, steps, quick, bare=variant == "experiment_bare",
-                       lanes=1 if variant == "experiment_1lane" else 0)
+                       lanes=1 if variant == "experiment_1lane" else 0,
+                       soft=variant != "experiment_without_soft")
   stages: dict[str, float] = {}
   wall, cpu = time.perf_counter(), time.process_time()
   if variant == "hand":
@@ -186,9 +192,12 @@ def run_cell(seeds: int, steps: int, rounds: int, quick: bool, variants: tuple[s
     out["one_lane_over_experiment_paired"] = paired(
         [x["wall_s"] for x in runs["experiment_1lane"]], wall["experiment"])
   # the soft measures (added after the hand loop was specified; it has none): the experiment
-  # without their seconds, against the same hand rounds
+  # without their seconds, against the same hand rounds, and measured (--without-soft)
   out["hand_over_experiment_minus_soft_paired"] = paired(
       wall["hand"], [w - r for w, r in zip(wall["experiment"], stage("rescore"))])
+  if "experiment_without_soft" in runs:  # > 1: faster than the hand loop
+    out["hand_over_experiment_without_soft_paired"] = paired(
+        wall["hand"], [x["wall_s"] for x in runs["experiment_without_soft"]])
   return out
 
 
@@ -252,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--no-bare", action="store_true", help="skip the experiment_bare variant")
   p.add_argument("--one-lane", action="store_true",
                  help="also run experiment_1lane (the experiment without seed lanes)")
+  p.add_argument("--without-soft", action="store_true",
+                 help="also run experiment_without_soft (the experiment, soft measures off)")
   p.add_argument("--profile-steps", type=int, default=100,
                  help="steps of the step profile (0: no profile)")
   args = p.parse_args(argv)
@@ -264,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   out_cells = []
   for i, (s, t, r) in enumerate(cells):
     variants = (("experiment", "hand") + (("experiment_1lane",) if args.one_lane else ())
+                + (("experiment_without_soft",) if args.without_soft else ())
                 + (() if i or args.no_bare else ("experiment_bare",)))
     out_cells.append(run_cell(s, t, r, args.quick, variants))
   profile = (step_profile(args.quick, 1 if args.quick else max(rounds, 3),
@@ -273,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            **{f"{v}_s": c["median_wall_s"][v] for v in ("experiment", "hand")},
            "hand/experiment": c["hand_over_experiment_paired"],
            "hand/experiment_cpu": c["hand_over_experiment_cpu_paired"],
-           "hand/(experiment-soft)": c["hand_over_experiment_minus_soft_paired"]}
+           "hand/(experiment-soft)": c["hand_over_experiment_minus_soft_paired"],
+           **({"hand/experiment_without_soft": c["hand_over_experiment_without_soft_paired"]}
+              if "hand_over_experiment_without_soft_paired" in c else {})}
           for c in out_cells]
   print(common.format_table(rows, list(rows[0])))
   if profile:

@@ -56,11 +56,17 @@ def test_sequence_throughput_quick(tmp_path, monkeypatch):
 
   monkeypatch.setattr(sequence_throughput, "run_child", in_process)
   out = tmp_path / "st.json"
-  sequence_throughput.main(["--quick", "--no-bare", "--one-lane", "--out", str(out)])
+  sequence_throughput.main(["--quick", "--no-bare", "--one-lane", "--without-soft", "--out",
+                            str(out)])
   data = _load(out)
   (cell,) = data["cells"]
-  assert set(cell["runs"]) == {"experiment", "hand", "experiment_1lane"}
+  assert set(cell["runs"]) == {"experiment", "hand", "experiment_1lane",
+                               "experiment_without_soft"}
   assert _positive(cell["one_lane_over_experiment_paired"])
+  assert _positive(cell["hand_over_experiment_without_soft_paired"])
+  rescore = {v: cell["runs"][v][0]["stages_s"]["rescore"]
+             for v in ("experiment", "experiment_without_soft")}
+  assert rescore["experiment_without_soft"] < 0.1 * rescore["experiment"]  # soft measures off
   assert sequence_throughput.cell_config(2, 3, True, lanes=1).seed_lanes == 1
   assert sequence_throughput.cell_config(2, 3, True).seed_lanes == 0
   for v in ("experiment", "hand"):
