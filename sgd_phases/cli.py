@@ -253,7 +253,7 @@ def prepare_config(argv: Sequence[str], default_file: str | None = None
     (:func:`model_options`), present in the file's ``model_kwargs`` or not; one ValueError
     naming the flag for an option the model does not accept.
   """
-  from sgd_phases import datasets
+  from sgd_phases import grid
   mine, rest = _split(argv)
   spec = next((v for n, v in reversed(mine) if n == "config"), default_file)
   if not spec:
@@ -265,17 +265,12 @@ def prepare_config(argv: Sequence[str], default_file: str | None = None
   with config.unlocked():
     for name, value in mine:
       prefix = name[len("config."):-len("model")] if name.endswith(".model") else None
-      if name == "config.dataset.name" and value != config.dataset.get("name"):
-        old = config.dataset
-        config.dataset = datasets.default_config(value)
-        for k in (k for k in datasets.COMMON_FIELDS if k in old):
-          # a field's reference, not its value: a derived field (e.g. sequence_phases'
-          # train_size = num_steps × batch_size) keeps following the flags that set its sources
-          config.dataset[k] = old[k] if old[k] is None else old.get_ref(k)
-      elif prefix is not None and value != _node(config, prefix, name).model:
-        node = _node(config, prefix, name)
-        node.model = value
-        node.model_kwargs = ml_collections.ConfigDict({}, type_safe=False)
+      if prefix is not None:
+        _node(config, prefix, name)  # a section with a model, else one error naming the flag
+      if name == "config.dataset.name" or prefix is not None:
+        # another dataset or model: its own defaults (common dataset fields kept as references,
+        # so that a derived field, e.g. sequence_phases' train_size, follows its sources)
+        grid.switch(config, name[len("config."):], value)
     for name, value in mine:
       if ".model_kwargs." in name:
         path = name[len("config."):]

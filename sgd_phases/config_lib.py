@@ -185,7 +185,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "seed_lanes", "must be an int >= 0 (0 = one lane per core)")
   _require(config.seed_strategy in SEED_STRATEGIES, "seed_strategy", f"not in {SEED_STRATEGIES}")
   _require(config.loss in LOSSES, "loss", f"{config.loss!r} not in {LOSSES}")
-  _check_model(config.model, "model")
+  _check_model(config.model, "model", config.get("model_kwargs"))
   if config.get("num_epochs") is not None:
     _require(config.num_epochs > 0, "num_epochs", "must be > 0")
   _validate_optimizer(config.optimizer, "optimizer")
@@ -213,7 +213,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       from sgd_phases import sequence_references
       sequence_references.check_closed_form(ref.model, dict(ref.model_kwargs), field)
     elif ref.trained_on != "snapshot_at_T0":
-      _check_model(ref.model, f"{field}.model")
+      _check_model(ref.model, f"{field}.model", ref.get("model_kwargs"))
       _require(_is_int(ref.num_steps) and ref.num_steps >= 1, f"{field}.num_steps", "must be >= 1")
       _require(_is_int(ref.batch_size) and ref.batch_size >= 1, f"{field}.batch_size", "must be >= 1")
       _require(ref.loss in LOSSES, f"{field}.loss", f"not in {LOSSES}")
@@ -274,15 +274,20 @@ def _validate_soft(config: ml_collections.ConfigDict) -> None:
                f"{name!r} is reserved by the soft measures' keys {results.SOFT_RESERVED}")
 
 
-def _check_model(name: Any, field: str) -> None:
-  """A registered model or an importable ``package.module:ClassName``; else one ValueError
-  naming the field and the real cause (an import error inside the module, a missing
-  ``num_classes`` field, ...)."""
+def _check_model(name: Any, field: str, kwargs: Any = None) -> None:
+  """A registered model or an importable ``package.module:ClassName`` whose keyword arguments
+  include every key of ``kwargs`` (its ``model_kwargs``); else one ValueError naming the field
+  and the real cause (an import error inside the module, a missing ``num_classes`` field, an
+  option the model does not take, ...)."""
   from sgd_phases import models
   try:
     models.resolve(name)
   except ValueError as e:
     raise ValueError(f"config.{field}: {e}") from e.__cause__
+  allowed = models.model_kwargs(name)
+  for key in kwargs or ():
+    _require(key in allowed, f"{field}_kwargs",
+             f"{key}: unknown keyword argument for model {name!r}; allowed: {allowed}")
 
 
 def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],

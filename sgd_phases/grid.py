@@ -119,14 +119,38 @@ def point_name(overrides: Mapping[str, Any]) -> str:
   return name
 
 
+def switch(config: ml_collections.ConfigDict, path: str, value: Any) -> bool:
+  """Sets ``path`` to ``value`` in place where that switches a section to another kind, as on
+  the command line (``sgd_phases.cli``): ``dataset.name`` -> the new dataset's defaults with the
+  old section's common fields (``datasets.COMMON_FIELDS``, kept as references so that derived
+  fields follow); ``[<section>.]model`` -> that model with its own defaults (``model_kwargs``
+  emptied). True where it did (a different value of such a field); else nothing changes."""
+  node, leaf = _node(config, path)
+  if path == "dataset.name" and value != config.dataset.get("name"):
+    from sgd_phases import datasets  # local import: grids stay light
+    old = config.dataset
+    config.dataset = datasets.default_config(value)
+    for k in (k for k in datasets.COMMON_FIELDS if k in old):
+      config.dataset[k] = old[k] if old[k] is None else old.get_ref(k)
+    return True
+  if (leaf == "model" and isinstance(node, ml_collections.ConfigDict)
+      and "model_kwargs" in node and value != node.model):
+    node.model = value
+    node.model_kwargs = ml_collections.ConfigDict({}, type_safe=False)
+    return True
+  return False
+
+
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with the overrides set (the input is not modified). The copy keeps
-  the config's references, so a derived field (a FieldReference such as sequence_phases'
-  ``dataset.train_size``) follows an override of its sources as on the command line."""
+  """A copy of ``config`` with the overrides set (the input is not modified), by the command
+  line's rules: another dataset or model first (:func:`switch`: its own defaults), then every
+  other field, so that ``model_kwargs.width`` at the same point sets the new model's option.
+  The copy keeps the config's references, so a derived field (a FieldReference such as
+  sequence_phases' ``dataset.train_size``) follows an override of its sources."""
   c = copy.deepcopy(config)
   c.unlock()
-  for path, value in overrides.items():
+  for path, value in [(p, v) for p, v in overrides.items() if not switch(c, p, v)]:
     node, leaf = _node(c, path)
     node[leaf] = value
   return c

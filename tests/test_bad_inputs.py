@@ -47,6 +47,8 @@ def _cfg():
     ("references.linear.trained_on", "vibes", "references.linear.trained_on"),
     ("references.linear.model", "nope", "references.linear.model"),
     ("references.linear.num_steps", 0, "references.linear.num_steps"),
+    ("model_kwargs", {"width": 8, "channels": 4}, "model_kwargs"),
+    ("references.linear.model_kwargs", {"depth": 2}, "references.linear.model_kwargs"),
     ("t0.rule", "whenever", "t0.rule"),
     ("t0.reference", "missing", "t0.reference"),
     ("t0.delta", 1.5, "t0.delta"),

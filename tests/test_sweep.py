@@ -82,6 +82,36 @@ def test_parse_argv_grid_and_names():
     sweep.make_grid(c, {"bogus": [1]})
 
 
+def test_a_point_with_another_model_or_dataset_gets_its_defaults_as_on_the_command_line():
+  """--sweep.model=...: the model's own options (not the file's mlp width/depth, which a
+  linear model refuses), then the point's own model options; --sweep.dataset.name=...: that
+  dataset's fields, the common ones (label_noise) kept. Both as cli.prepare_config does."""
+  c = config_lib.base_config("ball2d_sinusoid", "mlp", width=8, depth=1)
+  c.references.linear = config_lib.reference_config("linear", num_steps=10)
+  c.dataset.label_noise = 0.2
+  lin = sweep.apply_overrides(c, {"model": "linear"})
+  assert lin.model == "linear" and dict(lin.model_kwargs) == {}
+  config_lib.validate(lin)  # the mlp's options would be refused: config.model_kwargs
+  with pytest.raises(ValueError, match=r"^config\.model_kwargs: depth"):
+    config_lib.validate(_with(lin, "model_kwargs", {"depth": 1}))
+  wide = sweep.apply_overrides(c, {"model_kwargs.width": 32, "model": "mlp"})  # same model
+  assert dict(wide.model_kwargs) == {"width": 32, "depth": 1}
+  cnn = sweep.apply_overrides(c, {"model_kwargs.channels": 4, "model": "paper_cnn"})
+  assert dict(cnn.model_kwargs) == {"channels": 4}  # the switch first, then the option
+  ds = sweep.apply_overrides(c, {"dataset.name": "sinusoid_hd"})
+  fresh = config_lib.base_config("sinusoid_hd", "mlp")
+  assert set(ds.dataset.keys()) == set(fresh.dataset.keys())
+  assert ds.dataset.label_noise == 0.2 and ds.dataset.dim == fresh.dataset.dim
+  assert c.model == "mlp" and c.dataset.name == "ball2d_sinusoid"  # the input is not modified
+
+
+def _with(config, field, value):
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  c[field] = ml_collections.ConfigDict(value)
+  return c
+
+
 # ------------------------------------------------------------------------------ the driver
 @pytest.fixture(params=["local", "gs"])
 def sweep_root(request, tmp_path) -> epath.Path:
