@@ -19,8 +19,8 @@ CASES = [
     ("sequence_phases", "icl_markov,quick", "seed_lanes", -1, r"config\.seed_lanes"),
     ("synthetic_ball", "quick", "snapshot_steps", (-5, 10), r"config\.snapshot_steps"),
     ("complexity_ladder", "quick", "k", 9, r"config\.k\b"),
-    ("complexity_ladder", "quick", "reference_batch_size", 0,
-     r"config\.references\.linear\.batch_size"),
+    ("complexity_ladder", "quick", "reference_batch_size", 0,  # every rung's: the first named
+     r"config\.references\.\w+\.batch_size"),
     ("retention", "quick", "noise_rates", (0.1, 0.6), r"config\.noise_rates"),
     ("retention", "quick", "batch_size", 0, r"config\.batch_size"),
     ("retention_map", "quick", "map_values", (), r"config\.map_values"),
