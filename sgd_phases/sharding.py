@@ -61,15 +61,17 @@ def _put(tree: Any, sharding: NamedSharding) -> Any:
 
 
 def put_seeded(tree: Any, mesh: Mesh | None) -> Any:
-  """Leading axis split over the mesh."""
+  """Leading axis split over the mesh; without one, on the default device (host arrays are
+  copied in once, here, not at every program call; device arrays stay as they are)."""
   if mesh is None:
-    return tree
+    return jax.device_put(tree)
   return _put(tree, NamedSharding(mesh, P(SEED_AXIS)))
 
 
 def put_replicated(tree: Any, mesh: Mesh | None) -> Any:
+  """A copy on every device of the mesh; without one, as :func:`put_seeded`."""
   if mesh is None:
-    return tree
+    return jax.device_put(tree)
   return _put(tree, NamedSharding(mesh, P()))
 
 
