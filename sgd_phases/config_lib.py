@@ -284,10 +284,10 @@ def _check_model(name: Any, field: str, kwargs: Any = None) -> None:
     models.resolve(name)
   except ValueError as e:
     raise ValueError(f"config.{field}: {e}") from e.__cause__
-  allowed = models.model_kwargs(name)
-  for key in kwargs or ():
-    _require(key in allowed, f"{field}_kwargs",
-             f"{key}: unknown keyword argument for model {name!r}; allowed: {allowed}")
+  try:
+    models.check_kwargs(name, kwargs or ())
+  except ValueError as e:
+    raise ValueError(f"config.{field}_kwargs: {e}") from None
 
 
 def validate_for_data(config: ml_collections.ConfigDict, x_train_shape: tuple[int, ...],

@@ -171,6 +171,14 @@ def model_defaults(name: str) -> dict[str, Any]:
   return out
 
 
+def check_kwargs(name: str, kwargs: Any) -> None:
+  """One ValueError naming the first key of ``kwargs`` that model ``name`` does not take."""
+  allowed = model_kwargs(name)
+  for key in kwargs:
+    if key not in allowed:
+      raise ValueError(f"{key}: unknown keyword argument for model {name!r}; allowed: {allowed}")
+
+
 def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   """Builds registry model ``name`` with ``num_classes`` logits.
 
@@ -178,10 +186,7 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   argument (naming it), ``num_classes`` < 2 or an invalid field value (naming the field).
   Lists in kwargs (e.g. from a ConfigDict) are turned into tuples so modules stay hashable.
   """
-  allowed = model_kwargs(name)
-  for key in kwargs:
-    if key not in allowed:
-      raise ValueError(f"{key}: unknown keyword argument for model {name!r}; allowed: {allowed}")
+  check_kwargs(name, kwargs)
   check_num_classes(num_classes)
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
   return resolve(name)(num_classes=num_classes, **kwargs)
